@@ -1,0 +1,38 @@
+"""Atomic file writes: write to a temporary file in the same directory, then rename.
+
+A reader (or a crash, or kill -9) never sees a half-written file: the destination either
+keeps its previous content or holds the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path next to ``dest``; on success fsync and rename it onto ``dest``.
+
+    On an exception the temporary file is removed and ``dest`` is left untouched::
+
+        with atomic_path("run.h5") as tmp:
+            write_everything(tmp)
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

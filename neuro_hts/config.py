@@ -1,0 +1,287 @@
+"""Configuration: frozen dataclasses, TOML loading, validation and overrides.
+
+A config has four sections, mirrored in the TOML files of ``models/``::
+
+    [model]  arch, form, activation, output, init_scale
+    [dt]     dist, mean, std, dt_min, dt_max, layers, resample_each_epoch
+    [train]  epochs, batch_size, t1, t2, beta, nudging, optimizer, lr, momentum, ...
+    [data]   dataset, data_dir, n_train, n_test
+
+Unknown keys and non-finite numbers are errors (never silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ModelConfig", "DtConfig", "TrainConfig", "DataConfig", "Config", "parse_arch", "load_config"]
+
+FORMS = ("leaky", "energy")
+OUTPUTS = ("mse", "ce")
+NUDGINGS = ("one-sided", "symmetric", "random-sign")
+OPTIMIZERS = ("sgd", "adam")
+BACKENDS = ("numba", "numpy")
+DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
+def parse_arch(text: str | tuple | list) -> tuple[int, ...]:
+    """Parse '784-512-10' (or a sequence of ints) into a tuple of >= 2 positive sizes."""
+    if isinstance(text, (list, tuple)):
+        parts = list(text)
+    elif isinstance(text, str):
+        parts = text.strip().split("-")
+    else:
+        raise ConfigError(f"malformed --arch {text!r}: expected sizes like 784-512-10")
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"malformed --arch {text!r}: expected sizes like 784-512-10") from None
+    if len(sizes) < 2 or any(s <= 0 for s in sizes):
+        raise ConfigError(f"malformed --arch {text!r}: need at least input and output sizes, all positive")
+    return sizes
+
+
+def _check_finite(section: str, name: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"[{section}] {name} must be finite, got {value}")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_finite(section, name, v)
+
+
+def _choice(section: str, name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"[{section}] {name} must be one of {', '.join(options)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network: layer sizes, dynamics form, activation and output cost.
+
+    ``output='mse'``: the last layer is a dynamic layer nudged by beta (y - s_L).
+    ``output='ce'``: the last layer is a softmax readout of layer L-1 (Laborieux et al.).
+    """
+
+    arch: tuple[int, ...] = (64, 256, 10)
+    form: str = "leaky"
+    activation: str = "hard_sigmoid"
+    output: str = "mse"
+    init_scale: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "arch", parse_arch(self.arch))
+        _choice("model", "form", self.form, FORMS)
+        _choice("model", "output", self.output, OUTPUTS)
+        from .activations import ACTIVATIONS
+
+        _choice("model", "activation", self.activation, tuple(ACTIVATIONS))
+        if self.output == "ce" and len(self.arch) < 3:
+            raise ConfigError("[model] output='ce' needs at least one hidden layer (a readout of layer L-1)")
+        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            raise ConfigError(f"[model] init_scale must be a positive finite number, got {self.init_scale}")
+
+
+@dataclass(frozen=True)
+class DtConfig:
+    """Per-neuron time steps. ``layers``: 'hidden' (paper), 'all', 'none', or indices '1,2'.
+
+    Layers that are not heterogeneous get the constant dt = ``mean``.
+    """
+
+    dist: str = "lognormal"
+    mean: float = DT_MEAN
+    std: float = DT_STD
+    dt_min: float = DT_MIN
+    dt_max: float = DT_MAX
+    layers: str = "hidden"
+    resample_each_epoch: bool = False
+
+    def __post_init__(self):
+        for k in ("mean", "std", "dt_min", "dt_max"):
+            _check_finite("dt", k, getattr(self, k))
+        validate_dt_params(self.dist, self.mean, self.std, self.dt_min, self.dt_max)
+        if not (self.dt_min <= self.mean <= self.dt_max) and self.dist == "constant":
+            raise ConfigError(f"[dt] constant dt {self.mean} lies outside [{self.dt_min}, {self.dt_max}]")
+        if self.layers not in ("hidden", "all", "none"):
+            try:
+                idx = [int(p) for p in str(self.layers).split(",")]
+            except ValueError:
+                raise ConfigError(f"[dt] layers must be 'hidden', 'all', 'none' or indices like '1,2', got {self.layers!r}") from None
+            if any(i < 1 for i in idx):
+                raise ConfigError(f"[dt] layer indices start at 1, got {self.layers!r}")
+
+    def heterogeneous_layers(self, n_dynamic: int, n_layers: int) -> tuple[int, ...]:
+        """1-based indices of dynamic layers that get sampled dt (others: constant mean)."""
+        if self.layers == "hidden":
+            return tuple(range(1, min(n_dynamic, n_layers - 1) + 1))
+        if self.layers == "all":
+            return tuple(range(1, n_dynamic + 1))
+        if self.layers == "none":
+            return ()
+        idx = tuple(int(p) for p in str(self.layers).split(","))
+        if any(i > n_dynamic for i in idx):
+            raise ConfigError(f"[dt] layers {self.layers!r} names a layer beyond the {n_dynamic} dynamic layers")
+        return idx
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Phases, nudging, optimiser and run settings. ``lr``: one value or one per layer."""
+
+    epochs: int = 10
+    batch_size: int = 50
+    t1: int = 30
+    t2: int = 10
+    beta: float = 0.1
+    nudging: str = "one-sided"
+    optimizer: str = "adam"
+    lr: tuple[float, ...] = (5e-4,)
+    momentum: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    seed: int = 0
+    backend: str = "numba"
+    residual_tol: float = 1e-3
+
+    def __post_init__(self):
+        lr = self.lr if isinstance(self.lr, (list, tuple)) else (self.lr,)
+        object.__setattr__(self, "lr", tuple(float(v) for v in lr))
+        for f in dataclasses.fields(self):
+            _check_finite("train", f.name, getattr(self, f.name))
+        for k in ("epochs", "batch_size", "t1", "t2", "seed"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"[train] {k} must be an integer, got {v!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.t1 < 1 or self.t2 < 1:
+            raise ConfigError("[train] epochs >= 0, batch_size >= 1, t1 >= 1 and t2 >= 1 are required")
+        if self.seed < 0:
+            raise ConfigError(f"[train] seed must be >= 0, got {self.seed}")
+        if not self.beta > 0:
+            raise ConfigError(f"[train] beta must be > 0, got {self.beta}")
+        if not self.lr or any(v < 0 for v in self.lr):
+            raise ConfigError(f"[train] lr must be non-negative, got {self.lr}")
+        if not (0 <= self.momentum < 1):
+            raise ConfigError(f"[train] momentum must be in [0, 1), got {self.momentum}")
+        _choice("train", "nudging", self.nudging, NUDGINGS)
+        _choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train", "backend", self.backend, BACKENDS)
+
+    def layer_lrs(self, n_layers: int) -> tuple[float, ...]:
+        if len(self.lr) == 1:
+            return self.lr * n_layers
+        if len(self.lr) != n_layers:
+            raise ConfigError(f"[train] lr has {len(self.lr)} values for {n_layers} layers")
+        return self.lr
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+
+    def __post_init__(self):
+        _choice("data", "dataset", self.dataset, DATASETS)
+        for k in ("n_train", "n_test"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"[data] {k} must be a positive integer, got {v!r}")
+
+
+_SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "data": DataConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dt: DtConfig = field(default_factory=DtConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        n_layers = len(self.model.arch) - 1
+        self.train.layer_lrs(n_layers)
+        n_dyn = n_layers - (1 if self.model.output == "ce" else 0)
+        self.dt.heterogeneous_layers(n_dyn, n_layers)
+
+    # --- conversion -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"]["arch"] = list(self.model.arch)
+        d["train"]["lr"] = list(self.train.lr)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError("config must be a table of sections")
+        unknown = set(d) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        parts = {}
+        for name, klass in _SECTIONS.items():
+            sec = d.get(name, {}) or {}
+            if not isinstance(sec, dict):
+                raise ConfigError(f"[{name}] must be a table")
+            names = {f.name for f in dataclasses.fields(klass)}
+            bad = set(sec) - names
+            if bad:
+                raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
+            for k, v in sec.items():
+                _check_finite(name, k, v)
+            try:
+                parts[name] = klass(**sec)
+            except TypeError as exc:
+                raise ConfigError(f"[{name}] {exc}") from None
+        return cls(**parts)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+
+    def replace(self, **sections: dict) -> "Config":
+        """Return a copy with keys of some sections overridden: ``cfg.replace(train={'epochs': 3})``."""
+        d = self.to_dict()
+        for name, updates in sections.items():
+            if name not in _SECTIONS:
+                raise ConfigError(f"unknown config section {name!r}")
+            d[name].update({k: v for k, v in updates.items() if v is not None})
+        return Config.from_dict(d)
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a TOML config; errors name the file and the problem."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        return Config.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

@@ -1,0 +1,250 @@
+"""The equations of HTS-EP (MODEL.md), each in one function, in plain NumPy.
+
+This module is the readable reference (the oracle the fast backends are tested
+against). Shapes: a batch of B samples; ``x`` is (B, n_0); ``states[i]`` is s_{i+1},
+(B, n_{i+1}), for the relaxed layers; targets ``y`` are one-hot (B, n_L).
+
+Two dynamics forms:
+
+* ``leaky`` (prototypical, Ernoult et al. 2019 with per-neuron dt)::
+
+      h_l = W_l s_{l-1} + W_{l+1}^T s_{l+1} + b_l          (no top-down term for l = L)
+      s_l <- s_l + dt_l * (sigma(h_l) - s_l)
+
+  Nudging adds -beta dC/ds_L to h_L (inside sigma, as in Laborieux et al.'s
+  s <- sigma(dPhi_beta/ds)); with dt = 1 this is exactly their discrete-time EP.
+
+* ``energy`` (Scellier & Bengio), states are membrane potentials, rho = activation::
+
+      s_l <- clip(s_l + dt_l * (rho'(s_l) * (W_l rho(s_{l-1}) + W_{l+1}^T rho(s_{l+1}) + b_l) - s_l), 0, 1)
+
+  Nudging adds -beta dC/ds_L inside the bracket.
+
+All layers are updated synchronously from the previous step's states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import get_activation
+from .network import Network
+
+__all__ = [
+    "RelaxResult",
+    "presynaptic",
+    "input_drive",
+    "layer_drive",
+    "leaky_update",
+    "energy_update",
+    "mse_cost",
+    "mse_nudge",
+    "softmax",
+    "ce_cost",
+    "readout_logits",
+    "output_nudge",
+    "primitive",
+    "energy",
+    "zero_states",
+    "relax_step",
+    "relax",
+    "predict_scores",
+    "cost",
+    "ep_gradients",
+]
+
+
+@dataclass
+class RelaxResult:
+    """States after a phase and the last step's residual max_l |s_t - s_{t-1}| per sample."""
+
+    states: list[np.ndarray]
+    residual: np.ndarray  # (B,)
+    n_steps: int
+
+    @property
+    def max_residual(self) -> float:
+        return float(self.residual.max()) if self.residual.size else 0.0
+
+
+def presynaptic(net: Network, s: np.ndarray) -> np.ndarray:
+    """What a layer sends to its neighbours: s itself (leaky form) or rho(s) (energy form)."""
+    if net.form == "energy":
+        return get_activation(net.activation)[0](s)
+    return s
+
+
+def input_drive(net: Network, x: np.ndarray) -> np.ndarray:
+    """Bottom-up drive of layer 1, W_1 x + b_1 (rho(x) in the energy form).
+
+    Constant during a phase: compute once per phase, not once per step.
+    """
+    return presynaptic(net, x) @ net.weights[0].T + net.biases[0]
+
+
+def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray) -> np.ndarray:
+    """h_l = W_l r_{l-1} + W_{l+1}^T r_{l+1} + b_l for relaxed layer ``l`` (1-based).
+
+    ``r[i]`` is the presynaptic value of layer i+1 (see :func:`presynaptic`); ``drive1``
+    is :func:`input_drive`. Layer n_dynamic gets no top-down term (with a softmax readout
+    the readout's influence enters only through nudging).
+    """
+    h = drive1 if l == 1 else r[l - 2] @ net.weights[l - 1].T + net.biases[l - 1]
+    if l < net.n_dynamic:
+        h = h + r[l] @ net.weights[l]
+    return h
+
+
+def leaky_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, sigma) -> np.ndarray:
+    """s <- s + dt * (sigma(h) - s)   (per-neuron dt)."""
+    return s + dt * (sigma(h) - s)
+
+
+def energy_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, rho_prime, nudge=0.0) -> np.ndarray:
+    """s <- clip(s + dt * (rho'(s) * h - s + nudge), 0, 1)."""
+    return np.clip(s + dt * (rho_prime(s) * h - s + nudge), 0.0, 1.0)
+
+
+def mse_cost(s_out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """C = 1/2 ||s_L - y||^2 per sample."""
+    return 0.5 * np.sum((s_out - y) ** 2, axis=-1)
+
+
+def mse_nudge(s_out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-dC/ds_L = y - s_L for the MSE cost."""
+    return y - s_out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def readout_logits(net: Network, r_last: np.ndarray) -> np.ndarray:
+    """Softmax readout's logits W_L r_{L-1} + b_L (``output='ce'``)."""
+    return r_last @ net.weights[-1].T + net.biases[-1]
+
+
+def ce_cost(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Cross-entropy -sum y log softmax(logits) per sample."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return -np.sum(y * logp, axis=-1)
+
+
+def output_nudge(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """-dC/ds for the top relaxed layer (what beta multiplies).
+
+    MSE: y - s_L. Cross-entropy readout: W_L^T (y - softmax(W_L r_{L-1} + b_L)), times
+    rho'(s_{L-1}) in the energy form.
+    """
+    top = states[-1]
+    if net.output == "mse":
+        return mse_nudge(top, y)
+    r = presynaptic(net, top)
+    g = (y - softmax(readout_logits(net, r))) @ net.weights[-1]
+    if net.form == "energy":
+        g = g * get_activation(net.activation)[1](top)
+    return g
+
+
+def cost(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """The output cost C per sample at ``states``."""
+    if net.output == "mse":
+        return mse_cost(states[-1], y)
+    return ce_cost(readout_logits(net, presynaptic(net, states[-1])), y)
+
+
+def predict_scores(net: Network, states: list[np.ndarray]) -> np.ndarray:
+    """Class scores: s_L (MSE) or the readout's logits (cross-entropy)."""
+    if net.output == "mse":
+        return states[-1]
+    return readout_logits(net, presynaptic(net, states[-1]))
+
+
+def primitive(net: Network, x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
+    """Phi = sum_l r_l^T (W_l r_{l-1} + b_l) over relaxed layers, per sample (r = s or rho(s))."""
+    r = [presynaptic(net, x)] + [presynaptic(net, s) for s in states]
+    phi = 0.0
+    for l in range(1, net.n_dynamic + 1):
+        phi = phi + np.sum(r[l] * (r[l - 1] @ net.weights[l - 1].T + net.biases[l - 1]), axis=-1)
+    return phi
+
+
+def energy(net: Network, x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
+    """E = 1/2 sum_l ||s_l||^2 - Phi(rho(s)), per sample (energy form)."""
+    return 0.5 * sum(np.sum(s**2, axis=-1) for s in states) - primitive(net, x, states)
+
+
+def zero_states(net: Network, batch: int, dtype=None) -> list[np.ndarray]:
+    dtype = dtype or net.dtype
+    return [np.zeros((batch, w.shape[0]), dtype=dtype) for w in net.weights[: net.n_dynamic]]
+
+
+def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0):
+    """One synchronous step of every relaxed layer; returns the new list of states."""
+    sigma, sigma_prime = get_activation(net.activation)
+    r = [presynaptic(net, s) for s in states]
+    nudge = beta * output_nudge(net, states, y) if beta != 0.0 else None
+    new = []
+    for l in range(1, net.n_dynamic + 1):
+        s, dt = states[l - 1], net.dts[l - 1]
+        h = layer_drive(net, l, r, drive1)
+        top = l == net.n_dynamic
+        if net.form == "leaky":
+            if top and nudge is not None:
+                h = h + nudge
+            new.append(leaky_update(s, h, dt, sigma))
+        else:
+            new.append(energy_update(s, h, dt, sigma_prime, nudge if (top and nudge is not None) else 0.0))
+    return new
+
+
+def relax(net: Network, x, n_steps: int, states=None, y=None, beta: float = 0.0, drive1=None) -> RelaxResult:
+    """Run ``n_steps`` synchronous steps from ``states`` (zeros if None).
+
+    Free phase: beta = 0. Nudged phase: beta != 0 and one-hot targets ``y``.
+    """
+    if states is None:
+        states = zero_states(net, x.shape[0], x.dtype)
+    if drive1 is None:
+        drive1 = input_drive(net, x)
+    residual = np.zeros(x.shape[0], dtype=x.dtype)
+    for _ in range(n_steps):
+        new = relax_step(net, states, drive1, y, beta)
+        residual = np.max(np.stack([np.abs(a - b).max(axis=1) for a, b in zip(new, states)]), axis=0)
+        states = new
+    return RelaxResult(states, residual, n_steps)
+
+
+def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: float):
+    """EP estimate of dL/dtheta from two equilibria (a: beta_a, b: beta_b), batch mean.
+
+    For relaxed layers (gradient *descent* direction, i.e. minus the update of MODEL.md
+    without lr)::
+
+        g_W_l = -( r_l^a (r_{l-1}^a)^T - r_l^b (r_{l-1}^b)^T ) / (beta_a - beta_b)
+        g_b_l = -( r_l^a - r_l^b ) / (beta_a - beta_b)
+
+    One-sided: (a, b) = (s^beta, s^0), beta_b = 0. Symmetric: (s^+beta, s^-beta), so the
+    divisor is 2 beta. For a softmax readout W_L the primitive carries -beta C, giving
+    g = (beta_a dC/dW(a) - beta_b dC/dW(b)) / (beta_a - beta_b).
+    Returns lists (gW, gb) with one entry per layer.
+    """
+    B = x.shape[0]
+    denom = beta_a - beta_b
+    ra = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_a]
+    rb = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_b]
+    gW, gb = [], []
+    for l in range(1, net.n_dynamic + 1):
+        gW.append(-(ra[l].T @ ra[l - 1] - rb[l].T @ rb[l - 1]) / (denom * B))
+        gb.append(-(ra[l] - rb[l]).sum(axis=0) / (denom * B))
+    if net.output == "ce":
+        da = softmax(readout_logits(net, ra[-1])) - y
+        db = softmax(readout_logits(net, rb[-1])) - y
+        gW.append((beta_a * da.T @ ra[-1] - beta_b * db.T @ rb[-1]) / (denom * B))
+        gb.append((beta_a * da - beta_b * db).sum(axis=0) / (denom * B))
+    return gW, gb

@@ -1,0 +1,142 @@
+"""EP learning: the three phases of one batch, and optimisers with per-layer rates.
+
+Phases (MODEL.md): free phase (beta = 0, T1 steps from s = 0) -> s^0; nudged phase
+(beta, T2 steps from s^0) -> s^beta; optionally -beta from s^0 (symmetric nudging).
+The update is the EP estimate of the loss gradient (:func:`neuro_hts.dynamics.ep_gradients`)
+fed to SGD (optional momentum) or Adam, which *descend* it, i.e.
+W_l += (lr_l / beta) * mean(s_l^b s_{l-1}^b^T - s_l^0 s_{l-1}^0^T) for plain SGD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import dynamics
+from .config import TrainConfig
+from .errors import ConfigError
+
+__all__ = ["SGD", "Adam", "make_optimizer", "BatchStats", "ep_phases", "ep_train_step"]
+
+
+class SGD:
+    """theta <- theta - lr_l * v,  v <- momentum * v + g  (plain SGD when momentum = 0)."""
+
+    kind = "sgd"
+
+    def __init__(self, lrs, momentum: float = 0.0):
+        self.lrs = tuple(float(v) for v in lrs)
+        self.momentum = float(momentum)
+        self.state: dict[str, list[np.ndarray]] = {}
+
+    def step(self, net, gW, gb) -> None:
+        params = list(net.weights) + list(net.biases)
+        grads = list(gW) + list(gb)
+        lrs = self.lrs + self.lrs
+        if self.momentum:
+            if "v" not in self.state:
+                self.state["v"] = [np.zeros_like(p) for p in params]
+            for v, g in zip(self.state["v"], grads):
+                v *= self.momentum
+                v += g
+            grads = self.state["v"]
+        for p, g, lr in zip(params, grads, lrs):
+            p -= p.dtype.type(lr) * g.astype(p.dtype, copy=False)
+
+    def state_dict(self) -> dict:
+        return {k: [a.copy() for a in v] for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = {k: [np.array(a) for a in v] for k, v in state.items()}
+
+
+class Adam:
+    """Adam (Kingma & Ba) with per-layer learning rates and bias correction."""
+
+    kind = "adam"
+
+    def __init__(self, lrs, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lrs = tuple(float(v) for v in lrs)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.t = 0
+        self.state: dict[str, list[np.ndarray]] = {}
+
+    def step(self, net, gW, gb) -> None:
+        params = list(net.weights) + list(net.biases)
+        grads = list(gW) + list(gb)
+        lrs = self.lrs + self.lrs
+        if "m" not in self.state:
+            self.state["m"] = [np.zeros_like(p) for p in params]
+            self.state["v"] = [np.zeros_like(p) for p in params]
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        c1 = 1.0 - b1**self.t
+        c2 = 1.0 - b2**self.t
+        for p, g, m, v, lr in zip(params, grads, self.state["m"], self.state["v"], lrs):
+            g = g.astype(p.dtype, copy=False)
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * g * g
+            step = (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            p -= step.astype(p.dtype, copy=False)
+
+    def state_dict(self) -> dict:
+        d = {k: [a.copy() for a in v] for k, v in self.state.items()}
+        d["t"] = [np.array(self.t)]
+        return d
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        t = state.pop("t", [np.array(0)])
+        self.t = int(np.asarray(t[0]))
+        self.state = {k: [np.array(a) for a in v] for k, v in state.items()}
+
+
+def make_optimizer(train: TrainConfig, n_layers: int):
+    lrs = train.layer_lrs(n_layers)
+    if train.optimizer == "sgd":
+        return SGD(lrs, train.momentum)
+    if train.optimizer == "adam":
+        return Adam(lrs, train.adam_beta1, train.adam_beta2, train.adam_eps)
+    raise ConfigError(f"unknown optimizer {train.optimizer!r}")
+
+
+@dataclass
+class BatchStats:
+    """Per-batch figures from the free phase (before the update)."""
+
+    loss_sum: float
+    n_correct: int
+    n: int
+    residual: np.ndarray  # (B,) free-phase residual at the last step
+
+
+def ep_phases(backend, net, x, y, train: TrainConfig, rng: np.random.Generator | None = None):
+    """Run the phases of one batch; returns (free RelaxResult, gW, gb)."""
+    drive1 = backend.input_drive(net, x)
+    free = backend.relax(net, x, train.t1, drive1=drive1)
+    beta = train.beta
+    if train.nudging == "symmetric":
+        plus = backend.relax(net, x, train.t2, free.states, y, beta, drive1=drive1)
+        minus = backend.relax(net, x, train.t2, free.states, y, -beta, drive1=drive1)
+        gW, gb = backend.ep_gradients(net, x, y, plus.states, beta, minus.states, -beta)
+    else:
+        if train.nudging == "random-sign":
+            if rng is None:
+                raise ConfigError("random-sign nudging needs a random generator")
+            beta = beta if rng.random() < 0.5 else -beta
+        nudged = backend.relax(net, x, train.t2, free.states, y, beta, drive1=drive1)
+        gW, gb = backend.ep_gradients(net, x, y, nudged.states, beta, free.states, 0.0)
+    return free, gW, gb
+
+
+def ep_train_step(backend, net, optimizer, x, y, train: TrainConfig, rng=None) -> BatchStats:
+    """One EP update on a batch (x, one-hot y); returns free-phase statistics."""
+    free, gW, gb = ep_phases(backend, net, x, y, train, rng)
+    scores = dynamics.predict_scores(net, free.states)
+    loss = float(dynamics.cost(net, free.states, y).sum())
+    correct = int((scores.argmax(axis=1) == y.argmax(axis=1)).sum())
+    optimizer.step(net, gW, gb)
+    return BatchStats(loss, correct, x.shape[0], free.residual)
