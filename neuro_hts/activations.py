@@ -19,8 +19,14 @@ def hard_sigmoid(u):
 
 
 def hard_sigmoid_prime(u):
-    """sigma'(u) = 1 on 0 < u < 1, else 0 (the subgradient 0 at the kinks)."""
-    return ((u > 0.0) & (u < 1.0)).astype(np.asarray(u).dtype)
+    """sigma'(u) = 1 on the closed interval 0 <= u <= 1, else 0.
+
+    The kinks take the one-sided value 1: the energy form keeps its states in the box
+    [0, 1], where rho is the identity, and starts the free phase at s = 0. With 0 at the
+    kinks a state at 0 would never move (rho'(0) h = 0) and one at 1 would be pulled to
+    1 - dt every other step.
+    """
+    return ((u >= 0.0) & (u <= 1.0)).astype(np.asarray(u).dtype)
 
 
 def sigmoid4(u):

@@ -78,18 +78,26 @@ def _normal(rng, mu, sigma, size):
     return rng.normal(mu, sigma, size)
 
 
+#: Below this coefficient of variation sigma/mu a law is constant at float64 precision
+#: (its spread is under an ulp of mu); the shape parameters of gamma and Pareto would
+#: overflow there, so those samplers return mu.
+_NEGLIGIBLE_CV = 1e-17
+
+
 def _lognormal(rng, mu, sigma, size):
     """exp(N(m, s2)) with s2 = ln(1 + sigma^2/mu^2), m = ln(mu) - s2/2."""
-    s2 = math.log1p(sigma**2 / mu**2)
+    cv = sigma / mu
+    s2 = math.log1p(cv * cv)
     m = math.log(mu) - s2 / 2.0
     return np.exp(rng.normal(m, math.sqrt(s2), size))
 
 
 def _gamma(rng, mu, sigma, size):
     """Gamma(shape k = mu^2/sigma^2, scale theta = sigma^2/mu)."""
-    if sigma == 0:
+    cv = sigma / mu
+    if cv < _NEGLIGIBLE_CV:
         return np.full(size, mu, dtype=np.float64)
-    return rng.gamma(mu**2 / sigma**2, sigma**2 / mu, size)
+    return rng.gamma(1.0 / (cv * cv), sigma * cv, size)
 
 
 def _cauchy(rng, mu, sigma, size):
@@ -115,9 +123,10 @@ def _pareto(rng, mu, sigma, size):
     a = 1 + sqrt(1 + mu^2/sigma^2) (> 2, so the variance is finite),
     x_m = mu (a - 1) / a. Power-law right tail P(X > x) = (x_m / x)^a.
     """
-    if sigma == 0:
+    cv = sigma / mu
+    if cv < _NEGLIGIBLE_CV:
         return np.full(size, mu, dtype=np.float64)
-    a = 1.0 + math.sqrt(1.0 + mu**2 / sigma**2)
+    a = 1.0 + math.sqrt(1.0 + 1.0 / (cv * cv))
     x_m = mu * (a - 1.0) / a
     return x_m * (1.0 + rng.pareto(a, size))
 

@@ -1,0 +1,522 @@
+"""Numba backend: the equations of :mod:`neuro_hts.dynamics`, one compiled kernel per phase.
+
+Same interface and semantics as :class:`~neuro_hts.backends.numpy_ref.NumpyBackend`
+(tested against it in tests/test_backends.py), float32 by default. What makes it fast:
+
+* one ``@njit`` call per phase: the loop over the T steps runs inside the kernel;
+* the constant input drive W_1 x + b_1 is computed once per phase (or reused when the
+  caller passes ``drive1``, as :func:`neuro_hts.learning.ep_phases` does);
+* each step is two kinds of work: the matrix products between relaxed layers (``np.dot``
+  into preallocated outputs, i.e. BLAS gemm; plain vectorised dot products for the
+  bottom-up drive of a layer of <= 12 neurons such as a 10-class output, where they beat
+  a gemm call) and one fused elementwise loop per layer (drive + top-down + nudge +
+  activation + leaky/energy update), compiled branch-free per form and activation; the
+  residual is computed after the last step only;
+* ``ep_gradients`` forms every weight gradient with one gemm:
+  r_l^a r_{l-1}^a^T - r_l^b r_{l-1}^b^T = [r_l^a - r_l^b ; r_l^b]^T [r_{l-1}^a ; r_{l-1}^a - r_{l-1}^b]
+  (rows stacked over the batch), which for layer 1, where r_0 = x (or rho(x)) is the same
+  in both phases, is the single product (r_1^a - r_1^b)^T r_0. Subtracting the two
+  equilibria before the product also avoids the cancellation of two nearly equal
+  products in float32.
+
+Private kernels take arrays only (tuples of arrays for the layers, so any depth works);
+:class:`NumbaBackend` validates and converts. Network arrays that already have the
+backend's dtype and are C-contiguous are used without copying, so in-place optimiser
+updates are always seen; others are converted on every call (store the network in the
+backend's dtype to avoid that).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numba import njit
+
+from ..dynamics import RelaxResult
+from ..errors import ConfigError
+
+__all__ = ["NumbaBackend"]
+
+log = logging.getLogger(__name__)
+
+_FORMS = ("leaky", "energy")
+_ACTIVATIONS = ("hard_sigmoid", "sigmoid4")  # kernel codes 0, 1
+_OUTPUTS = ("mse", "ce")
+
+# nudge modes of the top relaxed layer
+_NUDGE_NONE, _NUDGE_MSE, _NUDGE_CE = 0, 1, 2
+
+# a = s W^T into a layer of at most this many neurons uses plain dot products instead of
+# gemm (faster for a 10-class output layer at batch 50; see scripts/bench_train.py)
+_SMALL_ROWS = 12
+# fast-math flags that let LLVM vectorise sum reductions (reassociation and FMA
+# contraction; no nnan/ninf, so NaN and inf still propagate and divergence stays visible)
+_REASSOC = {"reassoc", "contract", "nsz", "arcp"}
+
+
+# --------------------------------------------------------------------------------------
+# scalar helpers (inlined into the loops). ``one`` carries the dtype, so float32 stays
+# float32 (no silent promotion to float64 in the vector loops).
+
+
+@njit(cache=True, inline="always")
+def _clip01(u, one):
+    """clip(u, 0, 1), NaN-propagating like np.clip."""
+    zero = one - one
+    return zero if u < zero else (one if u > one else u)
+
+
+@njit(cache=True, inline="always")
+def _act(u, act, one):
+    """sigma(u): hard sigmoid clip(u, 0, 1) (act 0) or 1 / (1 + exp(-(4u - 2))) (act 1)."""
+    if act == 0:
+        return _clip01(u, one)
+    return one / (one + np.exp(-(4 * one * u - 2 * one)))
+
+
+@njit(cache=True, inline="always")
+def _act_prime(u, act, one):
+    """sigma'(u): 1 on the closed interval 0 <= u <= 1 else 0 (act 0, as
+    activations.hard_sigmoid_prime), or 4 sigma(u) (1 - sigma(u)) (act 1)."""
+    zero = one - one
+    if act == 0:
+        return one if (u >= zero and u <= one) else zero
+    s = one / (one + np.exp(-(4 * one * u - 2 * one)))
+    return 4 * one * s * (one - s)
+
+
+# --------------------------------------------------------------------------------------
+# array kernels
+
+
+@njit(cache=True)
+def _act_into(s, act, out):
+    """out = sigma(s) elementwise (presynaptic values of the energy form)."""
+    one = s.dtype.type(1.0)
+    B, n = s.shape
+    for b in range(B):
+        for j in range(n):
+            out[b, j] = _act(s[b, j], act, one)
+
+
+@njit(cache=True)
+def _softmax_rows(z):
+    """z <- softmax(z) row by row, in place (max subtracted first, as dynamics.softmax)."""
+    B, n = z.shape
+    for b in range(B):
+        m = z[b, 0]
+        for j in range(1, n):
+            if z[b, j] > m:
+                m = z[b, j]
+        tot = z.dtype.type(0.0)
+        for j in range(n):
+            e = np.exp(z[b, j] - m)
+            z[b, j] = e
+            tot += e
+        for j in range(n):
+            z[b, j] = z[b, j] / tot
+
+
+@njit(cache=True)
+def _input_drive_kernel(x, rx, W1, b1, energy, act, out):
+    """out = W_1 r_0 + b_1 with r_0 = x (leaky) or rho(x) (energy; written to ``rx``)."""
+    if energy:
+        _act_into(x, act, rx)
+        np.dot(rx, W1.T, out)
+    else:
+        np.dot(x, W1.T, out)
+    B, n = out.shape
+    for b in range(B):
+        for j in range(n):
+            out[b, j] += b1[j]
+
+
+@njit(cache=True, fastmath=_REASSOC)
+def _dot_nt_small(a, W, out):
+    """out = a @ W.T by dot products (for a small number of rows of W)."""
+    B, m = a.shape
+    n = W.shape[0]
+    zero = out.dtype.type(0.0)
+    for b in range(B):
+        for i in range(n):
+            acc = zero
+            for j in range(m):
+                acc += a[b, j] * W[i, j]
+            out[b, i] = acc
+
+
+@njit(cache=True)
+def _dot_nt(a, W, out):
+    """out = a @ W.T: gemm, or plain dot products when W has few rows (a layer of
+    <= _SMALL_ROWS neurons, e.g. a 10-class output layer), where the loops beat BLAS."""
+    if W.shape[0] <= _SMALL_ROWS:
+        _dot_nt_small(a, W, out)
+    else:
+        np.dot(a, W.T, out)
+
+
+@njit(cache=True, inline="always")
+def _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, energy, act, out):
+    """The fused elementwise loop of :func:`_update_layer` (inlined there with constant
+    ``energy`` and ``act``, so that each copy compiles to a branch-free vector loop)."""
+    one = s.dtype.type(1.0)
+    B, n = s.shape
+    for b in range(B):
+        for j in range(n):
+            sj = s[b, j]
+            h = base[b, j]
+            if add_bias:
+                h += bias[j]
+            if has_td:
+                h += td[b, j]
+            if energy:
+                rp = _act_prime(sj, act, one)
+                u = rp * h - sj
+                if nudge_mode == 1:
+                    u += beta * (ny[b, j] - sj)
+                elif nudge_mode == 2:
+                    u += beta * (ny[b, j] * rp)
+                out[b, j] = _clip01(sj + dt[j] * u, one)
+            else:
+                if nudge_mode == 1:
+                    h += beta * (ny[b, j] - sj)
+                elif nudge_mode == 2:
+                    h += beta * ny[b, j]
+                out[b, j] = sj + dt[j] * (_act(h, act, one) - sj)
+
+
+@njit(cache=True)
+def _update_layer(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, energy, act, out):
+    """One layer's synchronous update: out = the new s, from the drive and the nudge.
+
+    h = base (+ bias) (+ td). Nudge mode 1 (MSE): beta (y - s) with ``ny`` = y; mode 2
+    (softmax readout): beta * ny with ``ny`` = (y - softmax) W_L, times rho'(s) in the
+    energy form. Leaky: s + dt (sigma(h + nudge) - s). Energy: clip(s + dt (rho'(s) h -
+    s + nudge), 0, 1).
+    """
+    # each call below is a separate inlined copy with constant flags; nudge_mode 0 (every
+    # layer but the top one) gets its own copies
+    if nudge_mode == _NUDGE_NONE:
+        if energy:
+            if act == 0:
+                _update_rows(s, base, bias, add_bias, td, has_td, 0, ny, beta, dt, True, 0, out)
+            else:
+                _update_rows(s, base, bias, add_bias, td, has_td, 0, ny, beta, dt, True, 1, out)
+        elif act == 0:
+            _update_rows(s, base, bias, add_bias, td, has_td, 0, ny, beta, dt, False, 0, out)
+        else:
+            _update_rows(s, base, bias, add_bias, td, has_td, 0, ny, beta, dt, False, 1, out)
+    elif energy:
+        if act == 0:
+            _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, True, 0, out)
+        else:
+            _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, True, 1, out)
+    elif act == 0:
+        _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, False, 0, out)
+    else:
+        _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, False, 1, out)
+
+
+@njit(cache=True)
+def _residual_into(new, old, residual):
+    """residual[b] <- max(residual[b], max_j |new[b, j] - old[b, j]|); NaN sticks (as np.max)."""
+    B, n = new.shape
+    for b in range(B):
+        res = residual[b]
+        bad = False
+        for j in range(n):
+            d = abs(new[b, j] - old[b, j])
+            res = d if d > res else res
+            bad |= d != d
+        if bad:
+            res = np.nan
+        residual[b] = res
+
+
+@njit(cache=True)
+def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual):
+    """Run ``n_steps`` >= 1 synchronous steps from ``s_init``; returns 0 or 1, the buffer holding the result.
+
+    Step t reads the states of step t-1 (``s_init``, then alternately ``buf0``/``buf1``)
+    and writes the other buffer; ``s_init`` is never written. ``rbuf`` holds rho(s) in
+    the energy form. ``residual`` (zeros on entry) receives the last step's
+    max_l max_j |s_t - s_{t-1}| per sample.
+    """
+    n_dyn = len(s_init)
+    top = n_dyn - 1
+    B = drive1.shape[0]
+    dtype = drive1.dtype
+    # scratch: bottom-up products (layers >= 2), top-down products (layers < top) and,
+    # for the softmax readout, the readout's logits and the nudge (y - p) W_L
+    bu = [np.empty((B, Ws[i].shape[0]), dtype=dtype) for i in range(n_dyn)]
+    td = [np.empty((B, Ws[i].shape[0]), dtype=dtype) for i in range(n_dyn)]
+    W_L = Ws[len(Ws) - 1]
+    b_L = bs[len(bs) - 1]
+    n_out = W_L.shape[0]
+    logits = np.empty((B, n_out), dtype=dtype)
+    nudge_mode = _NUDGE_NONE
+    if beta != 0:
+        nudge_mode = _NUDGE_CE if ce else _NUDGE_MSE
+    ny = y if nudge_mode == _NUDGE_MSE else td[top]
+    cur = s_init
+    for t in range(n_steps):
+        nxt = buf0 if t % 2 == 0 else buf1
+        r = cur
+        if energy:
+            for i in range(n_dyn):
+                _act_into(cur[i], act, rbuf[i])
+            r = rbuf
+        for i in range(1, n_dyn):
+            _dot_nt(r[i - 1], Ws[i], bu[i])
+        for i in range(n_dyn - 1):
+            np.dot(r[i + 1], Ws[i + 1], td[i])
+        if nudge_mode == _NUDGE_CE:
+            _dot_nt(r[top], W_L, logits)
+            for b in range(B):
+                for k in range(n_out):
+                    logits[b, k] += b_L[k]
+            _softmax_rows(logits)
+            for b in range(B):
+                for k in range(n_out):
+                    logits[b, k] = y[b, k] - logits[b, k]
+            np.dot(logits, W_L, td[top])
+        for i in range(n_dyn):
+            base = drive1 if i == 0 else bu[i]
+            mode = nudge_mode if i == top else _NUDGE_NONE
+            _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, mode, ny, beta, dts[i], energy, act, nxt[i])
+        if t == n_steps - 1:
+            for i in range(n_dyn):
+                _residual_into(nxt[i], cur[i], residual)
+        cur = nxt
+    return (n_steps - 1) % 2
+
+
+@njit(cache=True)
+def _presynaptic_list(states, energy, act):
+    """[r_1, r_2, ...]: the states themselves (leaky form) or rho of them (energy form)."""
+    out = []
+    for i in range(len(states)):
+        if energy:
+            r = np.empty_like(states[i])
+            _act_into(states[i], act, r)
+            out.append(r)
+        else:
+            out.append(states[i])
+    return out
+
+
+@njit(cache=True)
+def _ep_gradients_kernel(x, y, Ws, bs, states_a, states_b, beta_a, beta_b, energy, act, ce, gWs, gbs):
+    """EP gradients (see dynamics.ep_gradients) into ``gWs``/``gbs``, one gemm per layer.
+
+    -(r_l^a r_{l-1}^a^T - r_l^b r_{l-1}^b^T) / (denom B) as
+    c [r_l^a - r_l^b ; r_l^b]^T [r_{l-1}^a ; r_{l-1}^a - r_{l-1}^b], c = -1 / (denom B);
+    layer 1 only needs the first half, (r_1^a - r_1^b)^T r_0, since r_0 = x (or rho(x))
+    is the same in both phases. ``beta_a``, ``beta_b`` are float64 (the coefficients are
+    formed in float64, then rounded once). ``x`` may be read-only; it is only read.
+    """
+    dtype = gWs[0].dtype
+    B = x.shape[0]
+    n_dyn = len(states_a)
+    denom = beta_a - beta_b
+    c = dtype.type(-1.0 / (denom * B))
+    ra = _presynaptic_list(states_a, energy, act)  # ra[i] = r_{i+1}
+    rb = _presynaptic_list(states_b, energy, act)
+    for i in range(n_dyn):
+        a, bb = ra[i], rb[i]
+        n = a.shape[1]
+        if i == 0:
+            A = np.empty((B, n), dtype=dtype)
+            for s in range(B):
+                for j in range(n):
+                    A[s, j] = c * (a[s, j] - bb[s, j])
+            if energy:
+                rx = np.empty((B, x.shape[1]), dtype=dtype)
+                _act_into(x, act, rx)
+                np.dot(A.T, rx, gWs[0])
+            else:
+                np.dot(A.T, x, gWs[0])
+        else:
+            a0, b0 = ra[i - 1], rb[i - 1]
+            m = a0.shape[1]
+            A = np.empty((2 * B, n), dtype=dtype)
+            P = np.empty((2 * B, m), dtype=dtype)
+            for s in range(B):
+                for j in range(n):
+                    A[s, j] = c * (a[s, j] - bb[s, j])
+                    A[B + s, j] = c * bb[s, j]
+                for k in range(m):
+                    P[s, k] = a0[s, k]
+                    P[B + s, k] = a0[s, k] - b0[s, k]
+            np.dot(A.T, P, gWs[i])
+        gb = gbs[i]
+        for j in range(n):
+            gb[j] = 0
+        for s in range(B):
+            for j in range(n):
+                gb[j] += A[s, j]
+    if ce:
+        # softmax readout: (beta_a dC/dW(a) - beta_b dC/dW(b)) / (denom B), dC/dlogits = p - y
+        W_L, b_L = Ws[len(Ws) - 1], bs[len(bs) - 1]
+        n_out = W_L.shape[0]
+        top_a, top_b = ra[n_dyn - 1], rb[n_dyn - 1]
+        m = top_a.shape[1]
+        la = np.empty((B, n_out), dtype=dtype)
+        lb = np.empty((B, n_out), dtype=dtype)
+        np.dot(top_a, W_L.T, la)
+        np.dot(top_b, W_L.T, lb)
+        for s in range(B):
+            for k in range(n_out):
+                la[s, k] += b_L[k]
+                lb[s, k] += b_L[k]
+        _softmax_rows(la)
+        _softmax_rows(lb)
+        ca = dtype.type(beta_a / (denom * B))
+        cb = dtype.type(-beta_b / (denom * B))
+        A = np.empty((2 * B, n_out), dtype=dtype)
+        P = np.empty((2 * B, m), dtype=dtype)
+        for s in range(B):
+            for k in range(n_out):
+                A[s, k] = ca * (la[s, k] - y[s, k])
+                A[B + s, k] = cb * (lb[s, k] - y[s, k])
+            for j in range(m):
+                P[s, j] = top_a[s, j]
+                P[B + s, j] = top_b[s, j]
+        np.dot(A.T, P, gWs[len(gWs) - 1])
+        gb = gbs[len(gbs) - 1]
+        for k in range(n_out):
+            gb[k] = 0
+        for s in range(2 * B):
+            for k in range(n_out):
+                gb[k] += A[s, k]
+
+
+# --------------------------------------------------------------------------------------
+# public wrapper
+
+
+class NumbaBackend:
+    """Fused Numba kernels with BLAS matrix products; float32 (default) or float64.
+
+    Methods and results as :class:`~neuro_hts.backends.numpy_ref.NumpyBackend`:
+    ``input_drive``, ``relax`` (a :class:`~neuro_hts.dynamics.RelaxResult`) and
+    ``ep_gradients``. Inputs are converted to C-contiguous arrays of ``dtype``; arrays
+    that already are (the network's, the states this backend returned) are not copied.
+    States passed in are never modified.
+    """
+
+    name = "numba"
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ConfigError(f"the numba backend runs in float32 or float64, not {self.dtype}")
+        self._logged_conversion = False
+
+    # --- validation and conversion ----------------------------------------------------
+    def _as(self, a, shape=None, what="array", read_only_ok=False) -> np.ndarray:
+        a = np.ascontiguousarray(a, dtype=self.dtype)
+        if not (read_only_ok or a.flags.writeable):
+            a = a.copy()  # the kernels mix these with their own buffers, which are writable
+        if shape is not None and a.shape != shape:
+            raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+        return a
+
+    def _network(self, net):
+        """(energy, act, ce, weights, biases, dts of the relaxed layers) as kernel arguments."""
+        if net.form not in _FORMS:
+            raise ConfigError(f"unknown dynamics form {net.form!r}; choose one of {', '.join(_FORMS)}")
+        if net.activation not in _ACTIVATIONS:
+            raise ConfigError(f"unknown activation {net.activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
+        if net.output not in _OUTPUTS:
+            raise ConfigError(f"unknown output {net.output!r}; choose one of {', '.join(_OUTPUTS)}")
+        if net.n_dynamic < 1:
+            raise ConfigError("the network has no relaxed layer")
+        if not self._logged_conversion and any(
+            a.dtype != self.dtype or not a.flags.c_contiguous for a in (*net.weights, *net.biases, *net.dts)
+        ):
+            log.debug("network arrays are not C-contiguous %s: converting them on every call", self.dtype)
+            self._logged_conversion = True
+        Ws = tuple(self._as(w) for w in net.weights)
+        bs = tuple(self._as(b) for b in net.biases)
+        dts = tuple(self._as(d) for d in net.dts[: net.n_dynamic])
+        return net.form == "energy", _ACTIVATIONS.index(net.activation), net.output == "ce", Ws, bs, dts
+
+    def _x(self, net, x) -> np.ndarray:
+        x = self._as(x, read_only_ok=True)  # only read, by gemm (e.g. a read-only dataset)
+        if x.ndim != 2 or x.shape[1] != net.arch[0]:
+            raise ValueError(f"x has shape {x.shape}, expected (batch, {net.arch[0]})")
+        return x
+
+    def _states(self, net, states, batch: int, what: str) -> tuple:
+        sizes = net.arch[1 : net.n_dynamic + 1]
+        if len(states) != len(sizes):
+            raise ValueError(f"{what}: {len(states)} arrays for {len(sizes)} relaxed layers")
+        return tuple(self._as(s, (batch, n), f"{what}[{i}]") for i, (s, n) in enumerate(zip(states, sizes)))
+
+    # --- the interface ----------------------------------------------------------------
+    def input_drive(self, net, x) -> np.ndarray:
+        """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
+        energy, act, _, Ws, bs, _ = self._network(net)
+        x = self._x(net, x)
+        out = np.empty((x.shape[0], Ws[0].shape[0]), dtype=self.dtype)
+        rx = np.empty(x.shape if energy else (0, 0), dtype=self.dtype)
+        _input_drive_kernel(x, rx, Ws[0], bs[0], energy, act, out)
+        return out
+
+    def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None) -> RelaxResult:
+        """``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
+        energy, act, ce, Ws, bs, dts = self._network(net)
+        x = self._x(net, x)
+        B = x.shape[0]
+        n_steps = int(n_steps)
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        sizes = net.arch[1 : net.n_dynamic + 1]
+        if states is None:
+            s_init = tuple(np.zeros((B, n), dtype=self.dtype) for n in sizes)
+        else:
+            s_init = self._states(net, states, B, "states")
+        beta = float(beta)
+        if beta != 0.0:
+            if y is None:
+                raise ValueError("a nudged phase (beta != 0) needs targets y")
+            y = self._as(y, (B, net.arch[-1]), "y")
+        else:
+            y = np.zeros((0, 0), dtype=self.dtype)
+        if drive1 is None:
+            drive1 = self.input_drive(net, x)
+        else:
+            drive1 = self._as(drive1, (B, sizes[0]), "drive1")
+        residual = np.zeros(B, dtype=self.dtype)
+        if n_steps == 0:
+            return RelaxResult([s.copy() for s in s_init], residual, 0)
+        buf0 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
+        buf1 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
+        rbuf = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes) if energy else buf1
+        which = _relax_kernel(
+            Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual
+        )
+        return RelaxResult(list(buf1 if which else buf0), residual, n_steps)
+
+    def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b):
+        """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""
+        energy, act, ce, Ws, bs, _ = self._network(net)
+        x = self._x(net, x)
+        B = x.shape[0]
+        beta_a, beta_b = float(beta_a), float(beta_b)
+        if beta_a == beta_b:
+            raise ValueError("ep_gradients needs two different beta values")
+        sa = self._states(net, states_a, B, "states_a")
+        sb = self._states(net, states_b, B, "states_b")
+        if ce:
+            y = self._as(y, (B, net.arch[-1]), "y")
+        else:
+            y = np.zeros((0, 0), dtype=self.dtype)
+        gW = [np.empty(w.shape, dtype=self.dtype) for w in Ws]
+        gb = [np.empty(b.shape, dtype=self.dtype) for b in bs]
+        _ep_gradients_kernel(
+            x, y, Ws, bs, sa, sb, beta_a, beta_b, energy, act, ce, tuple(gW), tuple(gb)
+        )
+        return gW, gb

@@ -1,0 +1,157 @@
+"""Backpropagation through time of the free phase: the exact gradient EP approximates.
+
+The GDU property (MODEL.md): at a settled free phase and in the small-beta limit the EP
+update equals the gradient that backpropagation through time (BPTT) computes on the
+free-phase relaxation. :func:`bptt_gradients` is that gradient, written by hand (vector-
+Jacobian products through :func:`neuro_hts.dynamics.relax_step`) so that the test of the
+EP estimate does not depend on an autodiff library. It is a float64 test oracle, not a
+training path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dynamics
+from .activations import get_activation
+from .errors import ConfigError
+from .network import Network
+
+__all__ = ["bptt_gradients"]
+
+
+def _sigmoid4_second(u):
+    """sigma''(u) for sigma(u) = 1 / (1 + exp(-(4u - 2))): 4 sigma'(u) (1 - 2 sigma(u))."""
+    f, f_prime = get_activation("sigmoid4")
+    return 4.0 * f_prime(u) * (1.0 - 2.0 * f(u))
+
+
+def _hard_sigmoid_second(u):
+    """sigma''(u) = 0 away from the kinks (the hard sigmoid is piecewise linear)."""
+    return np.zeros_like(u)
+
+
+#: rho'' for the energy form's term rho'(s_l) h_l; one entry per activation.
+_SECOND_DERIVATIVES = {"hard_sigmoid": _hard_sigmoid_second, "sigmoid4": _sigmoid4_second}
+
+
+def _presynaptic_vjp(net: Network, s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Adjoint of s given the adjoint ``g`` of r = presynaptic(s): g (leaky) or g rho'(s) (energy)."""
+    if net.form == "energy":
+        return g * get_activation(net.activation)[1](s)
+    return g
+
+
+def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb) -> list[np.ndarray]:
+    """Pull the adjoint of s^{t+1} back through one synchronous step taken from ``states`` = s^t.
+
+    Accumulates the step's parameter gradients into ``gW``, ``gb`` (in place) and
+    returns the adjoint of s^t.
+    """
+    L = net.n_dynamic
+    f_prime = get_activation(net.activation)[1]
+    r = [dynamics.presynaptic(net, s) for s in states]
+    lam_s = [np.zeros_like(s) for s in states]
+    lam_r = [np.zeros_like(s) for s in states]
+    for l in range(1, L + 1):
+        s, dt, a = states[l - 1], net.dts[l - 1], lam_next[l - 1]
+        h = dynamics.layer_drive(net, l, r, drive1)
+        if net.form == "leaky":
+            lam_s[l - 1] += a * (1.0 - dt)
+            delta = a * (dt * f_prime(h))
+        else:
+            rp = f_prime(s)
+            u = s + dt * (rp * h - s)
+            a = a * ((u > 0.0) & (u < 1.0))
+            lam_s[l - 1] += a * (1.0 - dt + dt * _SECOND_DERIVATIVES[net.activation](s) * h)
+            delta = a * (dt * rp)
+        # h_l = W_l r_{l-1} + W_{l+1}^T r_{l+1} + b_l
+        gW[l - 1] += delta.T @ (r0 if l == 1 else r[l - 2])
+        gb[l - 1] += delta.sum(axis=0)
+        if l > 1:
+            lam_r[l - 2] += delta @ net.weights[l - 1]
+        if l < L:
+            gW[l] += r[l].T @ delta
+            lam_r[l] += delta @ net.weights[l].T
+    return [ls + _presynaptic_vjp(net, s, lr) for ls, s, lr in zip(lam_s, states, lam_r)]
+
+
+def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
+    """Exact gradient of the free phase's mean output cost, by backpropagation through time.
+
+    Forward: s^0 = 0 and s^{t+1} = F(s^t; theta) for t < T = ``n_steps``, the free phase
+    (beta = 0) of :func:`neuro_hts.dynamics.relax`, every state stored. Loss:
+    L = mean_batch C(s^T) (:func:`neuro_hts.dynamics.cost`). Reverse, with lambda^t the
+    adjoint dL/ds^t (per sample, already divided by the batch size B)::
+
+        MSE:  lambda_L^T     = (s_L^T - y) / B
+        CE:   lambda_{L-1}^T = (softmax(z) - y) W_L / B      (z = W_L r_{L-1}^T + b_L; times
+                                                            rho'(s_{L-1}^T) in the energy form)
+              dL/dW_L = (softmax(z) - y)^T r_{L-1}^T / B,   dL/db_L = sum_batch (softmax(z) - y) / B
+
+    and for t = T-1 ... 0, each relaxed layer l, with h_l^t = W_l r_{l-1}^t
+    + W_{l+1}^T r_{l+1}^t + b_l and a_l = lambda_l^{t+1}::
+
+        leaky:   delta_l = a_l dt_l sigma'(h_l^t)
+                 lambda_l^t  = a_l (1 - dt_l) + [dL/dr_l^t]
+        energy:  a_l    <- a_l * 1[0 < u_l < 1],  u_l = s_l^t + dt_l (rho'(s_l^t) h_l^t - s_l^t)
+                 delta_l = a_l dt_l rho'(s_l^t)
+                 lambda_l^t  = a_l (1 - dt_l + dt_l rho''(s_l^t) h_l^t) + rho'(s_l^t) [dL/dr_l^t]
+
+        dL/dr_l^t = delta_{l+1} W_{l+1} + delta_{l-1} W_l^T   (terms that exist)
+        dL/dW_l  += delta_l^T r_{l-1}^t + (r_l^t)^T delta_{l-1}   (W_l acts bottom-up in h_l
+                                                                 and top-down in h_{l-1})
+        dL/db_l  += sum_batch delta_l
+
+    r = s (leaky) or rho(s) (energy), r_0 = x (rho(x) in the energy form). dt_l is the
+    per-neuron time-step vector. At a settled, contracting relaxation the sum over t tends
+    to the implicit (fixed-point) gradient, whatever the dt_l.
+
+    Parameters
+    ----------
+    net : Network
+        Any depth, ``leaky`` or ``energy`` form, ``hard_sigmoid`` or ``sigmoid4``,
+        ``mse`` or ``ce`` output.
+    x : ndarray (B, n_0)
+    y : ndarray (B, n_L), one-hot targets
+    n_steps : int
+        Free-phase steps T >= 0.
+
+    Returns
+    -------
+    gW, gb : lists of ndarrays, one per layer, shaped like ``net.weights`` / ``net.biases``
+        (the same layout as :func:`neuro_hts.dynamics.ep_gradients`).
+    loss : float
+        mean_batch C(s^T).
+    """
+    if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
+        raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
+    if net.form == "energy" and net.activation not in _SECOND_DERIVATIVES:
+        raise ConfigError(f"bptt_gradients has no second derivative for activation {net.activation!r}")
+    x = np.asarray(x, dtype=net.dtype)
+    y = np.asarray(y, dtype=net.dtype)
+    B = x.shape[0]
+
+    drive1 = dynamics.input_drive(net, x)
+    trajectory = [dynamics.zero_states(net, B, x.dtype)]
+    for _ in range(int(n_steps)):
+        trajectory.append(dynamics.relax_step(net, trajectory[-1], drive1))
+    final = trajectory[-1]
+    loss = float(dynamics.cost(net, final, y).mean())
+
+    gW = [np.zeros_like(w) for w in net.weights]
+    gb = [np.zeros_like(b) for b in net.biases]
+    lam = [np.zeros_like(s) for s in final]
+    if net.output == "mse":
+        lam[-1] = (final[-1] - y) / B
+    else:
+        r_top = dynamics.presynaptic(net, final[-1])
+        g_logits = (dynamics.softmax(dynamics.readout_logits(net, r_top)) - y) / B
+        gW[-1] += g_logits.T @ r_top
+        gb[-1] += g_logits.sum(axis=0)
+        lam[-1] = _presynaptic_vjp(net, final[-1], g_logits @ net.weights[-1])
+
+    r0 = dynamics.presynaptic(net, x)
+    for t in range(int(n_steps) - 1, -1, -1):
+        lam = _step_vjp(net, trajectory[t], drive1, r0, lam, gW, gb)
+    return gW, gb, loss

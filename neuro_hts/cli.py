@@ -1,0 +1,233 @@
+"""Command-line interface: ``neuro-hts`` (also ``python -m neuro_hts``).
+
+Only the CLI configures logging and progress bars. Errors a user can cause print one
+line on stderr and exit with code 2; Ctrl-C exits 130 with the last checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, NeuroHTSError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("neuro_hts.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _tqdm_progress(enabled: bool):
+    from tqdm.auto import tqdm
+
+    def factory(total, desc):
+        return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=(None if enabled else True), dynamic_ncols=True)
+
+    return factory
+
+
+def _add_train_args(p):
+    p.add_argument("--config", help="TOML config (models/*.toml); flags override it")
+    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"])
+    p.add_argument("--data-dir", help="directory holding the idx .gz files (MNIST / Fashion-MNIST)")
+    p.add_argument("--n-train", type=int, help="use only the first N training samples")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples")
+    p.add_argument("--arch", help="layer sizes, e.g. 784-512-10")
+    p.add_argument("--form", choices=["leaky", "energy"])
+    p.add_argument("--activation", choices=["hard_sigmoid", "sigmoid4"])
+    p.add_argument("--output", choices=["mse", "ce"])
+    p.add_argument("--dt-dist", help="constant, uniform, normal, lognormal, gamma, cauchy, levy, pareto, student_t")
+    p.add_argument("--dt-mean", type=float)
+    p.add_argument("--dt-std", type=float)
+    p.add_argument("--dt-min", type=float)
+    p.add_argument("--dt-max", type=float)
+    p.add_argument("--dt-layers", help="'hidden' (default), 'all', 'none' or indices like 1,2")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--t1", type=int, help="free-phase steps")
+    p.add_argument("--t2", type=int, help="nudged-phase steps")
+    p.add_argument("--beta", type=float)
+    p.add_argument("--nudging", choices=["one-sided", "symmetric", "random-sign"])
+    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--lr", help="learning rate, or one per layer: 5e-4,5e-4")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--backend", choices=["numba", "numpy"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="neuro-hts", description="Equilibrium Propagation with heterogeneous per-neuron time steps (HTS-EP)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train an HTS-EP network; checkpoints every epoch")
+    _add_train_args(p)
+    p.add_argument("--out", help="run file to write (HDF5)")
+    p.add_argument("--resume", metavar="RUN.h5", help="continue an interrupted run (optionally with a larger --epochs)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    p = sub.add_parser("eval", help="test accuracy of a run file")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"])
+    p.add_argument("--data-dir")
+    p.add_argument("--backend", choices=["numba", "numpy"])
+    p.add_argument("--t1", type=int, help="free-phase steps (default: the run's)")
+    p.add_argument("--predictions", metavar="OUT.npy", help="save the predicted class of every test sample")
+
+    p = sub.add_parser("plot-dt", help="histograms of dt_i for every distribution (paper's Figure 1)")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--dt-mean", type=float, default=0.3)
+    p.add_argument("--dt-std", type=float, default=0.1)
+    p.add_argument("--dt-min", type=float, default=1e-3)
+    p.add_argument("--dt-max", type=float, default=0.5)
+    p.add_argument("--n", type=int, default=100_000, help="samples per distribution")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _config_from_args(args):
+    from .config import Config, load_config, parse_arch
+
+    cfg = load_config(args.config) if args.config else Config()
+    lr = None
+    if args.lr is not None:
+        try:
+            lr = [float(v) for v in args.lr.split(",")]
+        except ValueError:
+            raise ConfigError(f"malformed --lr {args.lr!r}: expected a number or a comma list") from None
+    return cfg.replace(
+        model={
+            "arch": list(parse_arch(args.arch)) if args.arch else None,
+            "form": args.form,
+            "activation": args.activation,
+            "output": args.output,
+        },
+        dt={"dist": args.dt_dist, "mean": args.dt_mean, "std": args.dt_std, "dt_min": args.dt_min, "dt_max": args.dt_max, "layers": args.dt_layers},
+        train={
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "t1": args.t1,
+            "t2": args.t2,
+            "beta": args.beta,
+            "nudging": args.nudging,
+            "optimizer": args.optimizer,
+            "lr": lr,
+            "momentum": args.momentum,
+            "seed": args.seed,
+            "backend": args.backend,
+        },
+        data={"dataset": args.dataset, "data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
+    )
+
+
+def _cmd_train(args) -> int:
+    from .config import Config
+    from .training import train
+
+    progress = _tqdm_progress(not args.no_progress)
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ConfigError("--resume continues the run in place; do not pass a different --out")
+        from .runfile import load_run
+
+        stored = load_run(args.resume).config
+        epochs = args.epochs if args.epochs is not None else stored.train.epochs
+        cfg = Config().replace(train={"epochs": epochs})
+        out = Path(args.resume)
+        state = train(cfg, out, resume=True, progress=progress)
+    else:
+        if not args.out:
+            raise ConfigError("train needs --out RUN.h5 (or --resume RUN.h5)")
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ConfigError(f"{out} exists; pass --resume {out} to continue it or --force to overwrite")
+        cfg = _config_from_args(args)
+        state = train(cfg, out, progress=progress)
+    hist = state.history
+    acc = hist["test_accuracy"][-1] if hist.get("test_accuracy") else float("nan")
+    print(f"trained {state.epochs_completed} epochs on {state.config.data.dataset}: test accuracy {acc:.4f}")
+    print(f"run file: {out}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    import numpy as np
+
+    from ._atomic import atomic_path
+    from .backends import get_backend
+    from .data import load_dataset
+    from .runfile import load_run
+    from .training import evaluate
+
+    state = load_run(args.run)
+    cfg = state.config
+    dataset = args.dataset or cfg.data.dataset
+    data_dir = args.data_dir or cfg.data.data_dir
+    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None)
+    if data.x_test.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
+        raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
+    backend = get_backend(args.backend or cfg.train.backend)
+    net = state.network.astype(backend.dtype)
+    t1 = args.t1 or cfg.train.t1
+    if t1 < 1:
+        raise ConfigError("--t1 must be >= 1")
+    ev = evaluate(backend, net, data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
+    n_ok = int(np.sum(ev.predictions == data.y_test))
+    print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, backend {backend.name}")
+    if args.predictions:
+        with atomic_path(args.predictions, suffix=".npy.tmp") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, ev.predictions)
+        print(f"predictions: {args.predictions}")
+    return 0
+
+
+def _cmd_plot_dt(args) -> int:
+    from .distributions import validate_dt_params
+    from .plotting import dt_summary, plot_dt_distributions
+
+    validate_dt_params("constant", args.dt_mean, args.dt_std, args.dt_min, args.dt_max)
+    if args.n < 1:
+        raise ConfigError("--n must be >= 1")
+    path = plot_dt_distributions(args.out, mu=args.dt_mean, sigma=args.dt_std, dt_min=args.dt_min, dt_max=args.dt_max, n=args.n, seed=args.seed)
+    summary = dt_summary(mu=args.dt_mean, sigma=args.dt_std, dt_min=args.dt_min, dt_max=args.dt_max, n=args.n, seed=args.seed)
+    print(f"{'distribution':<12} {'mean':>7} {'std':>7} {'at dt_min':>9} {'at dt_max':>9}")
+    for name, s in summary.items():
+        print(f"{name:<12} {s['mean']:7.4f} {s['std']:7.4f} {s['frac_at_min']:9.4f} {s['frac_at_max']:9.4f}")
+    print(f"figure: {path}")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        logging.getLogger("numba").setLevel(logging.WARNING)
+    try:
+        return _COMMANDS[args.command](args)
+    except NeuroHTSError as exc:
+        print(f"neuro-hts: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuro-hts: interrupted; the last epoch checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"neuro-hts: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

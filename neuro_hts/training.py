@@ -1,0 +1,199 @@
+"""Training and evaluation loops with per-epoch atomic checkpoints and exact resume.
+
+Randomness per epoch comes from ``rng_streams(seed, purpose, epoch)``, so an interrupted
+run resumed from its last checkpoint follows exactly the batches, nudging signs and
+optimiser state of an uninterrupted run with the same seed.
+
+Progress is reported through an optional ``progress`` factory (the CLI passes tqdm);
+the library itself never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from . import dynamics
+from .backends import get_backend
+from .config import Config
+from .errors import DivergenceError, RunFileError
+from .learning import ep_train_step, make_optimizer
+from .network import Network, init_network, rng_streams, sample_network_dts
+from .runfile import HISTORY_KEYS, RunState, load_run, save_run
+
+__all__ = ["EvalResult", "evaluate", "train", "Progress", "ProgressFactory"]
+
+logger = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> None: ...
+
+    def set_postfix(self, values: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProgressFactory = Callable[[int, str], Progress]
+
+
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, values):
+        pass
+
+    def close(self):
+        pass
+
+
+def _no_progress(total, desc):
+    return _NoProgress()
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    predictions: np.ndarray  # (N,) predicted class
+    residual: np.ndarray  # (N,) free-phase residual at the last step
+
+    def frac_not_converged(self, tol: float) -> float:
+        return float(np.mean(self.residual > tol)) if self.residual.size else 0.0
+
+
+def evaluate(backend, net: Network, x: np.ndarray, labels: np.ndarray, t1: int, batch_size: int = 1000, progress: ProgressFactory | None = None) -> EvalResult:
+    """Free phase (T1 steps from s = 0) on every sample; accuracy of argmax of the output."""
+    progress = progress or _no_progress
+    n = x.shape[0]
+    preds = np.empty(n, dtype=np.int64)
+    resid = np.empty(n, dtype=np.float64)
+    bar = progress((n + batch_size - 1) // batch_size, "eval")
+    try:
+        for start in range(0, n, batch_size):
+            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=backend.dtype)
+            free = backend.relax(net, xb, t1)
+            preds[start : start + len(xb)] = dynamics.predict_scores(net, free.states).argmax(axis=1)
+            resid[start : start + len(xb)] = free.residual
+            bar.update(1)
+    finally:
+        bar.close()
+    acc = float(np.mean(preds == labels)) if n else float("nan")
+    return EvalResult(acc, preds, resid)
+
+
+def _load_data(config: Config):
+    from .data import load_dataset
+
+    d = config.data
+    return load_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test)
+
+
+def _mark_diverged(out: Path, reason: str) -> DivergenceError:
+    """Keep the last good checkpoint, flag it as diverged, and build the error to raise."""
+    last = load_run(out)
+    last.status = "diverged"
+    last.message = reason
+    save_run(out, last)
+    return DivergenceError(f"{reason}; the last good checkpoint (epoch {last.epochs_completed}) is kept in {out}")
+
+
+def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None, progress: ProgressFactory | None = None) -> RunState:
+    """Train an HTS-EP network and checkpoint it to ``out`` after every epoch.
+
+    ``resume=True`` continues the run stored in ``out`` (its stored config is used, with
+    ``config.train.epochs`` as the new total). Raises DivergenceError if states or weights
+    become non-finite, after marking the last good checkpoint as diverged.
+    """
+    out = Path(out)
+    progress = progress or _no_progress
+    if resume:
+        state = load_run(out)
+        if state.status == "diverged":
+            raise RunFileError(f"{out} holds a diverged run ({state.message}); start a new run instead")
+        state.config = state.config.replace(train={"epochs": config.train.epochs})
+        config = state.config
+        backend = get_backend(config.train.backend)
+        state.network = state.network.astype(backend.dtype)
+        logger.info("resuming %s at epoch %d of %d", out, state.epochs_completed, config.train.epochs)
+    else:
+        backend = get_backend(config.train.backend)
+        state = RunState(config=config, network=init_network(config, backend.dtype))
+    net = state.network
+    tc = config.train
+    data = dataset if dataset is not None else _load_data(config)
+    from .data import one_hot
+
+    x_train = np.ascontiguousarray(data.x_train, dtype=backend.dtype)
+    x_test = np.ascontiguousarray(data.x_test, dtype=backend.dtype)
+    y_train = one_hot(data.y_train, data.n_classes, backend.dtype)
+    if net.arch[0] != x_train.shape[1] or net.arch[-1] != data.n_classes:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
+            f"({x_train.shape[1]} inputs, {data.n_classes} classes)"
+        )
+    optimizer = make_optimizer(tc, net.n_layers)
+    if state.optimizer_state:
+        optimizer.load_state_dict(state.optimizer_state)
+    if not resume:
+        save_run(out, state)  # epoch-0 checkpoint: resumable from the start, kept on divergence
+    n = x_train.shape[0]
+    n_batches = (n + tc.batch_size - 1) // tc.batch_size
+    for epoch in range(state.epochs_completed, tc.epochs):
+        t0 = time.perf_counter()
+        if config.dt.resample_each_epoch and epoch > 0:
+            new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch))
+            for d, nd in zip(net.dts, new_dts):
+                d[...] = nd
+        order = rng_streams(tc.seed, "shuffle", epoch).permutation(n)
+        nudge_rng = rng_streams(tc.seed, "nudge", epoch)
+        loss_sum, correct = 0.0, 0
+        resid = np.empty(n)
+        bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
+        try:
+            for bi in range(n_batches):
+                idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
+                stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
+                if not np.isfinite(stats.loss_sum) or not np.isfinite(stats.residual).all():
+                    raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
+                loss_sum += stats.loss_sum
+                correct += stats.n_correct
+                resid[bi * tc.batch_size : bi * tc.batch_size + len(idx)] = stats.residual
+                bar.update(1)
+                if bi % 50 == 0:
+                    bar.set_postfix({"loss": f"{loss_sum / ((bi + 1) * tc.batch_size):.4f}"})
+        finally:
+            bar.close()
+        if not net.is_finite():
+            raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}: non-finite weights")
+        ev = evaluate(backend, net, x_test, data.y_test, tc.t1)
+        row = {
+            "test_accuracy": ev.accuracy,
+            "train_accuracy": correct / n,
+            "train_loss": loss_sum / n,
+            "free_residual_mean": float(resid.mean()),
+            "free_residual_max": float(resid.max()),
+            "frac_not_converged": float(np.mean(resid > tc.residual_tol)),
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        for k in HISTORY_KEYS:
+            state.history.setdefault(k, []).append(row[k])
+        state.epochs_completed = epoch + 1
+        state.optimizer_state = optimizer.state_dict()
+        state.status = "complete" if state.epochs_completed >= tc.epochs else "running"
+        save_run(out, state)
+        logger.info(
+            "epoch %d/%d: test %.4f train %.4f loss %.4f residual %.2e (%.1f s)",
+            epoch + 1, tc.epochs, row["test_accuracy"], row["train_accuracy"], row["train_loss"], row["free_residual_mean"], row["epoch_seconds"],
+        )
+    if state.status != "complete":
+        state.status = "complete"
+        save_run(out, state)
+    return state
