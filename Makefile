@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	@mkdir -p $(RUNS)
-	$(VENV)/bin/neuro-hts train --config models/digits.toml --out $(RUNS)/demo.h5
+	$(VENV)/bin/neuro-hts train --config models/digits.toml --out $(RUNS)/demo.h5 --force
 	$(VENV)/bin/neuro-hts eval $(RUNS)/demo.h5
 	$(VENV)/bin/neuro-hts plot-dt --out $(RUNS)/dt_distributions.png
 	@echo "run file: $(RUNS)/demo.h5   figure: $(RUNS)/dt_distributions.png"

@@ -73,17 +73,29 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
-        for p, g, m, v, lr in zip(params, grads, self.state["m"], self.state["v"], lrs):
-            g = g.astype(p.dtype, copy=False)
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * g * g
-            step = (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
-            p -= step.astype(p.dtype, copy=False)
+        if "buf" not in self.state:
+            self.state["buf"] = [np.empty_like(p) for p in params]
+        # In place, no temporaries: large per-step allocations were returned to the OS
+        # and faulted back in every step (half the training speed on MNIST).
+        for p, g, m, v, buf, lr in zip(params, grads, self.state["m"], self.state["v"], self.state["buf"], lrs):
+            dt = p.dtype.type
+            m *= dt(b1)
+            np.multiply(g, dt(1.0 - b1), out=buf, casting="unsafe")
+            m += buf
+            v *= dt(b2)
+            np.multiply(g, g, out=buf, casting="unsafe")
+            buf *= dt(1.0 - b2)
+            v += buf
+            # p -= (lr / c1) * m / (sqrt(v / c2) + eps)
+            np.multiply(v, dt(1.0 / c2), out=buf)
+            np.sqrt(buf, out=buf)
+            buf += dt(self.eps)
+            np.divide(m, buf, out=buf)
+            buf *= dt(lr / c1)
+            p -= buf
 
     def state_dict(self) -> dict:
-        d = {k: [a.copy() for a in v] for k, v in self.state.items()}
+        d = {k: [a.copy() for a in v] for k, v in self.state.items() if k != "buf"}
         d["t"] = [np.array(self.t)]
         return d
 
