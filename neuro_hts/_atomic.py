@@ -31,6 +31,15 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the result the mode a plain open() would have had
+        # (or the mode of the file it replaces).
+        try:
+            mode = dest.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -129,6 +129,14 @@ def _config_from_args(args):
     )
 
 
+#: train flags that --resume cannot change (the stored config is used; only --epochs may grow)
+_RESUME_FIXED = (
+    "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
+    "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "batch_size", "t1", "t2",
+    "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
+)
+
+
 def _cmd_train(args) -> int:
     from .config import Config
     from .training import train
@@ -137,6 +145,10 @@ def _cmd_train(args) -> int:
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume continues the run in place; do not pass a different --out")
+        ignored = [k for k in _RESUME_FIXED if getattr(args, k) is not None]
+        if ignored:
+            flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            raise ConfigError(f"--resume uses the run's stored config; only --epochs may change, not {flags}")
         from .runfile import load_run
 
         stored = load_run(args.resume).config
@@ -177,7 +189,7 @@ def _cmd_eval(args) -> int:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     backend = get_backend(args.backend or cfg.train.backend)
     net = state.network.astype(backend.dtype)
-    t1 = args.t1 or cfg.train.t1
+    t1 = args.t1 if args.t1 is not None else cfg.train.t1
     if t1 < 1:
         raise ConfigError("--t1 must be >= 1")
     ev = evaluate(backend, net, data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))

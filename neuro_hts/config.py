@@ -34,6 +34,7 @@ FORMS = ("leaky", "energy")
 OUTPUTS = ("mse", "ce")
 NUDGINGS = ("one-sided", "symmetric", "random-sign")
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 BACKENDS = ("numba", "numpy")
 DATASETS = ("digits", "mnist", "fashion-mnist")
 
@@ -150,6 +151,8 @@ class TrainConfig:
     nudging: str = "one-sided"
     optimizer: str = "adam"
     lr: tuple[float, ...] = (5e-4,)
+    lr_schedule: str = "constant"
+    lr_min: float = 1e-5
     momentum: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -179,14 +182,27 @@ class TrainConfig:
             raise ConfigError(f"[train] momentum must be in [0, 1), got {self.momentum}")
         _choice("train", "nudging", self.nudging, NUDGINGS)
         _choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_min < 0:
+            raise ConfigError(f"[train] lr_min must be >= 0, got {self.lr_min}")
         _choice("train", "backend", self.backend, BACKENDS)
 
-    def layer_lrs(self, n_layers: int) -> tuple[float, ...]:
+    def layer_lrs(self, n_layers: int, epoch: int = 0) -> tuple[float, ...]:
+        """Per-layer learning rates for ``epoch`` (0-based).
+
+        ``lr_schedule='cosine'``: lr_e = lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2,
+        set at the start of each epoch (cosine annealing, as Laborieux et al. train).
+        """
         if len(self.lr) == 1:
-            return self.lr * n_layers
-        if len(self.lr) != n_layers:
+            base = self.lr * n_layers
+        elif len(self.lr) != n_layers:
             raise ConfigError(f"[train] lr has {len(self.lr)} values for {n_layers} layers")
-        return self.lr
+        else:
+            base = self.lr
+        if self.lr_schedule == "cosine" and self.epochs > 0:
+            f = 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+            return tuple(min(self.lr_min, b) + (b - min(self.lr_min, b)) * f for b in base)
+        return base
 
 
 @dataclass(frozen=True)
@@ -250,8 +266,10 @@ class Config:
                 _check_finite(name, k, v)
             try:
                 parts[name] = klass(**sec)
-            except TypeError as exc:
-                raise ConfigError(f"[{name}] {exc}") from None
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"[{name}] invalid value: {exc}") from None
         return cls(**parts)
 
     @classmethod

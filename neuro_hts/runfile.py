@@ -143,7 +143,7 @@ def load_run(path: str | Path) -> RunState:
             )
         except RunFileError:
             raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:  # h5py raises RuntimeError on corrupt metadata
             raise RunFileError(f"{path}: damaged or incomplete run file ({exc.__class__.__name__}: {exc})") from None
 
 

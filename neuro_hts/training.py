@@ -21,7 +21,7 @@ import numpy as np
 from . import dynamics
 from .backends import get_backend
 from .config import Config
-from .errors import DivergenceError, RunFileError
+from .errors import ConfigError, DivergenceError, RunFileError
 from .learning import ep_train_step, make_optimizer
 from .network import Network, init_network, rng_streams, sample_network_dts
 from .runfile import HISTORY_KEYS, RunState, load_run, save_run
@@ -116,6 +116,8 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         state = load_run(out)
         if state.status == "diverged":
             raise RunFileError(f"{out} holds a diverged run ({state.message}); start a new run instead")
+        if config.train.epochs < state.epochs_completed:
+            raise ConfigError(f"{out} already has {state.epochs_completed} epochs; --epochs {config.train.epochs} cannot resume it")
         state.config = state.config.replace(train={"epochs": config.train.epochs})
         config = state.config
         backend = get_backend(config.train.backend)
@@ -133,8 +135,6 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
     x_test = np.ascontiguousarray(data.x_test, dtype=backend.dtype)
     y_train = one_hot(data.y_train, data.n_classes, backend.dtype)
     if net.arch[0] != x_train.shape[1] or net.arch[-1] != data.n_classes:
-        from .errors import ConfigError
-
         raise ConfigError(
             f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
             f"({x_train.shape[1]} inputs, {data.n_classes} classes)"
@@ -152,6 +152,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch))
             for d, nd in zip(net.dts, new_dts):
                 d[...] = nd
+        optimizer.lrs = tc.layer_lrs(net.n_layers, epoch)
         order = rng_streams(tc.seed, "shuffle", epoch).permutation(n)
         nudge_rng = rng_streams(tc.seed, "nudge", epoch)
         loss_sum, correct = 0.0, 0
@@ -160,7 +161,9 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         try:
             for bi in range(n_batches):
                 idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
-                stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
+                # overflow is not warned about: non-finite values are checked just below
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
                 if not np.isfinite(stats.loss_sum) or not np.isfinite(stats.residual).all():
                     raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
                 loss_sum += stats.loss_sum
