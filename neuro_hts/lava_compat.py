@@ -15,9 +15,10 @@ one module from its installed source with the offending defaults rewritten to
 ``dataclasses.field(default_factory=ByteEncoder)``. The rewritten code is compiled in
 memory and never written to disk, so the installed package is untouched. The hook is:
 
-* explicit -- nothing happens until :func:`install` is called (``neuro_hts.hardware``
-  calls it right before it imports Lava; ``pytest -p neuro_hts.lava_compat`` loads it
-  as a pytest plugin to run Lava's own test suite);
+* explicit -- nothing happens until :func:`install` (or :func:`import_lava`) is called;
+  code that builds Lava networks calls it right before importing Lava, and
+  ``pytest -p neuro_hts.lava_compat`` loads it as a pytest plugin to run Lava's own
+  test suite;
 * narrow -- it matches one module name and a fixed source pattern, and reports how
   many fields it rewrote (:func:`patched_fields`);
 * a no-op when not needed (Python < 3.11, or a Lava whose source no longer has the
