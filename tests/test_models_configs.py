@@ -23,10 +23,13 @@ def test_mnist_configs_carry_the_peer_hyperparameters_with_longer_free_phase():
         assert cfg.model.arch == (784, 512, 10)
         assert cfg.model.activation == "sigmoid4" and cfg.model.output == "mse"
         assert cfg.train.optimizer == "adam" and cfg.train.lr == (5e-4, 5e-4)
-        assert cfg.train.nudging == "one-sided" and cfg.train.beta == 0.1
+        assert cfg.train.beta == 0.1
         assert (cfg.train.t1, cfg.train.t2, cfg.train.batch_size) == (60, 10, 50)
         assert cfg.dt.dist == "lognormal" and (cfg.dt.mean, cfg.dt.std) == (0.3, 0.1)
     assert load_config(MODELS / "mnist_3ep.toml").train.epochs == 3
+    assert load_config(MODELS / "mnist_3ep.toml").train.nudging == "one-sided"
+    longer = load_config(MODELS / "mnist.toml").train
+    assert (longer.nudging, longer.lr_schedule, longer.epochs) == ("symmetric", "cosine", 20)
 
 
 def test_demo_config_reaches_95_percent_on_digits(tmp_path):
