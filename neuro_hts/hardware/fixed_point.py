@@ -1,0 +1,341 @@
+"""The one shared set of Loihi-style integer arithmetic helpers.
+
+The Numba fixed-point kernels and the Lava ``fixed_pt`` ProcessModels must agree bit for
+bit (MODEL.md, "Loihi-style fixed point"), so both call these helpers and nothing else
+for shifts, rounding, saturation, wrapping and decays.
+
+The element-wise helpers are Numba ``@vectorize`` ufuncs with the single signature
+``int64(int64, ...)``:
+
+* from Python they take ints or integer arrays of any width that casts safely to int64
+  (int8..int64, uint8..uint32), broadcast like NumPy ufuncs and return int64; floats and
+  uint64 are refused with a ``TypeError`` (no silent float arithmetic);
+* from inside an ``@njit`` function they are called the same way, on scalars or arrays,
+  and compile to the same loop body, so a Numba kernel and a NumPy-based Lava model get
+  identical results.
+
+All arithmetic is in int64. Shift counts must lie in [0, 62]; bit widths in [1, 62]
+(targets are validated to far less: see :mod:`neuro_hts.hardware.target`).
+
+Host-side helpers (``dt_to_decay``, ``decay_to_dt``, ``quantize_weights``,
+``dequantize``) are plain NumPy functions: they validate and raise ``ConfigError``, and
+run once at deployment, not inside kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import vectorize
+
+from ..errors import ConfigError
+
+__all__ = [
+    "shift_right_round_toward_zero",
+    "shift_right_floor",
+    "shift_right_round_nearest",
+    "saturate",
+    "wrap",
+    "leaky_decay_step",
+    "multiplicative_decay",
+    "dt_to_decay",
+    "decay_to_dt",
+    "QuantizedWeights",
+    "quantize_weights",
+    "dequantize",
+]
+
+_I2 = ["int64(int64, int64)"]
+_I3 = ["int64(int64, int64, int64)"]
+_I4 = ["int64(int64, int64, int64, int64)"]
+
+
+# --------------------------------------------------------------------------- shifts
+
+
+@vectorize(_I2, nopython=True, cache=True)
+def shift_right_round_toward_zero(x, n):
+    """x / 2**n rounded toward zero: ``sign(x) * (|x| >> n)``.
+
+    Hardware quirk: Lava's LIF ``fixed_pt`` model (``lava/proc/lif/models.py``,
+    ``AbstractPyLifModelFixed.subthr_dynamics``) shifts its decay products right by 12 as
+    ``np.sign(p) * np.right_shift(np.abs(p), 12)``, i.e. toward zero. NumPy's (and C's)
+    ``>>`` on a negative integer is an arithmetic shift that rounds toward minus infinity:
+    ``-5 >> 1 == -3`` but ``shift_right_round_toward_zero(-5, 1) == -2``. Positive values
+    agree with ``>>``.
+    """
+    if x < 0:
+        return -((-x) >> n)
+    return x >> n
+
+
+@vectorize(_I2, nopython=True, cache=True)
+def shift_right_floor(x, n):
+    """x / 2**n rounded toward minus infinity: the plain arithmetic shift ``x >> n``.
+
+    Hardware quirk: this is what Lava's Dense ``fixed_pt`` model does to the accumulated
+    synaptic input with a negative ``weight_exp`` (``np.right_shift(a_accum, -weight_exp)``
+    in ``lava/proc/dense/models.py``): ``-5 >> 1 == -3``.
+    """
+    return x >> n
+
+
+@vectorize(_I2, nopython=True, cache=True)
+def shift_right_round_nearest(x, n):
+    """x / 2**n rounded to nearest, ties toward plus infinity: ``(x + 2**(n-1)) >> n``.
+
+    The usual hardware rounding (add half an LSB, then arithmetic shift): -5/2 -> -2,
+    5/2 -> 3, -7/2 -> -3, 7/2 -> 4. ``n == 0`` returns ``x``. Not used by Lava's stock
+    models; provided for our own kernels where nearest rounding is wanted.
+    """
+    if n <= 0:
+        return x
+    return (x + (np.int64(1) << (n - 1))) >> n
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+@vectorize(_I2, nopython=True, cache=True)
+def saturate(x, bits):
+    """Clip to the SYMMETRIC signed range [-(2**(bits-1) - 1), 2**(bits-1) - 1].
+
+    Hardware quirk: Lava's LIF ``fixed_pt`` voltage uses exactly these limits for its
+    24-bit state (``neg_voltage_limit = -max_uv_val + 1``, ``pos_voltage_limit =
+    max_uv_val - 1`` with ``max_uv_val = 2**23``, then ``np.clip``): +-8,388,607. The
+    two's-complement minimum -2**(bits-1) is never produced.
+    """
+    lim = (np.int64(1) << (bits - 1)) - 1
+    if x > lim:
+        return lim
+    if x < -lim:
+        return -lim
+    return x
+
+
+@vectorize(_I2, nopython=True, cache=True)
+def wrap(x, bits):
+    """Two's-complement wrap-around into [-2**(bits-1), 2**(bits-1) - 1] (a bits-wide register).
+
+    Hardware quirk: Loihi's 24-bit current ``u`` overflows instead of saturating. Lava's
+    LIF ``fixed_pt`` model approximates this with two ``np.where`` steps (``x > 2**23 ->
+    x - 2**24``, then ``<= -2**23 -> + 2**24``), which differs from a true register in
+    two places: it keeps ``+2**23`` itself (not representable in 24 bits) and maps
+    ``-2**23`` to ``+2**23``, and it only corrects overflows of less than one period.
+    We implement the register (any x, exact modulo 2**bits); inside (-2**23, 2**23) and
+    for single overflows other than those two points the results are the same.
+    """
+    half = np.int64(1) << (bits - 1)
+    mask = (np.int64(1) << bits) - 1
+    return ((x + half) & mask) - half
+
+
+# --------------------------------------------------------------------------- decays
+
+
+@vectorize(_I4, nopython=True, cache=True)
+def leaky_decay_step(s, target_drive, decay, decay_bits):
+    """One integer leaky step toward a target: ``s + tz((decay * (a - s)) / 2**decay_bits)``.
+
+    The integer form of the float update ``s <- s + dt (a - s)`` with
+    ``dt = decay / 2**decay_bits`` (12 bits on Loihi: ``decay = round(dt * 4096)``, see
+    :func:`dt_to_decay`), where ``tz`` is :func:`shift_right_round_toward_zero`::
+
+        step  = shift_right_round_toward_zero(decay * (a - s), decay_bits)   # int64 product
+        s_new = s + step
+
+    Properties (for 0 <= decay <= 2**decay_bits, which :func:`dt_to_decay` guarantees):
+
+    * ``s_new`` lies between ``s`` and ``a`` (inclusive): the step is rounded toward zero,
+      so it never overshoots, and no saturation is needed when ``s`` and ``a`` are in range;
+    * the rule is odd-symmetric: moving toward ``a`` from ``s`` mirrors moving toward
+      ``-a`` from ``-s`` (floor rounding would not be);
+    * decay = 2**decay_bits (dt = 1) jumps to ``a`` exactly; decay 2048 (dt = 0.5) halves
+      the distance each step, rounding the step toward zero (1000 -> 500 -> 250 -> 125 ->
+      62 -> 31 from distance 1000: 0, 500, 750, 875, 937, 968, ...);
+    * DEAD ZONE: the state stops moving once ``decay * |a - s| < 2**decay_bits``, i.e. it
+      settles up to ``ceil(2**decay_bits / decay) - 1`` units short of ``a``. With decay 1
+      (dt = 1/4096) a state closer than 4096 units to its target never moves at all.
+      Small dt therefore needs wide states (24 bits) so that 4096 units are a small
+      fraction of the signal range.
+
+    Overflow: the product must fit int64 (|a - s| < 2**(62 - decay_bits)); 24-bit states
+    and 12-bit decays use at most 2**37.
+    """
+    p = decay * (target_drive - s)
+    if p < 0:
+        return s - ((-p) >> decay_bits)
+    return s + (p >> decay_bits)
+
+
+@vectorize(_I3, nopython=True, cache=True)
+def multiplicative_decay(x, decay, decay_bits):
+    """Lava LIF's decay of a state toward zero: ``tz(x * (2**decay_bits - decay) / 2**decay_bits)``.
+
+    Exactly ``np.sign(p) * np.right_shift(np.abs(p), 12)`` with ``p = x * (4096 - d)`` from
+    ``lava/proc/lif/models.py`` (``d = du + 1`` for the current, ``d = dv`` for the
+    voltage). Note the rounding differs from :func:`leaky_decay_step` with ``a = 0``: here
+    the RETAINED part is rounded toward zero (the state loses the remainder, so it reaches
+    0), there the STEP is (the state keeps it and stalls in the dead zone).
+    """
+    p = x * ((np.int64(1) << decay_bits) - decay)
+    if p < 0:
+        return -((-p) >> decay_bits)
+    return p >> decay_bits
+
+
+def dt_to_decay(dt, decay_bits: int = 12) -> np.ndarray:
+    """Per-neuron time steps to integer decays: ``decay = round(dt * 2**decay_bits)``.
+
+    Rounding is NumPy's ``rint`` (nearest, ties to even). A decay must lie in
+    [1, 2**decay_bits]: 0 would freeze the neuron, and more than 2**decay_bits (dt > 1)
+    makes the leaky step overshoot. 2**decay_bits itself is allowed (dt = 1); Loihi stores
+    it as a 12-bit ``du = decay - 1`` plus the 1-bit offset that Lava's LIF adds to the
+    current decay (``ds_offset = 1``).
+
+    Parameters
+    ----------
+    dt : float or array of floats, any shape
+    decay_bits : int, 12 on Loihi
+
+    Returns
+    -------
+    int64 array of the shape of ``dt``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first offending neuron index and its dt (non-finite, or rounding to a
+        decay outside [1, 2**decay_bits]).
+    """
+    if isinstance(decay_bits, bool) or not isinstance(decay_bits, (int, np.integer)) or not 1 <= decay_bits <= 30:
+        raise ConfigError(f"decay_bits must be an integer in [1, 30], got {decay_bits!r}")
+    arr = np.asarray(dt, dtype=np.float64)
+    scale = float(1 << int(decay_bits))
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.rint(arr * scale)
+        bad = ~np.isfinite(scaled) | (scaled < 1) | (scaled > scale)
+    if bad.any():
+        flat = int(np.flatnonzero(bad.ravel())[0])
+        idx = np.unravel_index(flat, arr.shape) if arr.ndim else ()
+        where = "dt" if arr.ndim == 0 else f"dt[{', '.join(map(str, idx))}]"
+        value = float(arr[idx] if arr.ndim else arr[()])
+        lo, hi = 0.5 / scale, 1.0 + 0.5 / scale
+        raise ConfigError(
+            f"neuron {where} = {value!r} is not representable as a {decay_bits}-bit decay: "
+            f"round(dt * {int(scale)}) must lie in [1, {int(scale)}] (dt in about [{lo:.3g}, {hi:.6g}])"
+        )
+    return scaled.astype(np.int64)
+
+
+def decay_to_dt(decay, decay_bits: int = 12) -> np.ndarray:
+    """Inverse of :func:`dt_to_decay`: ``dt = decay / 2**decay_bits`` (float64, exact)."""
+    return np.asarray(decay, dtype=np.int64) / float(1 << int(decay_bits))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+class QuantizedWeights(NamedTuple):
+    """Integer weights with a shared power-of-two exponent: ``w ~= mantissas * scale``.
+
+    ``mantissas``: int64 array, the integers the hardware stores (even values when the
+    target's weights are ``even``); ``exponent``: the shared exponent; ``scale``:
+    ``2.0 ** exponent``, the real value of one integer unit.
+    """
+
+    mantissas: np.ndarray
+    exponent: int
+    scale: float
+
+
+def quantize_weights(
+    w,
+    mantissa_bits: int,
+    exponent_range: tuple[int, int],
+    even: bool = False,
+    rounding: str = "nearest",
+    rng: np.random.Generator | None = None,
+) -> QuantizedWeights:
+    """Quantize float weights to signed integer mantissas with one shared exponent.
+
+    Representable integers are the multiples of ``lsb`` (2 if ``even`` else 1) in
+    [-max_int, max_int] with ``max_int = 2**mantissa_bits - lsb``: ``mantissa_bits``
+    counts magnitude bits, the sign is one more (Loihi: "8-bit weights plus sign").
+    Hardware quirk: with ``even`` (Lava's Dense, 8 bits, mixed sign) the effective weights
+    are EVEN values in [-256, 254]; the hardware's extra value -256 is never produced, so
+    the range is symmetric.
+
+    The exponent ``e`` is the smallest in ``exponent_range`` (inclusive) with
+    ``max|w| <= max_int * 2**e``; then ``mantissas = lsb * R(w / (lsb * 2**e))`` where R
+    is ``rint`` (nearest, ties to even; error <= lsb * 2**e / 2) or stochastic rounding
+    (floor, plus 1 with probability equal to the fraction: unbiased, error < one LSB).
+    Neither rounding can leave the range, since max_int is itself a multiple of lsb.
+
+    Parameters
+    ----------
+    w : array_like of floats, any shape; never modified.
+    mantissa_bits : int >= 1 (>= 2 with ``even``)
+    exponent_range : (exponent_min, exponent_max)
+    even : bool
+    rounding : 'nearest' or 'stochastic'
+    rng : np.random.Generator, required for 'stochastic'
+
+    Returns
+    -------
+    QuantizedWeights(mantissas int64 array of w's shape, exponent, scale = 2.0**exponent)
+
+    Raises
+    ------
+    ConfigError
+        Non-finite weights, weights too large for ``max_int * 2**exponent_max``, bad
+        arguments, or stochastic rounding without a Generator.
+    """
+    if isinstance(mantissa_bits, bool) or not isinstance(mantissa_bits, (int, np.integer)):
+        raise ConfigError(f"mantissa_bits must be an integer, got {mantissa_bits!r}")
+    lsb = 2 if even else 1
+    if not 1 <= mantissa_bits <= 30 or (even and mantissa_bits < 2):
+        raise ConfigError(f"mantissa_bits must lie in [{lsb}, 30], got {mantissa_bits}")
+    try:
+        e_min, e_max = (int(v) for v in exponent_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"exponent_range must be (min, max) integers, got {exponent_range!r}") from None
+    if e_min > e_max:
+        raise ConfigError(f"exponent_range min ({e_min}) must be <= max ({e_max})")
+    if rounding not in ("nearest", "stochastic"):
+        raise ConfigError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
+        raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
+
+    arr = np.asarray(w, dtype=np.float64)  # may alias w: only read below
+    if not np.isfinite(arr).all():
+        raise ConfigError("weights contain NaN or infinity; cannot quantize")
+    max_int = (1 << int(mantissa_bits)) - lsb
+    max_abs = float(np.max(np.abs(arr))) if arr.size else 0.0
+
+    exponent = None
+    for e in range(e_min, e_max + 1):
+        if max_abs <= math.ldexp(max_int, e):
+            exponent = e
+            break
+    if exponent is None:
+        raise ConfigError(
+            f"weights up to |w| = {max_abs:.6g} exceed the largest representable "
+            f"{max_int} * 2**{e_max} = {math.ldexp(max_int, e_max):.6g}"
+        )
+    scale = math.ldexp(1.0, exponent)
+    units = arr / (scale * lsb)  # a new array; exact (power-of-two division)
+    if rounding == "nearest":
+        q = np.rint(units)
+    else:
+        low = np.floor(units)
+        q = low + (rng.random(arr.shape) < (units - low))
+    mantissas = q.astype(np.int64) * lsb
+    return QuantizedWeights(mantissas, exponent, scale)
+
+
+def dequantize(mantissas, exponent: int) -> np.ndarray:
+    """Float values of integer weights: ``mantissas * 2.0**exponent`` (float64, exact)."""
+    return np.asarray(mantissas, dtype=np.int64) * math.ldexp(1.0, int(exponent))
