@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from neuro_hts.testing import random_problem
 from neuro_hts import dynamics
 from neuro_hts.backends import get_backend
 from neuro_hts.backends.numba_backend import NumbaBackend
@@ -49,16 +50,7 @@ NB32 = NumbaBackend(np.float32)
 
 
 def _problem(arch, form="leaky", activation="hard_sigmoid", output="mse", seed=0, batch=8):
-    cfg = Config(
-        model=ModelConfig(arch=arch, form=form, activation=activation, output=output),
-        dt=DtConfig(dist="lognormal", layers="all"),
-        train=TrainConfig(seed=seed),
-    )
-    net = init_network(cfg, dtype=np.float64)
-    rng = np.random.default_rng(2000 + seed)
-    x = rng.uniform(0.0, 1.0, (batch, arch[0]))
-    y = np.eye(arch[-1])[rng.integers(0, arch[-1], batch)]
-    return net, x, y
+    return random_problem(arch, form, activation, output, seed=seed, batch=batch, data_seed=2000 + seed)
 
 
 def _phase(backend, net, x, y, phase, free_states):

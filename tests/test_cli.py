@@ -7,7 +7,6 @@ subprocess to check the real stderr and exit code, including a SIGKILL mid-run.
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import signal
 import subprocess

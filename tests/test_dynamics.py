@@ -8,24 +8,16 @@ import math
 import numpy as np
 import pytest
 
+from neuro_hts.testing import random_problem
 from neuro_hts import dynamics
 from neuro_hts.activations import get_activation, hard_sigmoid, hard_sigmoid_prime, sigmoid4, sigmoid4_prime
-from neuro_hts.config import Config, DtConfig, ModelConfig, TrainConfig, parse_arch
+from neuro_hts.config import Config, parse_arch
 from neuro_hts.errors import ConfigError
-from neuro_hts.network import Network, init_network
+from neuro_hts.network import Network
 
 
 def _problem(arch, form="leaky", activation="hard_sigmoid", output="mse", seed=0, batch=8):
-    cfg = Config(
-        model=ModelConfig(arch=arch, form=form, activation=activation, output=output),
-        dt=DtConfig(dist="lognormal", layers="all"),
-        train=TrainConfig(seed=seed),
-    )
-    net = init_network(cfg, dtype=np.float64)
-    rng = np.random.default_rng(1000 + seed)
-    x = rng.uniform(0.0, 1.0, (batch, arch[0]))
-    y = np.eye(arch[-1])[rng.integers(0, arch[-1], batch)]
-    return net, x, y
+    return random_problem(arch, form, activation, output, seed=seed, batch=batch)
 
 
 def _with_dts(net: Network, dts) -> Network:

@@ -18,12 +18,12 @@ import itertools
 import numpy as np
 import pytest
 
+from neuro_hts.testing import random_problem
 from neuro_hts import dynamics
 from neuro_hts.activations import get_activation
 from neuro_hts.bptt import bptt_gradients
-from neuro_hts.config import Config, DtConfig, ModelConfig, TrainConfig
 from neuro_hts.errors import ConfigError
-from neuro_hts.network import Network, init_network
+from neuro_hts.network import Network
 
 FORMS = ("leaky", "energy")
 ACTIVATIONS = ("hard_sigmoid", "sigmoid4")
@@ -33,16 +33,7 @@ OUTPUTS = ("mse", "ce")
 # --------------------------------------------------------------------------- helpers
 def _problem(arch, form, activation, output, seed=0, batch=8, init_scale=1.0):
     """A network from the package's own initialiser, lognormal dt in every relaxed layer."""
-    cfg = Config(
-        model=ModelConfig(arch=arch, form=form, activation=activation, output=output, init_scale=init_scale),
-        dt=DtConfig(dist="lognormal", layers="all"),
-        train=TrainConfig(seed=seed),
-    )
-    net = init_network(cfg, dtype=np.float64)
-    rng = np.random.default_rng(1000 + seed)
-    x = rng.uniform(0.0, 1.0, (batch, arch[0]))
-    y = np.eye(arch[-1])[rng.integers(0, arch[-1], batch)]
-    return net, x, y
+    return random_problem(arch, form, activation, output, seed=seed, batch=batch, init_scale=init_scale)
 
 
 def _flat(grads):
