@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt-max", type=float, default=0.5)
     p.add_argument("--n", type=int, default=100_000, help="samples per distribution")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("quantize", help="design-rule check a run and write its fixed-point deploy bundle")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--target", required=True, help="hardware target: a name (loihi2) or a .toml path")
+    p.add_argument("--out", required=True, help="bundle file to write (HDF5)")
+    p.add_argument("--profile-mode", action="store_true", help="bin each core's decays to the target's decay-profile limit")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     return parser
 
 
@@ -219,7 +226,50 @@ def _cmd_plot_dt(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt}
+def _cmd_quantize(args) -> int:
+    import numpy as np
+
+    from .hardware import load_target
+    from .hardware.bundle import file_sha256, save_bundle
+    from .hardware.drc import run_design_rules
+    from .hardware.quantize import quantize_network
+    from .runfile import load_run
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    target = load_target(args.target)
+    state = load_run(args.run)
+    net = state.network
+    violations = run_design_rules(net, target, profile_mode=args.profile_mode)
+    if violations:
+        for v in violations:
+            print(f"neuro-hts: error: {v}", file=sys.stderr)
+        return 2
+    source = {
+        "run_path": str(Path(args.run).resolve()),
+        "run_sha256": file_sha256(args.run),
+        "run_config": state.config.to_json(),
+        "epochs_completed": state.epochs_completed,
+    }
+    bundle = quantize_network(net, target, profile_mode=args.profile_mode, source=source)
+    save_bundle(out, bundle)
+    print(f"quantized {args.run} for {target.name} ({'-'.join(map(str, net.arch))}, activation fraction bits {bundle.activation_frac_bits})")
+    head = f"{'layer':>5} {'exponent':>8} {'max|err|/max|w|':>15} {'decays':>6}"
+    print(head + (f" {'max|d dt|':>9}" if bundle.profile_mode else ""))
+    for lb, w in zip(bundle.layers, net.weights):
+        wmax = float(np.max(np.abs(w))) if w.size else 0.0
+        err = float(np.max(np.abs(lb.weights_float() - w))) if w.size else 0.0
+        rel = err / wmax if wmax > 0 else 0.0
+        line = f"{lb.index:>5} {lb.weight_exponent:>8} {rel:>15.3e} {np.unique(lb.decay).size:>6}"
+        if bundle.profile_mode:
+            line += f" {bundle.max_dt_change(lb):>9.3e}"
+        print(line)
+    print(f"bundle: {out}")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize}
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
+from ._h5 import open_checked
 from .config import Config
 from .errors import ConfigError, RunFileError
 from .network import Network
@@ -94,57 +95,39 @@ def save_run(path: str | Path, state: RunState) -> Path:
 
 def load_run(path: str | Path) -> RunState:
     """Read a run file; raise RunFileError with one clear line if it is not a valid one."""
-    import h5py
-
     path = Path(path)
-    if not path.exists():
-        raise RunFileError(f"run file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise RunFileError(f"{path} is not a readable HDF5 file (truncated or not HDF5)") from None
-    with f:
+    with open_checked(path, FORMAT_NAME, SCHEMA_VERSION, "run") as f:
         try:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise RunFileError(f"{path} is not a neuro-hts run file (no format={FORMAT_NAME!r} attribute)")
-            version = int(f.attrs["schema_version"])
-            if version != SCHEMA_VERSION:
-                raise RunFileError(f"{path}: unsupported schema_version {version} (this neuro-hts reads {SCHEMA_VERSION})")
-            try:
-                config = Config.from_json(str(f.attrs["config"]))
-            except ConfigError as exc:
-                raise RunFileError(f"{path}: invalid stored config: {exc}") from None
-            L = len(config.model.arch) - 1
-            weights, biases, dts = [], [], []
-            for i in range(1, L + 1):
-                g = f["layers"][str(i)]
-                weights.append(np.array(g["weight"]))
-                biases.append(np.array(g["bias"]))
-                dts.append(np.array(g["dt"]))
-            la = f["layers"].attrs
-            try:
-                net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]))
-            except ValueError as exc:
-                raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
-            if net.arch != config.model.arch:
-                raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
-            history = {k: [float(v) for v in np.array(f["history"][k])] for k in HISTORY_KEYS if k in f["history"]}
-            opt_state = {}
-            for k, g in f.get("optimizer", {}).items():
-                opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]
-            return RunState(
-                config=config,
-                network=net,
-                epochs_completed=int(f.attrs["epochs_completed"]),
-                history=history,
-                optimizer_state=opt_state,
-                status=str(f.attrs.get("status", "running")),
-                message=str(f.attrs.get("message", "")),
-            )
-        except RunFileError:
-            raise
-        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:  # h5py raises RuntimeError on corrupt metadata
-            raise RunFileError(f"{path}: damaged or incomplete run file ({exc.__class__.__name__}: {exc})") from None
+            config = Config.from_json(str(f.attrs["config"]))
+        except ConfigError as exc:
+            raise RunFileError(f"{path}: invalid stored config: {exc}") from None
+        L = len(config.model.arch) - 1
+        weights, biases, dts = [], [], []
+        for i in range(1, L + 1):
+            g = f["layers"][str(i)]
+            weights.append(np.array(g["weight"]))
+            biases.append(np.array(g["bias"]))
+            dts.append(np.array(g["dt"]))
+        la = f["layers"].attrs
+        try:
+            net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]))
+        except ValueError as exc:
+            raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
+        if net.arch != config.model.arch:
+            raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
+        history = {k: [float(v) for v in np.array(f["history"][k])] for k in HISTORY_KEYS if k in f["history"]}
+        opt_state = {}
+        for k, g in f.get("optimizer", {}).items():
+            opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]
+        return RunState(
+            config=config,
+            network=net,
+            epochs_completed=int(f.attrs["epochs_completed"]),
+            history=history,
+            optimizer_state=opt_state,
+            status=str(f.attrs.get("status", "running")),
+            message=str(f.attrs.get("message", "")),
+        )
 
 
 def history_json(state: RunState) -> str:

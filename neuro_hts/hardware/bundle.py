@@ -1,0 +1,129 @@
+"""Deploy bundle files: a :class:`~.quantize.DeployBundle` as HDF5 (layout in docs/FORMAT.md).
+
+Written atomically (temporary file + rename); :func:`load_bundle` refuses foreign,
+truncated or unknown-version files with one-line :class:`~neuro_hts.errors.RunFileError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_path
+from .._h5 import open_checked
+from ..errors import ConfigError, RunFileError
+from .quantize import DeployBundle, LayerBundle, _frozen
+from .target import target_from_dict
+
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle", "load_bundle"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "neuro-hts-bundle"
+BUNDLE_SCHEMA_VERSION = 1
+
+_SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _target_json(target) -> str:
+    d = dataclasses.asdict(target)
+    d.pop("source", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
+    """Write ``bundle`` to ``path`` atomically; returns the path."""
+    import h5py
+
+    path = Path(path)
+    src = bundle.source or {}
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = BUNDLE_FORMAT
+            f.attrs["schema_version"] = np.int64(BUNDLE_SCHEMA_VERSION)
+            f.attrs["target_name"] = bundle.target.name
+            f.attrs["target"] = _target_json(bundle.target)
+            f.attrs["run_path"] = str(src.get("run_path", ""))
+            f.attrs["run_sha256"] = str(src.get("run_sha256", ""))
+            f.attrs["run_config"] = str(src.get("run_config", ""))
+            f.attrs["epochs_completed"] = np.int64(src.get("epochs_completed", -1))
+            f.attrs["profile_mode"] = bool(bundle.profile_mode)
+            f.attrs["rounding"] = bundle.rounding
+            layers = f.create_group("layers")
+            layers.attrs["n_layers"] = np.int64(len(bundle.layers))
+            layers.attrs["form"] = bundle.form
+            layers.attrs["activation"] = bundle.activation
+            layers.attrs["output"] = bundle.output
+            layers.attrs["activation_frac_bits"] = np.int64(bundle.activation_frac_bits)
+            layers.attrs["state_frac_bits"] = np.int64(bundle.state_frac_bits)
+            for lb in bundle.layers:
+                g = layers.create_group(str(lb.index))
+                g.attrs["weight_exponent"] = np.int64(lb.weight_exponent)
+                g.create_dataset("weight_mantissa", data=np.asarray(lb.weight_mantissa, dtype=np.int64))
+                g.create_dataset("bias", data=np.asarray(lb.bias, dtype=np.int64))
+                g.create_dataset("decay", data=np.asarray(lb.decay, dtype=np.int64))
+                g.create_dataset("dt", data=np.asarray(lb.dt, dtype=np.float64))
+                if lb.decay_unbinned is not None:
+                    g.create_dataset("decay_unbinned", data=np.asarray(lb.decay_unbinned, dtype=np.int64))
+    logger.debug("saved bundle %s for target %s", path, bundle.target.name)
+    return path
+
+
+def load_bundle(path: str | Path) -> DeployBundle:
+    """Read a bundle file; raise RunFileError with one clear line if it is not a valid one."""
+    path = Path(path)
+    with open_checked(path, BUNDLE_FORMAT, BUNDLE_SCHEMA_VERSION, "bundle") as f:
+        try:
+            target = target_from_dict(json.loads(str(f.attrs["target"])), source=f"{path}:target")
+        except (ConfigError, json.JSONDecodeError) as exc:
+            raise RunFileError(f"{path}: invalid stored target: {exc}") from None
+        la = f["layers"].attrs
+        layers = []
+        for i in range(1, int(la["n_layers"]) + 1):
+            g = f["layers"][str(i)]
+            unb = _frozen(g["decay_unbinned"][()], np.int64) if "decay_unbinned" in g else None
+            wm = g["weight_mantissa"][()]
+            if wm.ndim != 2 or not np.issubdtype(wm.dtype, np.integer):
+                raise RunFileError(f"{path}: layer {i}: weight_mantissa must be a 2-D integer array")
+            layers.append(LayerBundle(
+                index=i,
+                weight_mantissa=_frozen(wm, np.int64),
+                weight_exponent=int(g.attrs["weight_exponent"]),
+                bias=_frozen(g["bias"][()], np.int64),
+                decay=_frozen(g["decay"][()], np.int64),
+                dt=_frozen(g["dt"][()], np.float64),
+                decay_unbinned=unb,
+            ))
+        source = {k: f.attrs[k] for k in _SOURCE_KEYS}
+        source = {
+            "run_path": str(source["run_path"]),
+            "run_sha256": str(source["run_sha256"]),
+            "run_config": str(source["run_config"]),
+            "epochs_completed": int(source["epochs_completed"]),
+        }
+        return DeployBundle(
+            target=target,
+            layers=tuple(layers),
+            form=str(la["form"]),
+            activation=str(la["activation"]),
+            output=str(la["output"]),
+            activation_frac_bits=int(la["activation_frac_bits"]),
+            state_frac_bits=int(la["state_frac_bits"]),
+            profile_mode=bool(f.attrs["profile_mode"]),
+            rounding=str(f.attrs["rounding"]),
+            source=source,
+        )

@@ -1,0 +1,167 @@
+"""Design-rule checks: can a trained network be deployed on a hardware target?
+
+Each rule is a small named function ``check_<rule>(network, target) -> list[Violation]``
+that only reads the network; :func:`run_design_rules` runs them all and returns EVERY
+violation at once (so a user fixes everything in one round, not one error per attempt).
+The rule name of a violation is its function name without ``check_``.
+
+Rules (see :data:`RULES`):
+
+* ``decay_range``: every dt must round to a decay in [1, 2**bits] (``dt_to_decay``);
+* ``layer_size``: a layer must fit in ``neurons_per_core * cores`` neurons (0: unlimited);
+* ``weight_range``: max|W| must be representable as ``max_int * 2**exponent_max``;
+* ``decay_profiles``: at most ``decay_profiles_per_core`` distinct decays on each core
+  (a layer is split into consecutive cores of ``neurons_per_core`` neurons); skipped in
+  profile mode, where the quantizer bins decays to the limit;
+* ``graded_spikes``: HTS-EP neurons send graded activations; a binary-spike target
+  (Loihi 1) cannot carry them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..network import Network
+from .target import HardwareTarget
+
+__all__ = [
+    "Violation",
+    "RULES",
+    "check_decay_range",
+    "check_layer_size",
+    "check_weight_range",
+    "check_decay_profiles",
+    "check_graded_spikes",
+    "core_slices",
+    "run_design_rules",
+]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken design rule: ``rule`` name, 1-based ``layer`` (None: whole network), message."""
+
+    rule: str
+    layer: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = "network" if self.layer is None else f"layer {self.layer}"
+        return f"{self.rule}: {where}: {self.message}"
+
+
+def _raw_decays(dt: np.ndarray, target: HardwareTarget) -> np.ndarray:
+    """rint(dt * scale) as float (no validation; NaN stays NaN)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.rint(np.asarray(dt, dtype=np.float64) * float(target.decay.scale))
+
+
+def core_slices(n_neurons: int, neurons_per_core: int) -> list[slice]:
+    """Consecutive cores of ``neurons_per_core`` neurons (one core when it is 0: unlimited)."""
+    if neurons_per_core <= 0 or n_neurons <= neurons_per_core:
+        return [slice(0, n_neurons)]
+    return [slice(i, min(i + neurons_per_core, n_neurons)) for i in range(0, n_neurons, neurons_per_core)]
+
+
+def check_decay_range(network: Network, target: HardwareTarget) -> list[Violation]:
+    """Every dt must round to a decay in [1, 2**bits]: 0 freezes a neuron, > scale overshoots."""
+    out = []
+    scale = target.decay.scale
+    for l, dt in enumerate(network.dts, start=1):
+        raw = _raw_decays(dt, target)
+        bad = ~np.isfinite(raw) | (raw < 1) | (raw > scale)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            out.append(Violation(
+                "decay_range", l,
+                f"{int(bad.sum())} neuron(s) have a dt outside the {target.decay.bits}-bit decay range "
+                f"(first: dt[{i}] = {float(dt[i]):.6g}; round(dt * {scale}) must lie in [1, {scale}])",
+            ))
+    return out
+
+
+def check_layer_size(network: Network, target: HardwareTarget) -> list[Violation]:
+    """A layer must fit in ``neurons_per_core * cores`` neurons (either 0: no limit)."""
+    lim = target.limits
+    if lim.cores <= 0 or lim.neurons_per_core <= 0:
+        return []
+    capacity = lim.cores * lim.neurons_per_core
+    return [
+        Violation("layer_size", l, f"{w.shape[0]} neurons exceed {lim.cores} cores x {lim.neurons_per_core} neurons = {capacity}")
+        for l, w in enumerate(network.weights, start=1)
+        if w.shape[0] > capacity
+    ]
+
+
+def check_weight_range(network: Network, target: HardwareTarget) -> list[Violation]:
+    """max|W| must be at most ``max_int * 2**exponent_max`` (and finite), else weights saturate."""
+    ws = target.weights
+    largest = math.ldexp(ws.max_int, ws.exponent_max)
+    out = []
+    for l, w in enumerate(network.weights, start=1):
+        w = np.asarray(w)
+        if not np.isfinite(w).all():
+            out.append(Violation("weight_range", l, "weights contain NaN or infinity"))
+            continue
+        m = float(np.max(np.abs(w))) if w.size else 0.0
+        if m > largest:
+            out.append(Violation(
+                "weight_range", l,
+                f"max|w| = {m:.6g} exceeds the largest representable weight {ws.max_int} * 2**{ws.exponent_max} = {largest:.6g}",
+            ))
+    return out
+
+
+def check_decay_profiles(network: Network, target: HardwareTarget) -> list[Violation]:
+    """At most ``decay_profiles_per_core`` distinct decays per core (0: no limit)."""
+    lim = target.limits
+    if lim.decay_profiles_per_core <= 0:
+        return []
+    out = []
+    for l, dt in enumerate(network.dts, start=1):
+        raw = _raw_decays(dt, target)
+        worst, worst_core = 0, 0
+        for c, sl in enumerate(core_slices(raw.size, lim.neurons_per_core)):
+            n = np.unique(raw[sl][np.isfinite(raw[sl])]).size
+            if n > worst:
+                worst, worst_core = n, c
+        if worst > lim.decay_profiles_per_core:
+            out.append(Violation(
+                "decay_profiles", l,
+                f"core {worst_core} needs {worst} distinct decays, the target allows {lim.decay_profiles_per_core} "
+                f"per core (use profile mode to bin them)",
+            ))
+    return out
+
+
+def check_graded_spikes(network: Network, target: HardwareTarget) -> list[Violation]:
+    """HTS-EP neurons send graded activations sigma(s); binary-spike targets cannot carry them."""
+    if target.spikes.graded:
+        return []
+    return [Violation(
+        "graded_spikes", None,
+        f"target {target.name!r} has binary spikes only; activation {network.activation!r} needs graded spikes",
+    )]
+
+
+#: name -> rule, in the order they run.
+RULES = {
+    "decay_range": check_decay_range,
+    "layer_size": check_layer_size,
+    "weight_range": check_weight_range,
+    "decay_profiles": check_decay_profiles,
+    "graded_spikes": check_graded_spikes,
+}
+
+
+def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: bool = False) -> list[Violation]:
+    """All violations of all rules (empty list: deployable). ``profile_mode`` skips ``decay_profiles``."""
+    out: list[Violation] = []
+    for name, rule in RULES.items():
+        if profile_mode and name == "decay_profiles":
+            continue
+        out.extend(rule(network, target))
+    return out
