@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import DATASETS
 from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
 from .errors import ConfigError
 
@@ -36,7 +37,6 @@ NUDGINGS = ("one-sided", "symmetric", "random-sign")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 BACKENDS = ("numba", "numpy")
-DATASETS = ("digits", "mnist", "fashion-mnist")
 
 
 def parse_arch(text: str | tuple | list) -> tuple[int, ...]:

@@ -6,7 +6,6 @@ Every write replaces the whole file atomically (temporary file + rename), so a c
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +128,3 @@ def load_run(path: str | Path) -> RunState:
             message=str(f.attrs.get("message", "")),
         )
 
-
-def history_json(state: RunState) -> str:
-    return json.dumps(state.history)
