@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neuro_hts import cli, training
+from neuro_hts import training
 from neuro_hts.config import Config
 from neuro_hts.data import load_dataset
 from neuro_hts.distributions import available_distributions
@@ -27,16 +27,6 @@ from neuro_hts.runfile import HISTORY_KEYS, load_run
 #: A tiny, fast training setup on the embedded digits dataset.
 SMALL = ["--dataset", "digits", "--arch", "64-32-10", "--n-train", "300", "--n-test", "60", "--t1", "10", "--t2", "4", "--batch-size", "25"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_main(argv, capsys):
-    """cli.main(argv) -> (exit code, stdout, stderr); argparse's SystemExit counts as an exit code."""
-    try:
-        code = cli.main(["--no-progress", *argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_subprocess(argv, cwd, timeout=120):
@@ -94,7 +84,7 @@ RESUME_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys, case):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, run_cli, case):
     flags, toml = RESUME_CASES[case]
     if toml:
         (tmp_path / "cfg.toml").write_text(toml)
@@ -102,14 +92,14 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys, case)
     common = ["train", *SMALL, *flags, "--seed", "7"]
     straight, part = tmp_path / "straight.h5", tmp_path / "part.h5"
 
-    code, out, _ = run_main([*common, "--epochs", "3", "--out", str(straight)], capsys)
+    code, out, _ = run_cli([*common, "--epochs", "3", "--out", str(straight)])
     assert code == 0 and "trained 3 epochs" in out
-    code, out, _ = run_main([*common, "--epochs", "1", "--out", str(part)], capsys)
+    code, out, _ = run_cli([*common, "--epochs", "1", "--out", str(part)])
     assert code == 0 and "trained 1 epochs" in out
     after_one = load_run(part)
     assert after_one.epochs_completed == 1 and after_one.status == "complete"
 
-    code, out, err = run_main(["train", "--resume", str(part), "--epochs", "3"], capsys)
+    code, out, err = run_cli(["train", "--resume", str(part), "--epochs", "3"])
     assert code == 0, err
     assert "trained 3 epochs" in out and str(part) in out
 
@@ -132,7 +122,7 @@ def _epochs_on_disk(path: Path) -> int:
         return int(f.attrs["epochs_completed"])
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, capsys):
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, run_cli):
     run = tmp_path / "killed.h5"
     with open(tmp_path / "stderr.txt", "wb") as errf:
         proc = subprocess.Popen([sys.executable, "-m", "neuro_hts", "--no-progress", *KILL_ARGS, "--out", str(run)],
@@ -155,26 +145,26 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, capsys):
     killed = load_run(run)  # the checkpoint survived the kill intact
     assert killed.status == "running" and 1 <= killed.epochs_completed < 3
 
-    code, out, err = run_main(["train", "--resume", str(run)], capsys)  # epochs from the stored config
+    code, out, err = run_cli(["train", "--resume", str(run)])  # epochs from the stored config
     assert code == 0, err
     assert "trained 3 epochs" in out
 
     straight = tmp_path / "straight.h5"
-    code, _, err = run_main([*KILL_ARGS, "--out", str(straight)], capsys)
+    code, _, err = run_cli([*KILL_ARGS, "--out", str(straight)])
     assert code == 0, err
     resumed = load_run(run)
     assert resumed.status == "complete"
     assert_same_run(load_run(straight), resumed)
 
 
-def test_resume_refuses_other_flags_and_fewer_epochs(tmp_path, capsys):
+def test_resume_refuses_other_flags_and_fewer_epochs(tmp_path, run_cli):
     run = tmp_path / "run.h5"
-    assert run_main(["train", *SMALL, "--epochs", "2", "--out", str(run)], capsys)[0] == 0
+    assert run_cli(["train", *SMALL, "--epochs", "2", "--out", str(run)])[0] == 0
     before = run.read_bytes()
-    assert_one_line_error(*run_main(["train", "--resume", str(run), "--lr", "0.1", "--epochs", "4"], capsys), "only --epochs may change, not --lr")
-    assert_one_line_error(*run_main(["train", "--resume", str(run), "--epochs", "1"], capsys), "already has 2 epochs")
-    assert_one_line_error(*run_main(["train", "--resume", str(run), "--out", str(tmp_path / "other.h5")], capsys), "in place")
-    assert_one_line_error(*run_main(["train", "--resume", str(tmp_path / "nope.h5")], capsys), "run file not found")
+    assert_one_line_error(*run_cli(["train", "--resume", str(run), "--lr", "0.1", "--epochs", "4"]), "only --epochs may change, not --lr")
+    assert_one_line_error(*run_cli(["train", "--resume", str(run), "--epochs", "1"]), "already has 2 epochs")
+    assert_one_line_error(*run_cli(["train", "--resume", str(run), "--out", str(tmp_path / "other.h5")]), "in place")
+    assert_one_line_error(*run_cli(["train", "--resume", str(tmp_path / "nope.h5")]), "run file not found")
     assert run.read_bytes() == before
 
 
@@ -267,12 +257,12 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, case):
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, run_cli, case):
     make_argv, expected = BAD_INPUT[case]
     argv = make_argv(tmp_path)
     if argv[0] == "train" and "--out" not in argv and case != "no-out":
         argv += ["--out", str(tmp_path / "new.h5")]
-    code, out, err = run_main(argv, capsys)
+    code, out, err = run_cli(argv)
     assert_one_line_error(code, out, err, expected)
     assert err.startswith("neuro-hts")
     if case == "out-exists":
@@ -312,10 +302,10 @@ def test_huge_learning_rate_diverges_and_keeps_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("poison_at,where", [(6, "epoch 2, batch 3: non-finite states"), (8, "epoch 2: non-finite weights")])
-def test_divergence_mid_run_keeps_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch, poison_at, where):
+def test_divergence_mid_run_keeps_the_epoch_1_checkpoint(tmp_path, run_cli, monkeypatch, poison_at, where):
     args = ["train", *SMALL, "--n-train", "200", "--batch-size", "50", "--backend", "numpy", "--epochs", "3"]  # 4 batches/epoch
     clean = tmp_path / "clean.h5"
-    assert run_main([*args, "--epochs", "1", "--out", str(clean)], capsys)[0] == 0
+    assert run_cli([*args, "--epochs", "1", "--out", str(clean)])[0] == 0
 
     real_step = training.ep_train_step
     calls = {"n": 0}
@@ -329,7 +319,7 @@ def test_divergence_mid_run_keeps_the_epoch_1_checkpoint(tmp_path, capsys, monke
 
     monkeypatch.setattr(training, "ep_train_step", poisoned_step)
     run = tmp_path / "run.h5"
-    code, out, err = run_main([*args, "--out", str(run)], capsys)
+    code, out, err = run_cli([*args, "--out", str(run)])
     assert_one_line_error(code, out, err, f"training diverged at {where}; the last good checkpoint (epoch 1) is kept in {run}")
     state = load_run(run)
     assert state.status == "diverged" and where in state.message
@@ -356,9 +346,9 @@ def trained_run(tmp_path_factory):
     return path
 
 
-def test_eval_prints_accuracy_and_saves_predictions(trained_run, tmp_path, capsys):
+def test_eval_prints_accuracy_and_saves_predictions(trained_run, tmp_path, run_cli):
     pred_path = tmp_path / "out" / "pred.npy"
-    code, out, err = run_main(["eval", str(trained_run), "--predictions", str(pred_path)], capsys)
+    code, out, err = run_cli(["eval", str(trained_run), "--predictions", str(pred_path)])
     assert code == 0, err
     m = re.search(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\) on digits, T1=30", out)
     assert m, out
@@ -375,19 +365,19 @@ def test_eval_prints_accuracy_and_saves_predictions(trained_run, tmp_path, capsy
     assert sorted(p.name for p in pred_path.parent.iterdir()) == ["pred.npy"]
 
 
-def test_eval_t1_override_and_validation(trained_run, capsys):
-    code, out, _ = run_main(["eval", str(trained_run), "--t1", "3", "--backend", "numpy"], capsys)
+def test_eval_t1_override_and_validation(trained_run, run_cli):
+    code, out, _ = run_cli(["eval", str(trained_run), "--t1", "3", "--backend", "numpy"])
     assert code == 0 and "T1=3, backend numpy" in out
-    assert_one_line_error(*run_main(["eval", str(trained_run), "--t1", "0"], capsys), "--t1 must be >= 1")
-    assert_one_line_error(*run_main(["eval", str(trained_run), "--dataset", "mnist", "--data-dir", str(trained_run.parent)], capsys), "mnist files not found")
+    assert_one_line_error(*run_cli(["eval", str(trained_run), "--t1", "0"]), "--t1 must be >= 1")
+    assert_one_line_error(*run_cli(["eval", str(trained_run), "--dataset", "mnist", "--data-dir", str(trained_run.parent)]), "mnist files not found")
 
 
 # --------------------------------------------------------------------------- plot-dt
 
 
-def test_plot_dt_writes_png_and_prints_table(tmp_path, capsys):
+def test_plot_dt_writes_png_and_prints_table(tmp_path, run_cli):
     fig = tmp_path / "fig.png"
-    code, out, err = run_main(["plot-dt", "--out", str(fig), "--n", "2000"], capsys)
+    code, out, err = run_cli(["plot-dt", "--out", str(fig), "--n", "2000"])
     assert code == 0, err
     assert fig.read_bytes()[:8] == PNG_MAGIC
     lines = out.strip().splitlines()

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neuro_hts import cli, training
+from neuro_hts import training
 from neuro_hts.config import Config
 from neuro_hts.errors import ConfigError, RunFileError
 from neuro_hts.hardware import load_target
@@ -31,15 +31,6 @@ def tiny_run(tmp_path_factory):
     )
     training.train(cfg, path)
     return path
-
-
-def run_main(argv, capsys):
-    try:
-        code = cli.main(["--no-progress", *argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(net):
@@ -178,9 +169,9 @@ def test_stochastic_rounding_is_reproducible(tiny_run):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_quantize_happy_path(tiny_run, tmp_path, capsys):
+def test_cli_quantize_happy_path(tiny_run, tmp_path, run_cli):
     out_path = tmp_path / "net.h5"
-    code, out, err = run_main(["quantize", str(tiny_run), "--target", "hardware/loihi2.toml", "--out", str(out_path)], capsys)
+    code, out, err = run_cli(["quantize", str(tiny_run), "--target", "hardware/loihi2.toml", "--out", str(out_path)])
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"quantized {tiny_run} for loihi2 (64-16-10")
@@ -199,22 +190,22 @@ def test_cli_quantize_happy_path(tiny_run, tmp_path, capsys):
 
     # existing --out without --force: one line, exit 2, file untouched
     before = out_path.read_bytes()
-    code, out, err = run_main(["quantize", str(tiny_run), "--target", "loihi2", "--out", str(out_path)], capsys)
+    code, out, err = run_cli(["quantize", str(tiny_run), "--target", "loihi2", "--out", str(out_path)])
     assert code == 2 and out == "" and err.count("\n") == 1 and "--force" in err
     assert out_path.read_bytes() == before
-    code, out, err = run_main(["quantize", str(tiny_run), "--target", "loihi2", "--out", str(out_path), "--force", "--profile-mode"], capsys)
+    code, out, err = run_cli(["quantize", str(tiny_run), "--target", "loihi2", "--out", str(out_path), "--force", "--profile-mode"])
     assert code == 0, err
     assert "max|d dt|" in out.splitlines()[1]  # loihi2 has no profile limit: nothing binned
     assert all(line.split()[-1] == "0.000e+00" for line in out.splitlines()[2:4])
 
 
-def test_cli_reports_every_violation_and_writes_nothing(tiny_run, tmp_path, capsys):
+def test_cli_reports_every_violation_and_writes_nothing(tiny_run, tmp_path, run_cli):
     state = load_run(tiny_run)
     state.network.dts[0][3] = 1e-4
     state.network.weights[1][0, 0] = 1e6
     bad = save_run(tmp_path / "bad.h5", RunState(config=state.config, network=state.network, epochs_completed=1))
     out_path = tmp_path / "net.h5"
-    code, out, err = run_main(["quantize", str(bad), "--target", "hardware/loihi2.toml", "--out", str(out_path)], capsys)
+    code, out, err = run_cli(["quantize", str(bad), "--target", "hardware/loihi2.toml", "--out", str(out_path)])
     assert code == 2 and out == ""
     lines = err.splitlines()
     assert len(lines) == 2, err
@@ -223,6 +214,6 @@ def test_cli_reports_every_violation_and_writes_nothing(tiny_run, tmp_path, caps
     assert not out_path.exists()
 
 
-def test_cli_unknown_target_is_one_line(tiny_run, tmp_path, capsys):
-    code, out, err = run_main(["quantize", str(tiny_run), "--target", "nosuchchip", "--out", str(tmp_path / "n.h5")], capsys)
+def test_cli_unknown_target_is_one_line(tiny_run, tmp_path, run_cli):
+    code, out, err = run_cli(["quantize", str(tiny_run), "--target", "nosuchchip", "--out", str(tmp_path / "n.h5")])
     assert code == 2 and out == "" and err.count("\n") == 1 and "unknown hardware target" in err
