@@ -60,14 +60,15 @@ def test_weight_exponent_shifts_floor_and_left():
     # x = 0.5 -> x_int = 2048; mantissa 2, e = -1 (k = -1): acc = 4096 -> 2048; decay 4096 jumps
     sim = FixedPointSimulator(make_bundle([[[2]]], [-1], [[0]], [[4096]]))
     assert sim.relax(np.array([[0.5]]), 1)[0][0].tolist() == [[2048]]
-    # negative accumulators shift with floor: bias -3 at k = -1 -> -2 (toward zero would be -1)
-    sim = FixedPointSimulator(make_bundle([[[0]]], [-1], [[-3]], [[4096]], activation="sigmoid4"))
+    # negative accumulators shift with floor: x = 3/4096, mantissa -1 at k = -1: -3 -> -2
+    # (toward zero would be -1)
+    sim = FixedPointSimulator(make_bundle([[[-1]]], [-1], [[0]], [[4096]], activation="sigmoid4"))
     h = -2
     want = round(4096 / (1 + math.exp(-(4 * h / 4096 - 2))))
-    assert sim.relax(np.zeros((1, 1)), 1)[0][0].tolist() == [[want]]
-    # e = 1 (k = +1): bias 5 -> h = 10
-    sim = FixedPointSimulator(make_bundle([[[0]]], [1], [[5]], [[4096]]))
-    assert sim.relax(np.zeros((1, 1)), 1)[0][0].tolist() == [[10]]
+    assert sim.relax(np.array([[3 / 4096]]), 1)[0][0].tolist() == [[want]]
+    # e = 1 (k = +1): x = 5/4096, mantissa 1 -> 5 << 1 = 10; the bias 7 is added after the shift
+    sim = FixedPointSimulator(make_bundle([[[1]]], [1], [[7]], [[4096]]))
+    assert sim.relax(np.array([[5 / 4096]]), 1)[0][0].tolist() == [[17]]
 
 
 def test_sigmoid4_table_values_and_saturation():
@@ -134,7 +135,7 @@ def reference_step(bundle, x_int, states, y_int, beta_int):
         for b in range(B):
             row = []
             for i in range(len(W)):
-                h = _shift(sum(W[i][j] * acts[l][b][j] for j in range(len(W[i]))) + int(lb.bias[i]), k)
+                h = _shift(sum(W[i][j] * acts[l][b][j] for j in range(len(W[i]))), k) + int(lb.bias[i])
                 if l < L - 1:
                     nb = bundle.layers[l + 1]
                     Wn = nb.weight_mantissa.tolist()
@@ -213,7 +214,7 @@ def test_fixed_point_tracks_float_dynamics(activation):
     #    arithmetic differs (measured max error 2.7e-3, mostly the decay dead zone; bound 5e-3)
     deq = Network(
         [lb.weights_float() for lb in bundle.layers],
-        [lb.bias * 2.0 ** (lb.weight_exponent - bundle.activation_frac_bits) for lb in bundle.layers],
+        [lb.bias / 2.0**bundle.state_frac_bits for lb in bundle.layers],
         [lb.decay / 4096.0 for lb in bundle.layers],
         form="leaky", activation=activation, output="mse",
     )

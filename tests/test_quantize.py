@@ -58,8 +58,8 @@ def test_quantize_trained_run_loihi2(tiny_run):
         # decays: round(dt * 4096); dt kept
         assert np.array_equal(lb.decay, np.rint(dt.astype(np.float64) * 4096).astype(np.int64))
         assert lb.decay_unbinned is None and np.array_equal(lb.dt, dt.astype(np.float64))
-        # bias in accumulator units 2**(e - 12), within half a unit
-        unit = 2.0 ** (lb.weight_exponent - 12)
+        # bias in state units 2**-12, within half a unit
+        unit = 2.0**-12
         assert np.max(np.abs(lb.bias * unit - bias.astype(np.float64))) <= unit / 2
         assert not lb.weight_mantissa.flags.writeable
 

@@ -25,7 +25,7 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle
 logger = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "neuro-hts-bundle"
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2  # 2: biases in state units (1: accumulator units)
 
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
 

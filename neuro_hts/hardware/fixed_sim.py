@@ -7,7 +7,7 @@ through the shared helpers of :mod:`neuro_hts.hardware.fixed_point`.
 
 Notation: ``S = bundle.state_frac_bits``, ``F = bundle.activation_frac_bits``, layer ``l``
 (1-based) has mantissas ``Wm_l`` (n_l, n_{l-1}), exponent ``e_l``, bias ``bias_l`` (in
-accumulator units ``2**(e_l - F)``) and per-neuron ``decay_l``; ``D = target.decay.bits``,
+state units ``2**-S``) and per-neuron ``decay_l``; ``D = target.decay.bits``,
 ``IB = target.state.input_bits``, ``SB = target.state.bits``.
 
 Integer semantics (all int64)
@@ -27,13 +27,14 @@ Integer semantics (all int64)
   ``k_l >= 0``, else ``shift_right_floor(., -k_l)``, the arithmetic shift Lava's Dense
   applies for a negative ``weight_exp``)::
 
-      up_l   = shift_k_l(     Wm_l     @ a_{l-1} + bias_l )    (a_0 = x_int; computed once
-                                                                per phase for l = 1)
-      down_l = shift_k_{l+1}( Wm_{l+1}^T @ a_{l+1} )           (0 for the top layer L)
-      h_l    = saturate(up_l + down_l, IB)                     (units 2**-S)
+      up_l   = shift_k_l(     Wm_l     @ a_{l-1} )     (a_0 = x_int; computed once per phase
+                                                    for l = 1)
+      down_l = shift_k_{l+1}( Wm_{l+1}^T @ a_{l+1} )   (0 for the top layer L)
+      h_l    = saturate(up_l + down_l + bias_l, IB)    (units 2**-S)
 
-  The bias is added to the bottom-up accumulator BEFORE its shift (it is stored in that
-  accumulator's units).
+  This is what Lava computes: each Dense connection shifts its own accumulator by its
+  ``weight_exp`` (= ``k``), the neuron's input port sums the connections, and the neuron
+  adds its bias (Loihi's bias is a neuron parameter in state units).
 * Nudge (top layer only, when ``beta != 0``): ``beta_int = rint(beta * 2**D)`` (a
   ``D``-bit fixed-point fraction, D = 12 on Loihi; ``beta`` must satisfy
   ``|beta_int| < 2**(2 D)``), ``y_int = rint(y * 2**S)`` and::
@@ -122,15 +123,15 @@ def _activations(s, out, s_minus_f):
 
 @njit(cache=True)
 def _bottom_up(a_prev, w, bias, k, out):
-    """out[b, i] = shift_k( sum_j w[i, j] a_prev[b, j] + bias[i] )."""
+    """out[b, i] = shift_k( sum_j w[i, j] a_prev[b, j] ) + bias[i]."""
     B = a_prev.shape[0]
     n_out, n_in = w.shape
     for b in range(B):
         for i in range(n_out):
-            acc = bias[i]
+            acc = 0
             for j in range(n_in):
                 acc += w[i, j] * a_prev[b, j]
-            out[b, i] = _to_state_units(acc, k)
+            out[b, i] = _to_state_units(acc, k) + bias[i]
 
 
 @njit(cache=True)

@@ -13,10 +13,10 @@ Integer conventions of a bundle (layer ``l``, ``F = activation_frac_bits``):
   8-bit generic payload: F = 6);
 * states have ``state_frac_bits = min(12, state.bits - 12)`` fraction bits (24-bit state:
   12, leaving +-2**11 of integer range for pre-activations);
-* biases: ``bias = round(b * 2**(F - weight_exponent))``, i.e. in the units of the synaptic
-  accumulator ``weight_mantissa @ a_int`` (one unit = ``2**(weight_exponent - F)``), so
-  ``W @ a + b`` is ONE integer sum with no extra shift; the simulator then shifts the
-  accumulator into state units. A bias that does not fit ``state.input_bits`` (signed)
+* biases: ``bias = round(b * 2**S)`` with ``S = state_frac_bits``, i.e. in STATE units, as
+  a Loihi neuron's bias: it is added to the synaptic input after the Dense connection has
+  shifted ``weight_mantissa @ a_int`` into state units (Lava's Dense carries no bias, so
+  the bias lives in the neuron). A bias that does not fit ``state.input_bits`` (signed)
   is refused;
 * decays: ``decay = round(dt * 2**decay_bits)`` per neuron (``fixed_point.dt_to_decay``).
 
@@ -65,7 +65,7 @@ class LayerBundle:
     index: int
     weight_mantissa: np.ndarray  # int64 (n_l, n_{l-1})
     weight_exponent: int
-    bias: np.ndarray  # int64 (n_l,), accumulator units 2**(weight_exponent - activation_frac_bits)
+    bias: np.ndarray  # int64 (n_l,), state units 2**-state_frac_bits
     decay: np.ndarray  # int64 (n_l,), the decays deployed (binned in profile mode)
     dt: np.ndarray  # float64 (n_l,), the source dt
     decay_unbinned: np.ndarray | None = None  # int64 (n_l,), profile mode only
@@ -185,12 +185,13 @@ def quantize_network(
             raise ConfigError("design rules violated: " + "; ".join(map(str, violations)))
     binning = profile_mode and target.limits.decay_profiles_per_core > 0
     f_act = activation_frac_bits(target)
+    s_frac = state_frac_bits(target)
     bias_lim = (1 << (target.state.input_bits - 1)) - 1
     ws = target.weights
     layers = []
     for l, (w, b, dt) in enumerate(zip(network.weights, network.biases, network.dts), start=1):
         q = quantize_weights(w, ws.mantissa_bits, ws.exponent_range, even=ws.even, rounding=rounding, rng=rng)
-        units = np.asarray(b, dtype=np.float64) * 2.0 ** (f_act - q.exponent)  # exact: power-of-two scale
+        units = np.asarray(b, dtype=np.float64) * 2.0**s_frac  # exact: power-of-two scale
         if rounding == "nearest":
             bias = np.rint(units)
         else:
@@ -199,7 +200,7 @@ def quantize_network(
         if not np.isfinite(bias).all() or np.any(np.abs(bias) > bias_lim):
             raise ConfigError(
                 f"layer {l}: biases up to |b| = {float(np.max(np.abs(b))):.6g} do not fit the "
-                f"{target.state.input_bits}-bit accumulator at weight exponent {q.exponent}"
+                f"{target.state.input_bits}-bit synaptic input with {s_frac} fraction bits"
             )
         try:
             decay = dt_to_decay(dt, target.decay.bits)
@@ -225,7 +226,7 @@ def quantize_network(
         activation=network.activation,
         output=network.output,
         activation_frac_bits=f_act,
-        state_frac_bits=state_frac_bits(target),
+        state_frac_bits=s_frac,
         profile_mode=bool(profile_mode),
         rounding=rounding,
         source=dict(source) if source else {},
