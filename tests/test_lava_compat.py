@@ -21,19 +21,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from neuro_hts import lava_compat
+from neuro_hts.testing import leftover_processes, run_isolated, run_script
 
 LAVA_SPEC = importlib.util.find_spec("lava")  # finds the package without importing it
 requires_lava = pytest.mark.skipif(LAVA_SPEC is None, reason="lava-nc is not installed (make install)")
@@ -45,107 +41,11 @@ requires_py311 = pytest.mark.skipif(
 #: (CoreEncoder x/y/p, ChipEncoder x/y/z, AxonEncoder hi/lo)
 LAVA_0100_PATCHED_FIELDS = 8
 
-# sessions (= pids of session leaders) of every Lava subprocess started by this module
-_LAVA_SESSIONS: list[int] = []
-
-
 # --------------------------------------------------------------------------- helpers
 def _var_model_path() -> Path:
     """Installed lava/magma/compiler/var_model.py, located without importing Lava."""
     (lava_dir,) = LAVA_SPEC.submodule_search_locations
     return Path(lava_dir) / "magma" / "compiler" / "var_model.py"
-
-
-def _proc_stat(pid: str) -> tuple[str, int, int] | None:
-    """(state, ppid, session) of a process from /proc, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = stat[stat.rfind(")") + 2 :].split()  # the command name may hold spaces
-    return rest[0], int(rest[1]), int(rest[3])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _live_processes() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, session) for every process that is not a zombie."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _proc_stat(entry)
-            if st is not None and st[0] != "Z":
-                out[int(entry)] = (st[1], st[2])
-    return out
-
-
-def _session_members(sessions) -> list[int]:
-    sessions = set(sessions)
-    return sorted(pid for pid, (_, sid) in _live_processes().items() if sid in sessions)
-
-
-def _descendants(root: int) -> list[int]:
-    procs = _live_processes()
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        kids = [pid for pid, (ppid, _) in procs.items() if ppid == parent]
-        found += kids
-        frontier += kids
-    return sorted(found)
-
-
-def _run_isolated(args, *, cwd, timeout, env=None) -> subprocess.CompletedProcess:
-    """Run ``args`` in a new session; on timeout kill its whole process group.
-
-    ``env``: variables to set in the child's environment (None: remove the variable).
-
-    After it exits, wait (up to 10 s) for every process of its session -- Lava's forked
-    runtime processes included -- to be gone; kill and fail if any remains.
-    """
-    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTHONSTARTUP")}
-    for key, value in (env or {}).items():
-        if value is None:
-            child_env.pop(key, None)
-        else:
-            child_env[key] = value
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
-    _LAVA_SESSIONS.append(proc.pid)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        leader_exited = proc.poll() is not None  # then its children hold the pipes open
-        os.killpg(proc.pid, signal.SIGKILL)  # the group this call created, nothing else
-        stdout, stderr = proc.communicate()
-        what = "exited but left processes running" if leader_exited else "did not finish"
-        pytest.fail(f"{args} {what} after {timeout} s (killed); output:\n{stdout}\n{stderr}")
-    deadline = time.monotonic() + 10.0
-    while (left := _session_members([proc.pid])) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if left:
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"processes of {args} still alive after it exited: {left}")
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
-
-
-def _run_script(tmp_path: Path, source: str, *argv: str, timeout: float = 120, env=None) -> dict:
-    """Run a Python script in a child interpreter (cwd=tmp_path) and return its RESULT json."""
-    script = tmp_path / "lava_script.py"
-    script.write_text(textwrap.dedent(source))
-    res = _run_isolated([sys.executable, str(script), *argv], cwd=tmp_path, timeout=timeout, env=env)
-    assert res.returncode == 0, f"script failed (rc={res.returncode}):\n{res.stdout}\n{res.stderr}"
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert len(lines) == 1, res.stdout
-    return json.loads(lines[0][len("RESULT ") :])
 
 
 def _file_state(path: Path):
@@ -330,7 +230,7 @@ def test_finder_loader_patch_in_memory_without_writing(hook_state, tmp_path):
 @pytest.mark.timeout(120)
 def test_lava_does_not_import_on_py311_without_the_hook(tmp_path):
     """Documents why the hook exists: the stock import fails with the dataclass error."""
-    res = _run_isolated(
+    res = run_isolated(
         [sys.executable, "-c", "import lava.proc.lif.process"], cwd=tmp_path, timeout=100
     )
     assert res.returncode == 1
@@ -346,6 +246,7 @@ def test_lava_does_not_import_on_py311_without_the_hook(tmp_path):
 HOOK_IMPORT_SCRIPT = """
 import dataclasses, json, sys
 from neuro_hts import lava_compat
+from neuro_hts.testing import leftover_processes, run_isolated, run_script
 assert not lava_compat.is_installed() and lava_compat.patched_fields() is None
 # bytecode writing is on, into an (initially empty) PYTHONPYCACHEPREFIX tree
 assert not sys.dont_write_bytecode and sys.pycache_prefix == sys.argv[1]
@@ -382,7 +283,7 @@ def test_lava_imports_with_hook_and_installed_files_stay_untouched(tmp_path):
     # to an empty PYTHONPYCACHEPREFIX: every module imported from source leaves its .pyc
     # there, except the one loaded through the hook.
     prefix = tmp_path / "pycache_prefix"
-    out = _run_script(
+    out = run_script(
         tmp_path, HOOK_IMPORT_SCRIPT, str(prefix), timeout=100,
         env={"PYTHONDONTWRITEBYTECODE": None, "PYTHONPYCACHEPREFIX": str(prefix)},
     )
@@ -413,6 +314,7 @@ def test_lava_imports_with_hook_and_installed_files_stay_untouched(tmp_path):
 NETWORK_SCRIPT = """
 import json, sys
 from neuro_hts import lava_compat
+from neuro_hts.testing import leftover_processes, run_isolated, run_script
 lava_compat.install()
 import numpy as np
 from lava.proc.lif.process import LIF
@@ -471,7 +373,7 @@ def _scaled(rows, k):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("tag", ["floating_pt", "fixed_pt"])
 def test_lif_dense_network_matches_hand_computed_values(tmp_path, tag):
-    out = _run_script(tmp_path, NETWORK_SCRIPT, tag, timeout=100)
+    out = run_script(tmp_path, NETWORK_SCRIPT, tag, timeout=100)
     assert len(out["v_src"]) == 10
     if tag == "floating_pt":
         assert out["weights"] == W
@@ -509,7 +411,7 @@ def test_lavas_own_lif_and_dense_tests_pass_with_the_plugin(tmp_path):
         "-o", "addopts=", "-o", "timeout=60", "-q",
         "--pyargs", "tests.lava.proc.lif", "tests.lava.proc.dense",
     ]
-    res = _run_isolated(args, cwd=tmp_path, timeout=280)
+    res = run_isolated(args, cwd=tmp_path, timeout=280)
     tail = res.stdout[-3000:] + res.stderr[-3000:]
     assert res.returncode == 0, tail
     summary = res.stdout.strip().splitlines()[-1]
@@ -525,12 +427,7 @@ def test_lavas_own_lif_and_dense_tests_pass_with_the_plugin(tmp_path):
 def test_no_lava_processes_left_behind():
     """Runs last in this module: no process of any Lava subprocess session is alive, and
     this test process has no live descendant running Lava."""
-    assert _session_members(_LAVA_SESSIONS) == []
-    lava_descendants = [
-        pid for pid in _descendants(os.getpid())
-        if "lava" in _cmdline(pid) or "pytest" in _cmdline(pid)
-    ]
-    assert lava_descendants == []
+    assert leftover_processes() == ([], [])
     # and Lava was never imported into the pytest process itself (it would have switched
     # multiprocessing to "fork" for every other test)
     assert [m for m in sys.modules if m == "lava" or m.startswith("lava.")] == []

@@ -1,0 +1,172 @@
+"""Inference with a deployed network: Lava (``fixed_pt`` / ``floating_pt``) or Numba.
+
+``neuro-hts deploy NET.h5`` runs the free phase of a deploy bundle (fixed point) or a run
+file (float) on the first ``n_samples`` test samples of the dataset the network was
+trained on, and reports accuracy and speed:
+
+* ``backend='lava'``: :func:`neuro_hts.lava.run_inference` (Lava's ``Loihi2SimCfg``, one
+  block of ``1 + steps`` Lava steps per sample);
+* ``backend='numba'``: :class:`~neuro_hts.hardware.fixed_sim.FixedPointSimulator`
+  (``arith='fixed'``) or the run's float backend (``arith='float'``).
+
+``arith='fixed'`` needs a bundle (``neuro-hts quantize``); ``arith='float'`` takes a run
+file, or a bundle whose dequantized parameters are then run in float.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .errors import ConfigError, RunFileError
+from .network import Network
+
+__all__ = ["DeployResult", "load_deployable", "bundle_as_network", "deploy"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("lava", "numba")
+ARITHS = ("fixed", "float")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    backend: str
+    arith: str
+    n_samples: int
+    n_steps: int  # relaxation steps per sample
+    accuracy: float
+    predictions: np.ndarray
+    seconds: float  # wall time of the relaxation itself
+    lava_steps_per_second: float | None  # Lava time steps (incl. one load step per sample) per second
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.n_samples / self.seconds if self.seconds > 0 else math.inf
+
+
+def _file_format(path: Path) -> str:
+    import h5py
+
+    if not path.exists():
+        raise RunFileError(f"file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+    except OSError:
+        raise RunFileError(f"{path} is not a readable HDF5 file (truncated or not HDF5)") from None
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    return str(fmt) if fmt is not None else ""
+
+
+def load_deployable(path):
+    """(bundle or None, float network or None, Config or None) from a bundle or a run file."""
+    from .hardware.bundle import BUNDLE_FORMAT, load_bundle
+    from .runfile import FORMAT_NAME, load_run
+
+    path = Path(path)
+    fmt = _file_format(path)
+    if fmt == BUNDLE_FORMAT:
+        bundle = load_bundle(path)
+        cfg_json = (bundle.source or {}).get("run_config")
+        cfg = Config.from_json(cfg_json) if cfg_json else None
+        return bundle, None, cfg
+    if fmt == FORMAT_NAME:
+        state = load_run(path)
+        return None, state.network, state.config
+    raise RunFileError(f"{path} is neither a neuro-hts deploy bundle nor a run file")
+
+
+def bundle_as_network(bundle) -> Network:
+    """The float network a bundle's integers stand for (dequantized weights, biases, dts)."""
+    S = bundle.state_frac_bits
+    return Network(
+        [lb.weights_float() for lb in bundle.layers],
+        [np.asarray(lb.bias, dtype=np.float64) / 2.0**S for lb in bundle.layers],
+        [np.asarray(lb.decay, dtype=np.float64) / bundle.target.decay.scale for lb in bundle.layers],
+        form=bundle.form, activation=bundle.activation, output=bundle.output,
+    )
+
+
+def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int | None = 100,
+           steps: int | None = None, dataset: str | None = None, data_dir=None, chunk: int | None = None,
+           progress=None) -> DeployResult:
+    """Free-phase inference of ``path`` on the first ``n_samples`` test samples (see module doc).
+
+    ``steps``: free-phase steps (default: the source run's ``t1``); ``progress(done)`` is
+    called with the number of samples done.
+    """
+    from .data import load_dataset
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if arith not in ARITHS:
+        raise ConfigError(f"arith must be one of {', '.join(ARITHS)}, got {arith!r}")
+    if n_samples is not None and n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
+    bundle, net, cfg = load_deployable(path)
+    if arith == "fixed" and bundle is None:
+        raise ConfigError(f"{path} is a run file: fixed-point deployment needs a bundle (neuro-hts quantize)")
+    if arith == "float" and net is None:
+        net = bundle_as_network(bundle)
+    if steps is None:
+        if cfg is None:
+            raise ConfigError(f"{path} does not record its training config: pass --steps")
+        steps = cfg.train.t1
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    name = dataset or (cfg.data.dataset if cfg is not None else None)
+    if name is None:
+        raise ConfigError(f"{path} does not record its dataset: pass --dataset")
+    ddir = data_dir if data_dir is not None else (cfg.data.data_dir if cfg is not None else None)
+    data = load_dataset(name, ddir, n_test=n_samples)
+    x = np.asarray(data.x_test, dtype=np.float64)
+    labels = np.asarray(data.y_test)
+    n_in = (bundle.layers[0].weight_mantissa.shape[1] if bundle is not None else net.weights[0].shape[1])
+    if x.shape[1] != n_in:
+        raise ConfigError(f"{name} has {x.shape[1]} features but the network expects {n_in}")
+    N = x.shape[0]
+
+    lava_sps = None
+    if backend == "lava":
+        from .lava import run_inference
+
+        source = bundle if arith == "fixed" else net
+        r = run_inference(source, x, steps, arith=arith, chunk=chunk, progress=progress)
+        pred, seconds, lava_sps = r.predictions, r.seconds, r.steps_per_second
+    else:
+        t0 = time.perf_counter()
+        if arith == "fixed":
+            from .hardware.fixed_sim import FixedPointSimulator
+
+            pred = FixedPointSimulator(bundle).predict(x, steps)
+        else:
+            from .backends import get_backend
+
+            pred = np.argmax(get_backend("numba").relax(net, x, steps).states[-1], axis=1)
+        seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress(N)
+    acc = float(np.mean(pred == labels))
+    logger.info("deploy %s/%s: %d samples, accuracy %.4f, %.3f s", backend, arith, N, acc, seconds)
+    return DeployResult(backend=backend, arith=arith, n_samples=N, n_steps=int(steps), accuracy=acc,
+                        predictions=np.asarray(pred), seconds=seconds, lava_steps_per_second=lava_sps)
+
+
+def _json_default(o):  # pragma: no cover - only for debugging output
+    return o.tolist() if isinstance(o, np.ndarray) else str(o)
+
+
+def result_json(r: DeployResult) -> str:
+    """A one-line JSON summary (without predictions)."""
+    return json.dumps({"backend": r.backend, "arith": r.arith, "n_samples": r.n_samples, "steps": r.n_steps,
+                       "accuracy": r.accuracy, "seconds": r.seconds, "samples_per_second": r.samples_per_second,
+                       "lava_steps_per_second": r.lava_steps_per_second}, default=_json_default)

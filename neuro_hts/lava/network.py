@@ -1,0 +1,326 @@
+"""Builder: a deploy bundle (``fixed_pt``) or a float network (``floating_pt``) as a Lava graph.
+
+Graph for layers ``1..L`` (sizes ``n_l``; ``x`` has ``n_0`` features)::
+
+    GradedSource(x) --Dense(W_1)--> HTSLayer_1 --Dense(W_2)--> ... --> HTSLayer_L (output)
+                                    HTSLayer_l <--Dense(W_{l+1}^T)-- HTSLayer_{l+1}
+    GradedSource(y) --------------------------------------------------> HTSOutputLayer.y_in
+    HTSLayer_l.s_out --> StateRecorder (what the caller asked to record)
+
+Every sample takes one block of ``1 + t_free + t_nudge`` Lava steps (a load step, then the
+phases; see :mod:`neuro_hts.lava.processes`), so N samples are one ``run()`` of
+``N * block`` steps with no host round trips; only the recorders are read afterwards.
+
+Fixed point: the Dense connections get the bundle's mantissas in the form Lava's
+``PyDenseModelBitAcc`` keeps (its first step clips to 8 bits and truncates; mixed-sign
+matrices keep only EVEN values): each layer's mantissas are scaled by the smallest
+``2**p`` that Lava leaves unchanged, with ``weight_exp = e - F + S - p`` so the product is
+the same integer. The builder checks with Lava's own ``clip_weights``/``truncate_weights``
+that the weights survive unchanged, and that no accumulator can leave Lava's 32-bit
+``a_buff`` (int32); either failure is a :class:`~neuro_hts.errors.ConfigError`.
+
+Lava's runtime is always stopped (``try/finally``), also on errors and ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuro_hts.errors import ConfigError
+from neuro_hts.hardware.quantize import DeployBundle
+from neuro_hts.network import Network
+
+__all__ = ["LavaRun", "LavaConnection", "lava_connections", "run_lava", "run_inference"]
+
+logger = logging.getLogger(__name__)
+
+#: Lava's Dense keeps its activation buffer and output in int32
+LAVA_ACCUMULATOR_BITS = 32
+#: Lava's Dense clips weights to this many bits before truncating (weightutils.clip_weights)
+LAVA_WEIGHT_BITS = 8
+#: graded payload width declared on the Dense connections (any value > 0 selects ``W @ s``)
+MESSAGE_BITS = 24
+
+
+@dataclass(frozen=True)
+class LavaConnection:
+    """The integer weights and shift one Lava Dense connection gets (``fixed_pt``)."""
+
+    weights: np.ndarray  # int64, the form Lava keeps
+    weight_exp: int
+    scale_shift: int  # p: weights = mantissas << p
+
+
+@dataclass(frozen=True)
+class LavaRun:
+    """What a Lava run returns.
+
+    ``states``: per relaxed layer, (N, n_l) after the last step of each sample (``record =
+    'final'``), or (N, 1 + t_free + t_nudge, n_l) after every step of each block (``record =
+    'steps'``; block step 0 is the load step, so index ``j`` is the state after ``j``
+    relaxation steps). int64 in state units for ``fixed_pt``, float64 for ``floating_pt``.
+    """
+
+    states: tuple[np.ndarray, ...]
+    n_steps: int
+    seconds: float  # wall time of the run() calls (excluding build and stop)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.n_steps / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    predictions: np.ndarray  # (N,) int64
+    top_states: np.ndarray  # (N, n_L)
+    steps_per_second: float
+    seconds: float
+    n_steps: int
+
+
+def _lava_keeps(weights: np.ndarray) -> np.ndarray:
+    """What Lava's PyDenseModelBitAcc makes of ``weights`` on its first step."""
+    from neuro_hts.lava.proc.hts import lava_weight_form
+
+    return lava_weight_form(weights)
+
+
+def lava_connections(bundle: DeployBundle) -> list[tuple[LavaConnection, LavaConnection]]:
+    """Forward (``W_l``) and feedback (``W_l^T``) Dense parameters of every layer.
+
+    Raises ConfigError when Lava would change the weights or its 32-bit accumulator could
+    overflow (``sum_j |w_ij| * 2**F`` shifted, for inputs and activations in [0, 1]).
+    """
+    F, S = int(bundle.activation_frac_bits), int(bundle.state_frac_bits)
+    out = []
+    a_max = 1 << F
+    lim = (1 << (LAVA_ACCUMULATOR_BITS - 1)) - 1
+    for lb in bundle.layers:
+        m = np.asarray(lb.weight_mantissa, dtype=np.int64)
+        k = int(lb.weight_exponent) - F + S
+        for p in range(LAVA_WEIGHT_BITS + 1):
+            cand = m << p
+            if np.array_equal(_lava_keeps(cand), cand):
+                break
+        else:
+            raise ConfigError(
+                f"layer {lb.index}: Lava's Dense cannot hold these mantissas exactly "
+                f"(range {m.min()}..{m.max()})"
+            )
+        conns = []
+        for w in (cand, cand.T):
+            bound = int(np.abs(w).sum(axis=1).max(initial=0)) * a_max
+            shifted = bound << max(k - p, 0)
+            if bound > lim or shifted > lim:
+                raise ConfigError(
+                    f"layer {lb.index}: Lava's int32 accumulator could overflow "
+                    f"(worst case {max(bound, shifted)} > {lim})"
+                )
+            conns.append(LavaConnection(weights=np.ascontiguousarray(w), weight_exp=k - p, scale_shift=p))
+        out.append(tuple(conns))
+    return out
+
+
+@contextlib.contextmanager
+def _deferred_interrupts():
+    """Turn SIGINT/SIGTERM into a flag while Lava runs (yields a function reading it).
+
+    A KeyboardInterrupt raised inside Lava's ``run()`` leaves its runtime hung with the
+    forked processes alive; with the flag, the current ``run()`` call finishes, the caller
+    stops the runtime and then raises KeyboardInterrupt. The forked processes inherit the
+    handler, so a Ctrl-C sent to the whole process group does not kill them mid-step.
+    Outside the main thread signals cannot be handled and nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    flag = []
+
+    def handler(signum, frame):
+        flag.append(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(flag)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _check_source(source, arith: str):
+    if arith not in ("fixed", "float"):
+        raise ConfigError(f"arith must be 'fixed' or 'float', got {arith!r}")
+    if arith == "fixed" and not isinstance(source, DeployBundle):
+        raise ConfigError("fixed-point Lava runs need a DeployBundle (neuro-hts quantize)")
+    if arith == "float" and not isinstance(source, Network):
+        raise ConfigError("floating-point Lava runs need a float Network")
+    if source.form != "leaky" or source.output != "mse":
+        raise ConfigError(f"the Lava path supports the leaky form with an MSE output, got {source.form}/{source.output}")
+    if source.activation not in ("hard_sigmoid", "sigmoid4"):
+        raise ConfigError(f"unsupported activation {source.activation!r}")
+
+
+def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 0.0, arith: str = "fixed",
+             record: str = "final", chunk: int | None = None, progress=None) -> LavaRun:
+    """Relax ``x`` (N, n_0) through Lava, one block per sample; see :class:`LavaRun`.
+
+    ``source``: a :class:`DeployBundle` (``arith='fixed'``, Lava ``fixed_pt`` models) or a
+    :class:`Network` (``arith='float'``, ``floating_pt``). With ``t_nudge > 0`` the output
+    layer is nudged toward ``y`` (N, n_L) with ``beta`` for the last ``t_nudge`` steps of
+    every block. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
+    is called with the number of samples done after each call.
+    """
+    _check_source(source, arith)
+    for name, v in (("t_free", t_free), ("t_nudge", t_nudge)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
+    if t_free + t_nudge < 1:
+        raise ConfigError("t_free + t_nudge must be at least 1")
+    if record not in ("final", "steps"):
+        raise ConfigError(f"record must be 'final' or 'steps', got {record!r}")
+    xf = np.asarray(x, dtype=np.float64)
+    fixed = arith == "fixed"
+    if fixed:
+        weights_float = None
+        sizes = [lb.weight_mantissa.shape[0] for lb in source.layers]
+        n_in = source.layers[0].weight_mantissa.shape[1]
+    else:
+        weights_float = [np.asarray(w, dtype=np.float64) for w in source.weights]
+        sizes = [w.shape[0] for w in weights_float]
+        n_in = weights_float[0].shape[1]
+    if xf.ndim != 2 or xf.shape[1] != n_in or xf.shape[0] < 1:
+        raise ConfigError(f"x must have shape (N >= 1, {n_in}), got {xf.shape}")
+    if not np.isfinite(xf).all():
+        raise ConfigError("x contains NaN or infinity")
+    N = xf.shape[0]
+    if t_nudge > 0:
+        if y is None:
+            raise ConfigError("a nudged phase (t_nudge > 0) needs targets y")
+        yf = np.asarray(y, dtype=np.float64)
+        if yf.shape != (N, sizes[-1]) or not np.isfinite(yf).all():
+            raise ConfigError(f"y must be finite with shape ({N}, {sizes[-1]}), got {yf.shape}")
+    block = 1 + t_free + t_nudge
+    chunk = N if chunk is None else max(1, int(chunk))
+
+    from neuro_hts.lava.proc import hts as P  # imports Lava (sets multiprocessing's start method to fork)
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+
+    if fixed:
+        F, S = source.activation_frac_bits, source.state_frac_bits
+        D = int(source.target.decay.bits)
+        widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D,
+                      input_bits=int(source.target.state.input_bits), state_bits=int(source.target.state.bits))
+        conns = lava_connections(source)
+        x_data = np.rint(xf * math.ldexp(1.0, F)).astype(np.int64).T.copy()
+        beta_v = int(np.rint(float(beta) * (1 << D)))
+        if abs(beta_v) >= 1 << (2 * D):
+            raise ConfigError(f"beta = {beta!r} is too large for the fixed-point nudge")
+        y_data = None if t_nudge == 0 else np.rint(yf * (1 << S)).astype(np.int64).T.copy()
+        layer_args = [dict(dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
+                           bias=np.asarray(lb.bias, dtype=np.int64)) for lb in source.layers]
+    else:
+        widths = {}
+        x_data = xf.T.copy()
+        beta_v = float(beta)
+        y_data = None if t_nudge == 0 else yf.T.copy()
+        layer_args = [dict(dt=np.asarray(dt, dtype=np.float64), decay=np.zeros(len(dt), dtype=np.int64),
+                           bias=np.asarray(b, dtype=np.float64)) for dt, b in zip(source.dts, source.biases)]
+
+    L = len(sizes)
+    inp = P.GradedSource(data=x_data, steps_per_sample=block, name="x")
+    layers = []
+    for l in range(L):
+        common = dict(t_free=t_free, t_nudge=t_nudge, activation=source.activation, fixed=widths,
+                      name=f"layer{l + 1}", **layer_args[l])
+        if l == L - 1 and t_nudge > 0:
+            layers.append(P.HTSOutputLayer(beta=beta_v, **common))
+        else:
+            layers.append(P.HTSLayer(**common))
+    procs = [inp, *layers]
+    for l in range(L):
+        pre = inp if l == 0 else layers[l - 1]
+        if fixed:
+            fwd, bwd = conns[l]
+            d_up = Dense(weights=fwd.weights, weight_exp=fwd.weight_exp, num_message_bits=MESSAGE_BITS,
+                         name=f"W{l + 1}")
+        else:
+            d_up = Dense(weights=weights_float[l], num_message_bits=MESSAGE_BITS, name=f"W{l + 1}")
+        pre.s_out.connect(d_up.s_in) if l == 0 else pre.a_out.connect(d_up.s_in)
+        d_up.a_out.connect(layers[l].a_in)
+        procs.append(d_up)
+        if l > 0:
+            if fixed:
+                d_down = Dense(weights=bwd.weights, weight_exp=bwd.weight_exp, num_message_bits=MESSAGE_BITS,
+                               name=f"W{l + 1}T")
+            else:
+                d_down = Dense(weights=np.ascontiguousarray(weights_float[l].T), num_message_bits=MESSAGE_BITS,
+                               name=f"W{l + 1}T")
+            layers[l].a_out.connect(d_down.s_in)
+            d_down.a_out.connect(layers[l - 1].a_in)
+            procs.append(d_down)
+    if t_nudge > 0:
+        ysrc = P.GradedSource(data=y_data, steps_per_sample=block, name="y")
+        ysrc.s_out.connect(layers[-1].y_in)
+        procs.append(ysrc)
+    if record == "final":
+        recs = [P.StateRecorder(shape=sizes[-1], n_records=N, steps_per_sample=block, record_step=block - 1,
+                                name="record_top")]
+        layers[-1].s_out.connect(recs[0].a_in)
+    else:
+        recs = []
+        for l in range(L):
+            r = P.StateRecorder(shape=sizes[l], n_records=N * block, steps_per_sample=1, record_step=0,
+                                name=f"record{l + 1}")
+            layers[l].s_out.connect(r.a_in)
+            recs.append(r)
+
+    run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
+    seconds = 0.0
+    with _deferred_interrupts() as interrupted:
+        try:
+            done = 0
+            while done < N:
+                n = min(chunk, N - done)
+                t0 = time.perf_counter()
+                inp.run(condition=RunSteps(num_steps=n * block), run_cfg=run_cfg)
+                seconds += time.perf_counter() - t0
+                done += n
+                if progress is not None:
+                    progress(done)
+                if interrupted():
+                    break
+            raw = None if interrupted() else [np.asarray(r.data.get()) for r in recs]
+        finally:
+            if inp.runtime is not None:
+                inp.stop()
+    if raw is None:
+        logger.info("Lava run interrupted after %d of %d samples; runtime stopped", done, N)
+        raise KeyboardInterrupt
+    dtype = np.int64 if fixed else np.float64
+    if record == "final":
+        states = (raw[0].T.astype(dtype),)
+    else:
+        states = tuple(r.T.reshape(N, block, -1).astype(dtype) for r in raw)
+    logger.info("Lava %s run: %d samples, %d steps in %.3f s (%.0f steps/s)", arith, N, N * block, seconds,
+                N * block / seconds if seconds else math.inf)
+    return LavaRun(states=states, n_steps=N * block, seconds=seconds)
+
+
+def run_inference(bundle, x, n_steps: int, *, arith: str = "fixed", chunk: int | None = None,
+                  progress=None) -> InferenceResult:
+    """Free phase of ``n_steps`` for every row of ``x`` through Lava; argmax of the top layer."""
+    r = run_lava(bundle, x, t_free=n_steps, arith=arith, record="final", chunk=chunk, progress=progress)
+    top = r.states[0]
+    return InferenceResult(predictions=np.argmax(top, axis=1), top_states=top,
+                           steps_per_second=r.steps_per_second, seconds=r.seconds, n_steps=r.n_steps)

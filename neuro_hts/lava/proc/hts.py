@@ -1,0 +1,371 @@
+"""Lava Processes and ProcessModels of an HTS-EP network (imports Lava: load lazily).
+
+Three Processes, each with a ``floating_pt`` and a ``fixed_pt`` ProcessModel (Loihi
+protocol, CPU), run by Lava's ``Loihi2SimCfg``:
+
+* :class:`HTSLayer`: one relaxed layer of the leaky form with a PER-NEURON decay vector
+  (Lava's stock LIF has one decay per population), its state ``s``, bias, an input port
+  ``a_in`` (Lava sums every connection into it: bottom-up ``W`` and top-down ``W^T`` Dense
+  outputs arrive summed), a graded output ``a_out`` (the activation its neighbours see)
+  and ``s_out`` (the raw state, for recording). With ``nudged=True`` the layer is an
+  output layer: it also has ``y_in`` (the target) and a ``beta`` Var, and applies the MSE
+  nudge in its nudged steps.
+* :class:`GradedSource`: a clamped input (or the nudging targets) holding one column per
+  sample and sending sample ``k`` during the whole of block ``k``.
+* :class:`StateRecorder`: stores the vector it receives at chosen steps into a Var.
+
+Phase schedule (per sample, driven by the time step, no host intervention): a block of
+``1 + t_free + t_nudge`` steps. Block step 0 is a LOAD step: every layer resets ``s`` to 0
+and sends the activation of 0 while the sources put the new sample on the wires. Lava's
+Dense delivers at step t what it received at step t-1, so block steps ``1..t_free`` see
+exactly the synchronous update ``s_l(t) = f(s_l(t-1), W_l a_{l-1}(t-1) + W_{l+1}^T
+a_{l+1}(t-1))`` of :func:`neuro_hts.dynamics.relax` / :class:`FixedPointSimulator`, with
+the input clamped; block steps ``t_free+1 .. t_free+t_nudge`` are the nudged phase
+(``beta`` applied by output layers), continuing from the free state.
+
+The ``fixed_pt`` models implement :mod:`neuro_hts.hardware.fixed_sim`'s integer semantics
+with the SAME helpers (:mod:`neuro_hts.hardware.fixed_point`); the Dense connections carry
+the shifts (``weight_exp``). The ``floating_pt`` models implement
+:func:`neuro_hts.dynamics.leaky_update` with :func:`neuro_hts.dynamics.mse_nudge` inside
+sigma, in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neuro_hts import lava_compat
+
+lava_compat.install()
+
+from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
+from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.process.variable import Var  # noqa: E402
+from lava.magma.core.resources import CPU  # noqa: E402
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+
+from neuro_hts.activations import get_activation  # noqa: E402
+from neuro_hts.dynamics import leaky_update, mse_nudge  # noqa: E402
+from neuro_hts.hardware.fixed_point import (  # noqa: E402
+    leaky_decay_step,
+    saturate,
+    shift_right_round_nearest,
+    shift_right_round_toward_zero,
+)
+from neuro_hts.hardware.fixed_sim import SIGMOID4_LO, sigmoid4_table  # noqa: E402
+
+__all__ = [
+    "HTSLayer",
+    "HTSOutputLayer",
+    "GradedSource",
+    "StateRecorder",
+    "PyHTSLayerFloat",
+    "PyHTSLayerFixed",
+    "PyGradedSourceFloat",
+    "PyGradedSourceFixed",
+    "PyStateRecorderFloat",
+    "PyStateRecorderFixed",
+]
+
+
+# --------------------------------------------------------------------------- Processes
+
+
+class HTSLayer(AbstractProcess):
+    """A relaxed HTS-EP layer (leaky form) with per-neuron time constants.
+
+    Parameters
+    ----------
+    dt : (n,) float, the per-neuron time steps (used by ``floating_pt``)
+    decay : (n,) int, the per-neuron integer decays ``round(dt * 2**decay_bits)`` (``fixed_pt``)
+    bias : (n,) biases: floats (``floating_pt``) or integers in state units
+        ``2**-state_frac_bits`` (``fixed_pt``)
+    t_free, t_nudge : steps of the free and nudged phase in each block
+    activation : 'hard_sigmoid' or 'sigmoid4'
+    fixed : the integer widths ``fixed_pt`` needs: ``state_frac_bits``,
+        ``activation_frac_bits``, ``decay_bits``, ``input_bits``, ``state_bits``
+    """
+
+    def __init__(self, *, dt, decay, bias, t_free: int, t_nudge: int = 0,
+                 activation: str = "hard_sigmoid", fixed: dict | None = None, name=None, **params):
+        n = int(np.asarray(bias).shape[0])
+        params.setdefault("nudged", False)
+        super().__init__(shape=(n,), t_free=int(t_free), t_nudge=int(t_nudge), activation=str(activation),
+                         fixed=dict(fixed or {}), name=name, **params)
+        self.a_in = InPort(shape=(n,))
+        self.a_out = OutPort(shape=(n,))
+        self.s_out = OutPort(shape=(n,))
+        self.s = Var(shape=(n,), init=0)
+        self.dt = Var(shape=(n,), init=np.asarray(dt))
+        self.decay = Var(shape=(n,), init=np.asarray(decay))
+        self.bias = Var(shape=(n,), init=np.asarray(bias))
+
+
+class HTSOutputLayer(HTSLayer):
+    """The output layer: an :class:`HTSLayer` that is nudged toward ``y_in`` (MSE cost).
+
+    ``beta``: float (``floating_pt``) or its integer form ``rint(beta * 2**decay_bits)``
+    (``fixed_pt``); applied only in the nudged steps of each block.
+    """
+
+    def __init__(self, *, beta=0, **kwargs):
+        super().__init__(nudged=True, **kwargs)
+        n = self.s.shape[0]
+        self.y_in = InPort(shape=(n,))
+        self.beta = Var(shape=(1,), init=np.array([beta]))
+
+
+class GradedSource(AbstractProcess):
+    """Clamped graded values: sends column ``k`` of ``data`` (n, N) during block ``k``.
+
+    ``steps_per_sample`` is the block length; after the last column it keeps sending it.
+    """
+
+    def __init__(self, *, data, steps_per_sample: int, name=None):
+        data = np.asarray(data)
+        super().__init__(steps_per_sample=int(steps_per_sample), name=name)
+        self.data = Var(shape=data.shape, init=data)
+        self.s_out = OutPort(shape=data.shape[:1])
+
+
+class StateRecorder(AbstractProcess):
+    """Stores what arrives on ``a_in`` at block step ``record_step`` of every block.
+
+    ``data[:, k]`` holds the value received in block ``k`` (blocks of ``steps_per_sample``
+    steps; with ``steps_per_sample = 1`` and ``record_step = 0`` every step is recorded).
+    """
+
+    def __init__(self, *, shape: int, n_records: int, steps_per_sample: int, record_step: int, name=None):
+        super().__init__(steps_per_sample=int(steps_per_sample), record_step=int(record_step), name=name)
+        self.a_in = InPort(shape=(int(shape),))
+        self.data = Var(shape=(int(shape), int(n_records)), init=0)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _block_step(time_step: int, steps_per_sample: int) -> int:
+    """Position of Lava's 1-based ``time_step`` inside its block (0 = first step)."""
+    return (int(time_step) - 1) % int(steps_per_sample)
+
+
+# --------------------------------------------------------------------------- HTSLayer models
+
+
+class _PyHTSLayerBase(PyLoihiProcessModel):
+    """Phase schedule shared by both arithmetics; subclasses define ``_zero``, ``_update``."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.t_free = int(proc_params["t_free"])
+        self.t_nudge = int(proc_params["t_nudge"])
+        self.block = 1 + self.t_free + self.t_nudge
+        self.nudged = bool(proc_params["nudged"])
+        self.activation = proc_params["activation"]
+
+    def run_spk(self):
+        a_in = self.a_in.recv()
+        y = self.y_in.recv() if self.nudged else None
+        j = _block_step(self.time_step, self.block)
+        if j == 0:
+            self.s = self._zero()
+        else:
+            nudge = self.nudged and j > self.t_free
+            self.s = self._update(a_in, y if nudge else None)
+        self.a_out.send(self._send(self.s))
+        self.s_out.send(self.s)
+
+
+class _PyHTSLayerFloat(_PyHTSLayerBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    s: np.ndarray = LavaPyType(np.ndarray, float)
+    dt: np.ndarray = LavaPyType(np.ndarray, float)
+    decay: np.ndarray = LavaPyType(np.ndarray, int)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.sigma = get_activation(self.activation)[0]
+
+    def _zero(self):
+        return np.zeros(self.s.shape, dtype=np.float64)
+
+    def _send(self, s):
+        return s  # leaky form: neighbours see the state itself (dynamics.layer_output)
+
+    def _update(self, a_in, y):
+        h = np.asarray(a_in, dtype=np.float64) + self.bias
+        if y is not None:
+            h = h + float(self.beta[0]) * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
+        return leaky_update(self.s, h, self.dt, self.sigma)
+
+
+class _PyHTSLayerFixed(_PyHTSLayerBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    s: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    dt: np.ndarray = LavaPyType(np.ndarray, float)
+    decay: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=13)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        fx = proc_params["fixed"]
+        self.S = int(fx["state_frac_bits"])
+        self.F = int(fx["activation_frac_bits"])
+        self.D = int(fx["decay_bits"])
+        self.IB = int(fx["input_bits"])
+        self.SB = int(fx["state_bits"])
+        self.one = 1 << self.S
+        if self.activation == "sigmoid4":
+            self.table = sigmoid4_table(self.S)
+            self.table_lo = SIGMOID4_LO * self.one
+        elif self.activation != "hard_sigmoid":
+            raise ValueError(f"unsupported activation {self.activation!r}")
+
+    def _zero(self):
+        return np.zeros(self.s.shape, dtype=np.int64)
+
+    def _send(self, s):
+        if self.S >= self.F:
+            return shift_right_round_nearest(s, self.S - self.F)
+        return np.left_shift(s, self.F - self.S)
+
+    def _update(self, a_in, y):
+        s = self.s.astype(np.int64)
+        h = saturate(np.asarray(a_in, dtype=np.int64) + self.bias, self.IB)
+        if y is not None:
+            beta = int(self.beta[0])
+            if beta != 0:
+                h = saturate(h + shift_right_round_toward_zero(beta * (np.asarray(y, dtype=np.int64) - s), self.D),
+                             self.IB)
+        if self.activation == "hard_sigmoid":
+            sig = np.clip(h, 0, self.one)
+        else:
+            sig = self.table[np.clip(h - self.table_lo, 0, self.table.shape[0] - 1)]
+        return saturate(leaky_decay_step(s, sig, self.decay, self.D), self.SB)
+
+
+@implements(proc=HTSLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHTSLayerFloat(_PyHTSLayerFloat):
+    """Float64 leaky update ``s += dt * (sigma(h) - s)``."""
+
+
+@implements(proc=HTSLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHTSLayerFixed(_PyHTSLayerFixed):
+    """Integer leaky update, bit-exact with :class:`FixedPointSimulator`."""
+
+
+class _NudgedFloatPorts(_PyHTSLayerFloat):
+    y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    beta: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+class _NudgedFixedPorts(_PyHTSLayerFixed):
+    y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    beta: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+
+@implements(proc=HTSOutputLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHTSOutputLayerFloat(_NudgedFloatPorts):
+    """Float output layer: ``h += beta * (y - s)`` in nudged steps."""
+
+
+@implements(proc=HTSOutputLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHTSOutputLayerFixed(_NudgedFixedPorts):
+    """Integer output layer: ``h += tz(beta_int * (y_int - s) / 2**D)`` in nudged steps."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class _PyGradedSourceBase(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.block = int(proc_params["steps_per_sample"])
+
+    def run_spk(self):
+        k = min((int(self.time_step) - 1) // self.block, self.data.shape[1] - 1)
+        self.s_out.send(self.data[:, k])
+
+
+@implements(proc=GradedSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyGradedSourceFloat(_PyGradedSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    data: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=GradedSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedSourceFixed(_PyGradedSourceBase):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    data: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+class _PyStateRecorderBase(PyLoihiProcessModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.block = int(proc_params["steps_per_sample"])
+        self.record_step = int(proc_params["record_step"])
+
+    def run_spk(self):
+        v = self.a_in.recv()
+        t = int(self.time_step) - 1
+        if t % self.block == self.record_step:
+            k = t // self.block
+            if k < self.data.shape[1]:
+                self.data[:, k] = v
+
+
+@implements(proc=StateRecorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyStateRecorderFloat(_PyStateRecorderBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    data: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=StateRecorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyStateRecorderFixed(_PyStateRecorderBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    data: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+
+# --------------------------------------------------------------------------- Dense weights
+
+
+def lava_weight_form(weights) -> np.ndarray:
+    """What Lava's ``PyDenseModelBitAcc`` makes of integer ``weights`` on its first step.
+
+    It clips to 8 bits and truncates to ``num_weight_bits = 8`` for the sign mode it
+    detects (mixed-sign matrices lose their least significant bit: even values only).
+    Calls Lava's own ``weightutils``, so a change there shows up here.
+    """
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    w = np.asarray(weights)
+    mode = determine_sign_mode(w)
+    return truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8).astype(np.int64)
