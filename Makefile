@@ -17,7 +17,7 @@ install: $(STAMP)
 # neuro_hts/lava_compat.py (docs/LAVA_COMPAT.md); nothing pip installed is edited.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,dask]"
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python lava-nc==$(LAVA_VERSION)
 	touch $(STAMP)
 

@@ -12,7 +12,9 @@ Per run (:func:`run_metrics`):
 * ``final_accuracy``: test accuracy after the last completed epoch (NaN if none);
 * ``best_accuracy``: the highest per-epoch test accuracy;
 * ``volatility``: standard deviation (ddof 0) of the epoch-to-epoch changes of test
-  accuracy (NaN with fewer than 2 epochs);
+  accuracy over the SECOND HALF of training (the last ``n // 2`` of the ``n`` changes when
+  ``n >= 4``, else all of them), so that the climb of the first epochs does not count as
+  volatility (NaN with fewer than 2 epochs);
 * ``largest_drop``: the largest decrease of test accuracy between consecutive epochs (0
   when it never decreases; NaN with fewer than 2 epochs);
 * ``residual_mean`` and ``frac_not_converged``: of the LAST epoch's free phases: mean
@@ -34,10 +36,10 @@ __all__ = [
     "COLLAPSE_MARGIN",
     "RUN_METRICS",
     "collapsed",
-    "volatility",
     "largest_drop",
     "run_metrics",
     "seed_summary",
+    "volatility",
 ]
 
 #: accuracy within this of chance counts as "fallen to chance"
@@ -71,11 +73,14 @@ def collapsed(test_accuracy, n_classes: int) -> bool:
 
 
 def volatility(test_accuracy) -> float:
-    """Standard deviation (ddof 0) of the epoch-to-epoch changes; NaN with < 2 epochs."""
+    """Std (ddof 0) of the epoch-to-epoch changes in the second half of training; NaN with < 2 epochs."""
     a = np.asarray(test_accuracy, dtype=np.float64)
     if a.size < 2:
         return math.nan
-    return float(np.std(np.diff(a)))
+    d = np.diff(a)
+    if d.size >= 4:
+        d = d[d.size - d.size // 2:]
+    return float(np.std(d))
 
 
 def largest_drop(test_accuracy) -> float:

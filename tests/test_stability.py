@@ -24,6 +24,8 @@ def test_volatility_and_largest_drop_by_hand():
     assert largest_drop(a) == pytest.approx(0.02, abs=1e-15)
     assert largest_drop([0.1, 0.2, 0.3]) == 0.0
     assert volatility([0.5, 0.5, 0.5]) == 0.0
+    # 5 changes (+0.3, +0.2, +0.01, -0.01, +0.01): only the last 2 count -> std of (-0.01, +0.01)
+    assert volatility([0.2, 0.5, 0.7, 0.71, 0.70, 0.71]) == pytest.approx(0.01, abs=1e-12)
     assert math.isnan(volatility([0.9])) and math.isnan(largest_drop([]))
 
 

@@ -1,0 +1,300 @@
+"""Report of a sweep directory: tables (markdown + CSV) and figures (PNG).
+
+``neuro-hts report DIR --out REPORT_DIR`` reads ``DIR/sweep.json`` and every cell's run
+file, groups the cells by (distribution, swept settings) across seeds and writes:
+
+* ``summary.csv``: one row per group: ``dist``, one column per swept setting, ``n_seeds``,
+  ``n_runs_found``, then for every metric of :mod:`neuro_hts.stability` its
+  ``_mean/_std/_min/_max`` across seeds, ``final_accuracy_spread`` and
+  ``divergence_rate``;
+* ``runs.csv``: one row per cell: its settings, seed, status, epochs and the per-run
+  metrics;
+* ``report.md``: the summary as a markdown table (accuracy as mean +- std in %), plus
+  the figures;
+* ``fig1_dt_distributions.png``: the paper's Figure 1 for the sweep's dt parameters;
+* ``accuracy_curves.png``: test accuracy per epoch, one line per distribution (mean over
+  seeds) with a band (min..max over seeds), one panel per combination of swept settings;
+* ``stability_map.png`` (only when settings are swept): one panel per distribution; rows
+  and columns are the first two swept settings (further settings are folded into the
+  rows), the colour is the divergence rate over seeds and the text in each cell the mean
+  final accuracy (%) and the largest single-epoch drop (points).
+
+Cells whose run file is missing are counted (``n_runs_found`` < ``n_seeds``) and left out
+of the statistics; the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+from .errors import ConfigError
+from .stability import RUN_METRICS, run_metrics, seed_summary
+
+__all__ = ["collect", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def _setting_keys(cells) -> list[str]:
+    keys: list[str] = []
+    for c in cells:
+        for k in c.get("settings", {}):
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return ",".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def collect(sweep_dir) -> dict:
+    """Load a sweep: {'base', 'keys', 'runs': [per-cell dict], 'groups': [per-group dict]}."""
+    from .runfile import load_run
+    from .sweep import load_manifest
+
+    sweep_dir = Path(sweep_dir)
+    base, cells = load_manifest(sweep_dir)
+    keys = _setting_keys(cells)
+    runs = []
+    for c in cells:
+        path = sweep_dir / f"{c['name']}.h5"
+        row = {"name": c["name"], "dist": c["dist"], "seed": int(c["seed"]),
+               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": path.exists()}
+        if path.exists():
+            st = load_run(path)
+            n_classes = int(st.config.model.arch[-1])
+            row.update(status=st.status, epochs=st.epochs_completed, history=st.history,
+                       metrics=run_metrics(st.history, st.status, n_classes))
+        runs.append(row)
+    groups: dict[tuple, dict] = {}
+    for r in runs:
+        g = groups.setdefault((r["dist"], r["settings"]), {"dist": r["dist"], "settings": r["settings"], "runs": []})
+        g["runs"].append(r)
+    for g in groups.values():
+        found = [r for r in g["runs"] if r["found"]]
+        g["n_seeds"] = len(g["runs"])
+        g["n_found"] = len(found)
+        g["summary"] = seed_summary([r["metrics"] for r in found]) if found else {}
+    return {"base": base, "keys": keys, "runs": runs, "groups": list(groups.values())}
+
+
+def _csv_text(header, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _summary_columns():
+    cols = []
+    for m in RUN_METRICS:
+        cols += [f"{m}_{s}" for s in ("mean", "std", "min", "max")]
+    return cols + ["final_accuracy_spread", "divergence_rate"]
+
+
+def _num(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+
+def _markdown(data, sweep_dir) -> str:
+    keys = data["keys"]
+    head = ["dist", *keys, "seeds", "final acc. (%)", "best (%)", "diverged", "volatility (pts)",
+            "largest drop (pts)", "spread (pts)", "residual", "not conv."]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in data["groups"]:
+        s = g["summary"]
+        if not s:
+            lines.append("| " + " | ".join([g["dist"], *g["settings"], f"0/{g['n_seeds']}"] + [""] * (len(head) - 3 - len(keys))) + " |")
+            continue
+
+        def pct(k, sd=None):
+            v = s[k]
+            if math.isnan(v):
+                return "n/a"
+            return f"{100 * v:.2f}" + (f" +- {100 * s[sd]:.2f}" if sd else "")
+
+        lines.append("| " + " | ".join([
+            g["dist"], *g["settings"], f"{g['n_found']}/{g['n_seeds']}",
+            pct("final_accuracy_mean", "final_accuracy_std"), pct("best_accuracy_mean"),
+            f"{int(round(s['divergence_rate'] * g['n_found']))}/{g['n_found']}",
+            pct("volatility_mean"), pct("largest_drop_max"), pct("final_accuracy_spread"),
+            "n/a" if math.isnan(s["residual_mean_mean"]) else f"{s['residual_mean_mean']:.2e}",
+            "n/a" if math.isnan(s["frac_not_converged_mean"]) else f"{s['frac_not_converged_mean']:.3f}",
+        ]) + " |")
+    missing = sum(1 for r in data["runs"] if not r["found"])
+    b = data["base"]
+    text = [
+        f"# Sweep report: {sweep_dir}",
+        "",
+        f"Base config: {'-'.join(map(str, b.model.arch))} {b.model.form}/{b.model.activation}/{b.model.output}, "
+        f"{b.data.dataset}, {b.train.epochs} epochs, T1={b.train.t1}, T2={b.train.t2}, beta={b.train.beta:g} "
+        f"({b.train.nudging}), dt mean {b.dt.mean:g}, std {b.dt.std:g}, clipped to [{b.dt.dt_min:g}, {b.dt.dt_max:g}].",
+        f"Runs: {len(data['runs']) - missing} of {len(data['runs'])} found" + (f" ({missing} missing, left out)" if missing else "") + ".",
+        "",
+        "Columns: final/best test accuracy mean +- std over seeds; diverged = runs with non-finite values or a "
+        "collapse to chance; volatility = mean over seeds of the std of epoch-to-epoch accuracy changes; "
+        "largest drop = the largest single-epoch accuracy drop of any seed; spread = max - min final accuracy; "
+        "residual = mean last-step free-phase residual max|s_t - s_{t-1}| (last epoch); not conv. = fraction "
+        "of samples above the residual tolerance. Definitions: neuro_hts/stability.py.",
+        "",
+        *lines,
+        "",
+        "![Figure 1](fig1_dt_distributions.png)",
+        "",
+        "![accuracy curves](accuracy_curves.png)",
+    ]
+    if data["keys"]:
+        text += ["", "![stability map](stability_map.png)"]
+    return "\n".join(text) + "\n"
+
+
+def _plot_curves(data, path: Path) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    from .plotting import _figure_class
+
+    Figure, Canvas = _figure_class()
+    combos = list(dict.fromkeys(g["settings"] for g in data["groups"]))  # grid order
+    n = len(combos)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.4), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
+    colors = {d: f"C{i % 10}" for i, d in enumerate(dists)}
+    for k, combo in enumerate(combos):
+        ax = axes[k // ncols][k % ncols]
+        for g in data["groups"]:
+            if g["settings"] != combo:
+                continue
+            curves = [np.asarray(r["history"]["test_accuracy"], dtype=float) for r in g["runs"] if r["found"]]
+            curves = [c for c in curves if c.size]
+            if not curves:
+                continue
+            E = max(c.size for c in curves)
+            M = np.full((len(curves), E), np.nan)
+            for i, c in enumerate(curves):
+                M[i, : c.size] = c
+            ep = np.arange(1, E + 1)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(M, axis=0)
+            ax.plot(ep, 100 * mean, color=colors[g["dist"]], label=f"{g['dist']} ({len(curves)})", linewidth=1.4)
+            ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=colors[g["dist"]],
+                            alpha=0.18, linewidth=0)
+        title = ", ".join(f"{key}={v}" for key, v in zip(data["keys"], combo)) or "all cells"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.set_ylabel("test accuracy (%)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, loc="lower right", title="dist (seeds)", title_fontsize=7)
+    for k in range(n, nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    fig.suptitle("Test accuracy per epoch: mean over seeds, band = min..max", fontsize=11)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _plot_stability_map(data, path: Path) -> None:
+    from .plotting import _figure_class
+
+    Figure, Canvas = _figure_class()
+    keys = data["keys"]
+    row_key = keys[0]
+    col_keys = keys[1:2]
+    dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
+
+    def row_label(settings):
+        parts = [settings[0]] + list(settings[2:])
+        return ", ".join(f"{k}={v}" for k, v in zip([keys[0], *keys[2:]], parts))
+
+    rows = list(dict.fromkeys(row_label(g["settings"]) for g in data["groups"]))
+    cols = list(dict.fromkeys(g["settings"][1] for g in data["groups"])) if col_keys else [""]
+    ncols = min(3, len(dists))
+    nrows = math.ceil(len(dists) / ncols)
+    fig = Figure(figsize=(max(4.5, 1.25 * len(cols) + 2.8) * ncols, (0.5 * len(rows) + 1.6) * nrows + 0.5),
+                 layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for k, dist in enumerate(dists):
+        ax = axes[k // ncols][k % ncols]
+        rate = np.full((len(rows), len(cols)), np.nan)
+        for g in data["groups"]:
+            if g["dist"] != dist or not g["summary"]:
+                continue
+            i = rows.index(row_label(g["settings"]))
+            j = cols.index(g["settings"][1]) if col_keys else 0
+            s = g["summary"]
+            rate[i, j] = s["divergence_rate"]
+            acc, drop = s["final_accuracy_mean"], s["largest_drop_max"]
+            txt = ("n/a" if math.isnan(acc) else f"{100 * acc:.1f}") + ("" if math.isnan(drop) else f"\nv{100 * drop:.1f}")
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                    color="white" if s["divergence_rate"] > 0.5 else "black")
+        im = ax.imshow(rate, vmin=0.0, vmax=1.0, cmap="Reds", aspect="auto")
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols], fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_xlabel(col_keys[0] if col_keys else "", fontsize=9)
+        ax.set_title(dist, fontsize=10)
+    for k in range(len(dists), nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="divergence rate over seeds")
+    fig.suptitle("Stability map: colour = fraction of seeds that diverged; text = mean final accuracy (%)"
+                 "\nand, after 'v', the largest single-epoch accuracy drop of any seed (points)", fontsize=10)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def write_report(sweep_dir, out_dir) -> dict:
+    """Write the tables and figures of the module docstring; returns the collected data."""
+    from .plotting import plot_dt_distributions
+
+    sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
+    data = collect(sweep_dir)
+    if not any(r["found"] for r in data["runs"]):
+        raise ConfigError(f"{sweep_dir}: no run files yet (run neuro-hts sweep first)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = data["keys"]
+    cols = _summary_columns()
+    rows = []
+    for g in data["groups"]:
+        s = g["summary"]
+        rows.append([g["dist"], *g["settings"], g["n_seeds"], g["n_found"], *[_num(s.get(c)) for c in cols]])
+    _write_text(out_dir / "summary.csv", _csv_text(["dist", *keys, "n_seeds", "n_runs_found", *cols], rows))
+    run_rows = []
+    for r in data["runs"]:
+        m = r.get("metrics", {})
+        run_rows.append([r["name"], r["dist"], *r["settings"], r["seed"], r.get("status", "missing"),
+                         r.get("epochs", 0), *[_num(m.get(k)) for k in RUN_METRICS]])
+    _write_text(out_dir / "runs.csv",
+                _csv_text(["name", "dist", *keys, "seed", "status", "epochs", *RUN_METRICS], run_rows))
+    b = data["base"].dt
+    plot_dt_distributions(out_dir / "fig1_dt_distributions.png", mu=b.mean, sigma=b.std, dt_min=b.dt_min,
+                          dt_max=b.dt_max)
+    _plot_curves(data, out_dir / "accuracy_curves.png")
+    if keys:
+        _plot_stability_map(data, out_dir / "stability_map.png")
+    _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
+    logger.info("report of %s written to %s", sweep_dir, out_dir)
+    return data
