@@ -61,6 +61,9 @@ def _add_train_args(p):
     p.add_argument("--momentum", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--backend", choices=["numba", "numpy"])
+    p.add_argument("--arith", choices=["float", "fixed"], help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
+    p.add_argument("--target", help="hardware target for --arith fixed: a name (loihi2) or a .toml path")
+    p.add_argument("--update-rounding", choices=["nearest", "stochastic"], help="rounding of fixed-point weight updates (default stochastic)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle file to write (HDF5)")
     p.add_argument("--profile-mode", action="store_true", help="bin each core's decays to the target's decay-profile limit")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    p = sub.add_parser("sweep", help="train a grid of dt distributions x seeds x settings, one run file per cell (resumable)")
+    p.add_argument("--config", required=True, help="base TOML config (models/*.toml)")
+    p.add_argument("--dt-dists", required=True, help="comma-separated distributions, e.g. constant,uniform,lognormal")
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2,7 (default 0-4)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                   help="sweep a setting too (repeatable), e.g. train.t1=20,30,60")
+    p.add_argument("--out", required=True, help="sweep directory (one run file per cell, sweep.json)")
+    p.add_argument("--engine", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", help="Dask scheduler address (with --engine dask)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--data-dir", help="dataset directory for every cell")
+    p.add_argument("--epochs", type=int, help="override the config's epochs")
+    p.add_argument("--n-train", type=int, help="use only the first N training samples")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples")
+
+    p = sub.add_parser("report", help="tables (markdown, CSV) and figures of a sweep directory")
+    p.add_argument("sweep_dir", help="directory written by neuro-hts sweep")
+    p.add_argument("--out", required=True, help="report directory (report.md, summary.csv, runs.csv, PNGs)")
+
+    p = sub.add_parser("deploy", help="inference of a deploy bundle (or run file) through Lava or Numba: accuracy and speed")
+    p.add_argument("net", help="deploy bundle (neuro-hts quantize) or, with --arith float, a run file")
+    p.add_argument("--backend", choices=["lava", "numba"], default="lava")
+    p.add_argument("--arith", choices=["fixed", "float"], default="fixed", help="Lava fixed_pt / floating_pt models")
+    p.add_argument("--n-samples", type=int, default=100, help="first N test samples (default 100)")
+    p.add_argument("--steps", type=int, help="free-phase steps (default: the source run's t1)")
+    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], help="default: the source run's")
+    p.add_argument("--data-dir", help="dataset directory (default: the source run's)")
+    p.add_argument("--chunk", type=int, default=10, help="samples per Lava run() call (progress granularity)")
+
+    p = sub.add_parser("compare", help="float vs fixed-point accuracy, agreement, state errors and a weight-bits sweep")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--target", required=True, help="hardware target: a name (loihi2) or a .toml path")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples (default: the run's test set)")
+    p.add_argument("--data-dir", help="dataset directory (default: the run's)")
+    p.add_argument("--steps", type=int, help="free-phase steps (default: the run's t1)")
+    p.add_argument("--weight-bits", default="2,3,4,5,6,7,8", help="weight mantissa widths to sweep, e.g. 2,4,8")
+    p.add_argument("--profile-levels", type=int, help="also bin decays to K levels per core (default: the target's limit, if any)")
+    p.add_argument("--lava-samples", type=int, default=0, help="also run the first N samples in Lava (0: skip)")
+    p.add_argument("--tolerance", type=float, default=0.5, help="accuracy drop (points) that counts as within float")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--out-dir", help="where compare.csv and compare.png go (default: <run stem>_compare/ next to the run)")
+
+    p = sub.add_parser("check-updates", help="fixed-point vs float EP weight update of a run on one training batch")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--target", required=True, help="hardware target: a name (loihi2) or a .toml path")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--lr", type=float, help="plain-SGD learning rate of the compared update (default: the run's)")
+    p.add_argument("--data-dir")
+    p.add_argument("--seed", type=int, default=0, help="batch choice and stochastic rounding")
     return parser
 
 
@@ -131,6 +184,9 @@ def _config_from_args(args):
             "momentum": args.momentum,
             "seed": args.seed,
             "backend": args.backend,
+            "arith": args.arith,
+            "target": args.target,
+            "update_rounding": args.update_rounding,
         },
         data={"dataset": args.dataset, "data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
     )
@@ -141,6 +197,7 @@ _RESUME_FIXED = (
     "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
+    "arith", "target", "update_rounding",
 )
 
 
@@ -199,9 +256,16 @@ def _cmd_eval(args) -> int:
     t1 = args.t1 if args.t1 is not None else cfg.train.t1
     if t1 < 1:
         raise ConfigError("--t1 must be >= 1")
-    ev = evaluate(backend, net, data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
+    if cfg.train.arith == "fixed":  # fixed-point accuracy on the run's own grid
+        from .hardware.fixed_learning import canonical_target, evaluate_fixed
+
+        ev = evaluate_fixed(state.network, canonical_target(cfg.train.target)[0], state.optimizer_state.get("weight_exponent"),
+                            data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
+    else:
+        ev = evaluate(backend, net, data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
     n_ok = int(np.sum(ev.predictions == data.y_test))
-    print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, backend {backend.name}")
+    engine = f"fixed point ({cfg.train.target})" if cfg.train.arith == "fixed" else f"backend {backend.name}"
+    print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, {engine}")
     if args.predictions:
         with atomic_path(args.predictions, suffix=".npy.tmp") as tmp:
             with open(tmp, "wb") as fh:
@@ -269,7 +333,134 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize}
+def _cmd_check_updates(args) -> int:
+    from .hardware.fixed_learning import check_updates, format_update_table
+
+    rows, info = check_updates(args.run, args.target, batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir, seed=args.seed)
+    lrs = ",".join(f"{v:g}" for v in info["lrs"])
+    print(f"{info['run']} on {info['target']}: one {info['dataset']} batch of {info['batch_size']}, SGD lr {lrs}, "
+          f"beta {info['beta']:g} ({info['nudging']}), T1={info['t1']}, T2={info['t2']}")
+    for line in format_update_table(rows):
+        print(line)
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
+
+
+def _cmd_compare(args) -> int:
+    from .hardware.compare import (
+        compare_run,
+        format_table,
+        parse_weight_bits,
+        plot_compare,
+        write_csv,
+    )
+
+    bits = parse_weight_bits(args.weight_bits)
+    run = Path(args.run)
+    out_dir = Path(args.out_dir) if args.out_dir else run.parent / f"{run.stem}_compare"
+    res = compare_run(
+        run, args.target, n_test=args.n_test, data_dir=args.data_dir, steps=args.steps, weight_bits=bits,
+        profile_levels=args.profile_levels, lava_samples=args.lava_samples, tolerance=args.tolerance,
+        batch_size=args.batch_size, progress=_tqdm_progress(not args.no_progress),
+    )
+    csv_path = write_csv(res, out_dir / "compare.csv")
+    png_path = plot_compare(res, out_dir / "compare.png")
+    print(format_table(res))
+    print(f"table: {csv_path}")
+    print(f"figure: {png_path}")
+    return 0
+
+
+_COMMANDS["compare"] = _cmd_compare
+
+
+def _cmd_deploy(args) -> int:
+    from .deploy import deploy
+
+    if args.chunk < 1:
+        raise ConfigError("--chunk must be >= 1")
+    bars = []
+    progress = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        def progress(done):
+            # created on the first report, i.e. after Lava's import: Lava must be the first
+            # to set multiprocessing's start method, and a tqdm bar fixes it
+            if not bars:
+                bars.append(tqdm(total=args.n_samples, desc=f"{args.backend} {args.arith}", unit="sample",
+                                 leave=False, dynamic_ncols=True))
+            bars[0].update(done - bars[0].n)
+    try:
+        r = deploy(args.net, backend=args.backend, arith=args.arith, n_samples=args.n_samples, steps=args.steps,
+                   dataset=args.dataset, data_dir=args.data_dir, chunk=args.chunk, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{args.net}: {args.backend} {args.arith}, {r.n_samples} samples x {r.n_steps} steps")
+    print(f"accuracy: {r.accuracy:.4f} ({int(round(r.accuracy * r.n_samples))}/{r.n_samples})")
+    line = f"time: {r.seconds:.3f} s, {r.samples_per_second:.1f} samples/s"
+    if r.lava_steps_per_second is not None:
+        line += f", Lava {r.lava_steps_per_second:.0f} steps/s (incl. one load step per sample)"
+    print(line)
+    return 0
+
+
+_COMMANDS["deploy"] = _cmd_deploy
+
+
+def _cmd_sweep(args) -> int:
+    from .config import load_config
+    from .sweep import make_grid, parse_seeds, parse_set, run_sweep
+
+    base = load_config(args.config)
+    base = base.replace(data={"data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
+                        train={"epochs": args.epochs})
+    dists = [d.strip() for d in args.dt_dists.split(",") if d.strip()]
+    cells = make_grid(base, dists, parse_seeds(args.seeds), [parse_set(s, base) for s in args.set])
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), desc="sweep", unit="run", dynamic_ncols=True)
+
+    def progress(res):
+        if bar is not None:
+            bar.set_postfix_str(f"{res['name']}: {res['status']}")
+            bar.update(1)
+
+    try:
+        results = run_sweep(base, cells, args.out, engine=args.engine, workers=args.workers,
+                            scheduler=args.scheduler, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    for r in sorted(results, key=lambda r: r["name"]):
+        line = f"{r['name']:<60} {r['status']:<9} acc {r['final_accuracy']:.4f}  ({r['seconds']:.0f} s)"
+        print(line + (f"  {r['error']}" if "error" in r else ""))
+    print(f"{len(results)} cells in {args.out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 1 if counts.get("error") else 0
+
+
+_COMMANDS["sweep"] = _cmd_sweep
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    data = write_report(args.sweep_dir, args.out)
+    found = sum(1 for r in data["runs"] if r["found"])
+    print(f"report of {args.sweep_dir} ({found}/{len(data['runs'])} runs, {len(data['groups'])} groups): "
+          f"{Path(args.out) / 'report.md'}")
+    return 0
+
+
+_COMMANDS["report"] = _cmd_report
 
 
 def main(argv=None) -> int:
@@ -284,7 +475,8 @@ def main(argv=None) -> int:
         print(f"neuro-hts: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("neuro-hts: interrupted; the last epoch checkpoint is kept (continue with --resume)", file=sys.stderr)
+        kept = "; the last epoch checkpoint is kept (continue with --resume)" if args.command == "train" else ""
+        print(f"neuro-hts: interrupted{kept}", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"neuro-hts: error: {exc}", file=sys.stderr)

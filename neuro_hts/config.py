@@ -37,6 +37,8 @@ NUDGINGS = ("one-sided", "symmetric", "random-sign")
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 BACKENDS = ("numba", "numpy")
+ARITHS = ("float", "fixed")
+UPDATE_ROUNDINGS = ("nearest", "stochastic")
 
 
 def parse_arch(text: str | tuple | list) -> tuple[int, ...]:
@@ -160,6 +162,13 @@ class TrainConfig:
     seed: int = 0
     backend: str = "numba"
     residual_tol: float = 1e-3
+    #: "float" (the backends) or "fixed": the target's integer arithmetic for the phases and
+    #: quantized weight updates (neuro_hts.hardware.fixed_learning); needs ``target``
+    arith: str = "float"
+    #: hardware target (name such as "loihi2" or a .toml path) for arith = "fixed"
+    target: str = ""
+    #: rounding of the fixed-point updates onto the weight grid (arith = "fixed")
+    update_rounding: str = "stochastic"
 
     def __post_init__(self):
         lr = self.lr if isinstance(self.lr, (list, tuple)) else (self.lr,)
@@ -186,6 +195,12 @@ class TrainConfig:
         if self.lr_min < 0:
             raise ConfigError(f"[train] lr_min must be >= 0, got {self.lr_min}")
         _choice("train", "backend", self.backend, BACKENDS)
+        _choice("train", "arith", self.arith, ARITHS)
+        _choice("train", "update_rounding", self.update_rounding, UPDATE_ROUNDINGS)
+        if not isinstance(self.target, str):
+            raise ConfigError(f"[train] target must be a string, got {self.target!r}")
+        if self.arith == "fixed" and not self.target:
+            raise ConfigError("[train] arith = 'fixed' needs a hardware target (target = 'loihi2' or a .toml path)")
 
     def layer_lrs(self, n_layers: int, epoch: int = 0) -> tuple[float, ...]:
         """Per-layer learning rates for ``epoch`` (0-based).

@@ -220,7 +220,6 @@ def _plot_stability_map(data, path: Path) -> None:
 
     Figure, Canvas = _figure_class()
     keys = data["keys"]
-    row_key = keys[0]
     col_keys = keys[1:2]
     dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
 

@@ -140,6 +140,18 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             f"({x_train.shape[1]} inputs, {data.n_classes} classes)"
         )
     optimizer = make_optimizer(tc, net.n_layers)
+    fixed = tc.arith == "fixed"
+    if fixed:  # the target's integer arithmetic: neuro_hts.hardware.fixed_learning
+        from .hardware.fixed_learning import FixedPointTrainer, canonical_target
+
+        target, name = canonical_target(tc.target)
+        if name != tc.target:
+            config = state.config = state.config.replace(train={"target": name})
+            tc = config.train
+        optimizer = FixedPointTrainer(tc, optimizer, target)
+        if not state.optimizer_state:  # a new run: fix the exponents and put it on the grid
+            optimizer.snap(net)
+            state.optimizer_state = optimizer.state_dict()
     if state.optimizer_state:
         optimizer.load_state_dict(state.optimizer_state)
     if not resume:
@@ -155,6 +167,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         optimizer.lrs = tc.layer_lrs(net.n_layers, epoch)
         order = rng_streams(tc.seed, "shuffle", epoch).permutation(n)
         nudge_rng = rng_streams(tc.seed, "nudge", epoch)
+        round_rng = rng_streams(tc.seed, "nudge", epoch, 1) if fixed else None  # fixed-point update rounding
         loss_sum, correct = 0.0, 0
         resid = np.empty(n)
         bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
@@ -163,7 +176,10 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
                 idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
                 # overflow is not warned about: non-finite values are checked just below
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
+                    if fixed:
+                        stats = optimizer.train_step(net, x_train[idx], y_train[idx], nudge_rng, round_rng)
+                    else:
+                        stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
                 if not np.isfinite(stats.loss_sum) or not np.isfinite(stats.residual).all():
                     raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
                 loss_sum += stats.loss_sum
@@ -176,7 +192,12 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             bar.close()
         if not net.is_finite():
             raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}: non-finite weights")
-        ev = evaluate(backend, net, x_test, data.y_test, tc.t1)
+        if fixed:
+            from .hardware.fixed_learning import evaluate_fixed
+
+            ev = evaluate_fixed(net, optimizer.target, optimizer.exponents, x_test, data.y_test, tc.t1)
+        else:
+            ev = evaluate(backend, net, x_test, data.y_test, tc.t1)
         row = {
             "test_accuracy": ev.accuracy,
             "train_accuracy": correct / n,

@@ -10,7 +10,7 @@ from neuro_hts.training import train
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
-@pytest.mark.parametrize("path", sorted(MODELS.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(MODELS.rglob("*.toml")), ids=lambda p: str(p.relative_to(MODELS)))
 def test_every_model_config_validates(path):
     cfg = load_config(path)
     assert cfg.model.arch[0] in (64, 784)

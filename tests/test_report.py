@@ -1,0 +1,129 @@
+"""neuro_hts.report and `neuro-hts report`: tables and figures of a sweep directory.
+
+The sweep directories here are written directly (manifest + run files with chosen
+histories), so every number in the report is known in advance.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuro_hts.config import load_config
+from neuro_hts.network import init_network
+from neuro_hts.report import collect, write_report
+from neuro_hts.runfile import HISTORY_KEYS, RunState, save_run
+from neuro_hts.sweep import _write_manifest, make_grid
+
+REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# (dist, t1) -> per-seed test-accuracy histories; ("constant", 10) seed 1 collapses
+HISTORIES = {
+    ("constant", 10): [[0.5, 0.8, 0.85], [0.5, 0.8, 0.09]],
+    ("constant", 30): [[0.6, 0.9, 0.92], [0.6, 0.88, 0.90]],
+    ("lognormal", 10): [[0.5, 0.82, 0.86], [0.5, 0.8, 0.84]],
+    ("lognormal", 30): [[0.6, 0.9, 0.93], [0.6, 0.9, 0.91]],
+}
+
+
+def make_sweep(d: Path, skip=()) -> list:
+    base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]}, train={"epochs": 3})
+    cells = make_grid(base, ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])
+    _write_manifest(d, base, cells)
+    for c in cells:
+        if c.name in skip:
+            continue
+        acc = HISTORIES[(c.dist, c.settings[0][1])][c.seed]
+        hist = {k: [0.0] * len(acc) for k in HISTORY_KEYS}
+        hist["test_accuracy"] = list(acc)
+        hist["free_residual_mean"] = [1e-2, 1e-3, 2e-4 * (1 + c.seed)]
+        hist["frac_not_converged"] = [0.5, 0.1, 0.01 * (1 + c.seed)]
+        cfg = c.config(base)
+        save_run(d / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=len(acc),
+                                              history=hist, status="complete"))
+    return cells
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_tables_hold_the_expected_numbers(tmp_path):
+    make_sweep(tmp_path / "s")
+    write_report(tmp_path / "s", tmp_path / "r")
+    rows = {(r["dist"], r["train.t1"]): r for r in _read_csv(tmp_path / "r" / "summary.csv")}
+    assert list(rows) == [("constant", "10"), ("constant", "30"), ("lognormal", "10"), ("lognormal", "30")]
+    r = rows[("constant", "10")]
+    assert r["n_seeds"] == "2" and r["n_runs_found"] == "2"
+    assert float(r["final_accuracy_mean"]) == pytest.approx((0.85 + 0.09) / 2)
+    assert float(r["final_accuracy_std"]) == pytest.approx(np.std([0.85, 0.09], ddof=1), rel=1e-5)
+    assert float(r["divergence_rate"]) == 0.5  # seed 1 fell to chance after learning
+    assert float(r["largest_drop_max"]) == pytest.approx(0.71)
+    assert float(r["final_accuracy_spread"]) == pytest.approx(0.76)
+    assert float(rows[("lognormal", "30")]["divergence_rate"]) == 0.0
+    assert float(rows[("lognormal", "30")]["residual_mean_mean"]) == pytest.approx(3e-4)
+    assert float(rows[("lognormal", "30")]["frac_not_converged_max"]) == pytest.approx(0.02)
+    runs = _read_csv(tmp_path / "r" / "runs.csv")
+    assert len(runs) == 8 and {r["status"] for r in runs} == {"complete"}
+    collapsed = [r for r in runs if r["dist"] == "constant" and r["train.t1"] == "10" and r["seed"] == "1"]
+    assert collapsed[0]["diverged"] == "1" and collapsed[0]["final_accuracy"] == "0.09"
+
+    md = (tmp_path / "r" / "report.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| constant") or ln.startswith("| lognormal")]
+    assert len(table) == 4
+    assert table[0].startswith("| constant | 10 | 2/2 | 47.00 +- 53.74 | 82.50 | 1/2 |")
+    for name in ("fig1_dt_distributions.png", "accuracy_curves.png", "stability_map.png"):
+        data = (tmp_path / "r" / name).read_bytes()
+        assert data[:8] == PNG and len(data) > 10_000
+        assert f"({name})" in md
+
+
+def test_missing_runs_are_counted_and_left_out(tmp_path):
+    cells = make_sweep(tmp_path / "s", skip={"dist=lognormal__seed=1__train.t1=30"})
+    assert len(cells) == 8
+    data = collect(tmp_path / "s")
+    g = [g for g in data["groups"] if g["dist"] == "lognormal" and g["settings"] == ("30",)][0]
+    assert g["n_seeds"] == 2 and g["n_found"] == 1
+    assert g["summary"]["final_accuracy_mean"] == pytest.approx(0.93)
+    write_report(tmp_path / "s", tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Runs: 7 of 8 found (1 missing, left out)." in md
+    assert "| lognormal | 30 | 1/2 | 93.00 +- 0.00 |" in md
+
+
+def test_report_without_swept_settings_has_no_stability_map(tmp_path):
+    base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
+    cells = make_grid(base, ["constant"], [0])
+    _write_manifest(tmp_path / "s", base, cells)
+    hist = {k: [0.5] for k in HISTORY_KEYS}
+    cfg = cells[0].config(base)
+    save_run(tmp_path / "s" / f"{cells[0].name}.h5", RunState(config=cfg, network=init_network(cfg),
+                                                            epochs_completed=1, history=hist))
+    write_report(tmp_path / "s", tmp_path / "r")
+    assert not (tmp_path / "r" / "stability_map.png").exists()
+    assert (tmp_path / "r" / "accuracy_curves.png").read_bytes()[:8] == PNG
+
+
+def test_report_cli(run_cli, tmp_path):
+    make_sweep(tmp_path / "s")
+    code, out, _ = run_cli(["report", str(tmp_path / "s"), "--out", str(tmp_path / "r")])
+    assert code == 0
+    assert out == f"report of {tmp_path / 's'} (8/8 runs, 4 groups): {tmp_path / 'r' / 'report.md'}\n"
+
+
+def test_report_bad_input(run_cli, tmp_path):
+    code, out, err = run_cli(["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert code == 2 and out == "" and err.count("\n") == 1 and "not a sweep directory" in err
+    base = load_config(REPO / "models" / "digits.toml")
+    _write_manifest(tmp_path / "empty", base, make_grid(base, ["constant"], [0]))
+    code, out, err = run_cli(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
+    assert code == 2 and err.count("\n") == 1 and "no run files yet" in err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.json").write_text("{not json")
+    code, out, err = run_cli(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "r")])
+    assert code == 2 and err.count("\n") == 1 and "not a readable sweep manifest" in err
