@@ -17,6 +17,7 @@ from ._h5 import open_checked
 from .config import Config
 from .errors import ConfigError, RunFileError
 from .network import Network
+from .stability import run_metrics
 
 __all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "RunState", "save_run", "load_run"]
 
@@ -83,6 +84,9 @@ def save_run(path: str | Path, state: RunState) -> Path:
             hist = f.create_group("history")
             for k in HISTORY_KEYS:
                 hist.create_dataset(k, data=np.asarray(state.history.get(k, []), dtype=np.float64))
+            stab = f.create_group("stability")  # derived from /history and status, for readers
+            for k, v in run_metrics(state.history, state.status, int(state.config.model.arch[-1])).items():
+                stab.attrs[k] = np.float64(v)
             opt = f.create_group("optimizer")
             for k, arrs in state.optimizer_state.items():
                 g = opt.create_group(k)

@@ -14,7 +14,15 @@ from neuro_hts.config import Config
 from neuro_hts.errors import RunFileError
 from neuro_hts.learning import SGD, Adam
 from neuro_hts.network import init_network
-from neuro_hts.runfile import FORMAT_NAME, HISTORY_KEYS, SCHEMA_VERSION, RunState, load_run, save_run
+from neuro_hts.runfile import (
+    FORMAT_NAME,
+    HISTORY_KEYS,
+    SCHEMA_VERSION,
+    RunState,
+    load_run,
+    save_run,
+)
+from neuro_hts.stability import RUN_METRICS, run_metrics
 
 FORMAT_DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
 
@@ -64,7 +72,15 @@ def test_layout_is_the_documented_one(tmp_path):
         assert isinstance(f.attrs["epochs_completed"], np.integer) and f.attrs["epochs_completed"] == 3
         assert json.loads(f.attrs["config"]) == state.config.to_dict()
         assert f.attrs["status"] == "running" and f.attrs["message"] == "note"
-        assert set(f) == {"layers", "history", "optimizer"}
+        assert set(f) == {"layers", "history", "stability", "optimizer"}
+        # the stability metrics of the stored history, as neuro_hts.stability computes them
+        want = run_metrics(state.history, state.status, 10)
+        assert set(f["stability"].attrs) == set(RUN_METRICS)
+        for k in RUN_METRICS:
+            assert f["stability"].attrs[k] == pytest.approx(want[k], nan_ok=True)
+        acc = state.history["test_accuracy"]
+        assert f["stability"].attrs["final_accuracy"] == acc[-1]
+        assert f["stability"].attrs["largest_drop"] == pytest.approx(max(0.0, acc[0] - acc[1], acc[1] - acc[2]))
         layers = f["layers"]
         assert dict(layers.attrs) == {"form": "leaky", "activation": "hard_sigmoid", "output": "mse"}
         arch = state.config.model.arch
