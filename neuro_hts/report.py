@@ -149,8 +149,9 @@ def _markdown(data, sweep_dir) -> str:
         f"({b.train.nudging}), dt mean {b.dt.mean:g}, std {b.dt.std:g}, clipped to [{b.dt.dt_min:g}, {b.dt.dt_max:g}].",
         f"Runs: {len(data['runs']) - missing} of {len(data['runs'])} found" + (f" ({missing} missing, left out)" if missing else "") + ".",
         "",
-        "Columns: final/best test accuracy mean +- std over seeds; diverged = runs with non-finite values or a "
-        "collapse to chance; volatility = mean over seeds of the std of epoch-to-epoch accuracy changes; "
+        "Columns: final/best test accuracy mean +- std over seeds; diverged = runs with non-finite values, a "
+        "collapse to chance after learning, or ending at chance; volatility = mean over seeds of the std of "
+        "epoch-to-epoch accuracy changes (second half of training); "
         "largest drop = the largest single-epoch accuracy drop of any seed; spread = max - min final accuracy; "
         "residual = mean last-step free-phase residual max|s_t - s_{t-1}| (last epoch); not conv. = fraction "
         "of samples above the residual tolerance. Definitions: neuro_hts/stability.py.",

@@ -6,9 +6,11 @@ per-epoch history and status, so they can be recomputed from any run file):
 
 Per run (:func:`run_metrics`):
 
-* ``diverged`` (0/1): the run stopped on non-finite values (status ``diverged``) OR its
+* ``diverged`` (0/1): the run stopped on non-finite values (status ``diverged``), OR its
   test accuracy collapsed to chance: after having reached ``2 * chance`` it later fell to
-  ``<= chance + COLLAPSE_MARGIN`` (:func:`collapsed`);
+  ``<= chance + COLLAPSE_MARGIN`` (:func:`collapsed`), OR it ENDED at chance (final
+  accuracy ``<= chance + COLLAPSE_MARGIN``: the network died before the first evaluation,
+  e.g. all hidden units saturated, and never recovered);
 * ``final_accuracy``: test accuracy after the last completed epoch (NaN if none);
 * ``best_accuracy``: the highest per-epoch test accuracy;
 * ``volatility``: standard deviation (ddof 0) of the epoch-to-epoch changes of test
@@ -36,6 +38,7 @@ __all__ = [
     "COLLAPSE_MARGIN",
     "RUN_METRICS",
     "collapsed",
+    "ended_at_chance",
     "largest_drop",
     "run_metrics",
     "seed_summary",
@@ -72,6 +75,14 @@ def collapsed(test_accuracy, n_classes: int) -> bool:
     return bool(np.any(~np.isfinite(after)) or np.any(after <= chance + COLLAPSE_MARGIN))
 
 
+def ended_at_chance(test_accuracy, n_classes: int) -> bool:
+    """True when the last test accuracy is ``<= chance + COLLAPSE_MARGIN`` (or not finite)."""
+    a = np.asarray(test_accuracy, dtype=np.float64)
+    if a.size == 0:
+        return False
+    return bool(not np.isfinite(a[-1]) or a[-1] <= 1.0 / n_classes + COLLAPSE_MARGIN)
+
+
 def volatility(test_accuracy) -> float:
     """Std (ddof 0) of the epoch-to-epoch changes in the second half of training; NaN with < 2 epochs."""
     a = np.asarray(test_accuracy, dtype=np.float64)
@@ -100,7 +111,7 @@ def run_metrics(history, status: str, n_classes: int) -> dict[str, float]:
         return float(v[-1]) if len(v) else math.nan
 
     return {
-        "diverged": float(status == "diverged" or collapsed(a, n_classes)),
+        "diverged": float(status == "diverged" or collapsed(a, n_classes) or ended_at_chance(a, n_classes)),
         "final_accuracy": float(a[-1]) if a.size else math.nan,
         "best_accuracy": float(np.max(a)) if a.size else math.nan,
         "volatility": volatility(a),

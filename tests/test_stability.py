@@ -32,7 +32,7 @@ def test_volatility_and_largest_drop_by_hand():
 @pytest.mark.parametrize("acc, expected", [
     ([0.5, 0.9, 0.11], True),     # learned, then fell to chance (0.1 + 0.02)
     ([0.5, 0.9, 0.13], False),    # low but above chance + margin
-    ([0.1, 0.1, 0.1], False),     # never learned: not a collapse
+    ([0.1, 0.1, 0.1], False),     # never learned: not a collapse (run_metrics: ended at chance)
     ([0.12, 0.3, 0.9], False),    # starts at chance, then learns
     ([0.3, float("nan")], True),  # non-finite after learning
 ])
@@ -54,6 +54,9 @@ def test_run_metrics_of_a_history():
     assert m["volatility"] == pytest.approx(0.075)  # changes +0.1, -0.05: std 0.075
     assert m["residual_mean"] == 0.002 and m["frac_not_converged"] == 0.05
     assert run_metrics(h, "diverged", 10)["diverged"] == 1.0
+    # a network that died in its first epoch and never left chance counts as diverged
+    assert run_metrics({"test_accuracy": [0.098, 0.098, 0.1]}, "complete", 10)["diverged"] == 1.0
+    assert run_metrics({"test_accuracy": [0.098, 0.3, 0.5]}, "complete", 10)["diverged"] == 0.0
     empty = run_metrics({"test_accuracy": []}, "running", 10)
     assert math.isnan(empty["final_accuracy"]) and math.isnan(empty["residual_mean"]) and empty["diverged"] == 0.0
 
