@@ -17,7 +17,15 @@ file, groups the cells by (distribution, swept settings) across seeds and writes
 * ``stability_map.png`` (only when settings are swept): one panel per distribution; rows
   and columns are the first two swept settings (further settings are folded into the
   rows), the colour is the divergence rate over seeds and the text in each cell the mean
-  final accuracy (%) and the largest single-epoch drop (points).
+  final accuracy (%) and the largest single-epoch drop (points);
+* ``setting_curve.png`` (only when exactly one setting is swept, e.g. ``dt.mean``): final
+  accuracy (mean, band min..max over seeds) and divergence rate against that setting, one
+  line per distribution.
+
+When settings are swept and ``constant`` is among several distributions, ``report.md``
+also has a side-by-side table (one row per setting combination, one column per
+distribution) and a tally, per heterogeneous law, of the combinations where it diverged in
+fewer, as many or more seeds than the constant baseline (:func:`divergence_tally`).
 
 Cells whose run file is missing are counted (``n_runs_found`` < ``n_seeds``) and left out
 of the statistics; the report says so.
@@ -37,7 +45,7 @@ from ._atomic import atomic_path
 from .errors import ConfigError
 from .stability import RUN_METRICS, run_metrics, seed_summary
 
-__all__ = ["collect", "write_report"]
+__all__ = ["collect", "divergence_tally", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +122,80 @@ def _num(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
 
 
+def _n_diverged(g) -> int:
+    s = g["summary"]
+    return int(round(s["divergence_rate"] * g["n_found"])) if s else 0
+
+
+def _by_setting(data) -> dict:
+    """{settings: {dist: group}} in grid order."""
+    table: dict[tuple, dict] = {}
+    for g in data["groups"]:
+        table.setdefault(g["settings"], {})[g["dist"]] = g
+    return table
+
+
+def divergence_tally(data, baseline: str = "constant") -> dict:
+    """Per heterogeneous law, over the setting combinations where both have runs:
+    ``{dist: {'fewer': n, 'same': n, 'more': n, 'baseline_unstable': n, 'fewer_where_unstable': n,
+    'diverged': runs, 'runs': runs}}`` comparing its diverged seeds with the baseline's.
+    ``baseline_unstable`` counts the combinations where the baseline diverged in at least one
+    seed; ``fewer_where_unstable`` those of them where the law diverged in fewer seeds."""
+    out: dict[str, dict] = {}
+    for combo in _by_setting(data).values():
+        b = combo.get(baseline)
+        if b is None or not b["n_found"]:
+            continue
+        nb = _n_diverged(b) / b["n_found"]
+        for dist, g in combo.items():
+            if dist == baseline or not g["n_found"]:
+                continue
+            t = out.setdefault(dist, {"fewer": 0, "same": 0, "more": 0, "baseline_unstable": 0,
+                                      "fewer_where_unstable": 0, "diverged": 0, "runs": 0})
+            nd = _n_diverged(g) / g["n_found"]
+            t["fewer" if nd < nb else "more" if nd > nb else "same"] += 1
+            t["diverged"] += _n_diverged(g)
+            t["runs"] += g["n_found"]
+            if nb > 0:
+                t["baseline_unstable"] += 1
+                t["fewer_where_unstable"] += nd < nb
+    return out
+
+
+def _side_by_side(data) -> list[str]:
+    keys = data["keys"]
+    dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
+    if not keys or "constant" not in dists or len(dists) < 2:
+        return []
+    lines = ["## Side by side", "",
+             "Each entry: mean final accuracy (%), diverged seeds / runs, and the largest single-epoch drop of any "
+             "seed (points).", "",
+             "| " + " | ".join([*keys, *dists]) + " |", "|" + "---|" * (len(keys) + len(dists))]
+    for combo, row in _by_setting(data).items():
+        cells = []
+        for d in dists:
+            g = row.get(d)
+            if g is None or not g["n_found"]:
+                cells.append("")
+                continue
+            s = g["summary"]
+            acc = "n/a" if math.isnan(s["final_accuracy_mean"]) else f"{100 * s['final_accuracy_mean']:.1f}"
+            drop = "" if math.isnan(s["largest_drop_max"]) else f", drop {100 * s['largest_drop_max']:.1f}"
+            div = f"{_n_diverged(g)}/{g['n_found']}"
+            cells.append(f"**{acc} ({div}{drop})**" if _n_diverged(g) else f"{acc} ({div}{drop})")
+        lines.append("| " + " | ".join([*combo, *cells]) + " |")
+    tally = divergence_tally(data)
+    n_combos = len(_by_setting(data))
+    base_runs = sum(g["n_found"] for g in data["groups"] if g["dist"] == "constant")
+    base_div = sum(_n_diverged(g) for g in data["groups"] if g["dist"] == "constant")
+    lines += ["", f"Tally over {n_combos} setting combinations (constant: {base_div}/{base_runs} runs diverged):", ""]
+    for d, t in tally.items():
+        lines.append(f"- {d}: {t['diverged']}/{t['runs']} runs diverged; fewer diverged seeds than constant in "
+                     f"{t['fewer']}, as many in {t['same']}, more in {t['more']} combinations; where constant "
+                     f"diverged at all ({t['baseline_unstable']} combinations) fewer in {t['fewer_where_unstable']}.")
+    return lines + [""]
+
+
 def _markdown(data, sweep_dir) -> str:
     keys = data["keys"]
     head = ["dist", *keys, "seeds", "final acc. (%)", "best (%)", "diverged", "volatility (pts)",
@@ -158,12 +240,15 @@ def _markdown(data, sweep_dir) -> str:
         "",
         *lines,
         "",
+        *_side_by_side(data),
         "![Figure 1](fig1_dt_distributions.png)",
         "",
         "![accuracy curves](accuracy_curves.png)",
     ]
     if data["keys"]:
         text += ["", "![stability map](stability_map.png)"]
+    if len(data["keys"]) == 1:
+        text += ["", "![final accuracy against the swept setting](setting_curve.png)"]
     return "\n".join(text) + "\n"
 
 
@@ -175,7 +260,7 @@ def _plot_curves(data, path: Path) -> None:
     Figure, Canvas = _figure_class()
     combos = list(dict.fromkeys(g["settings"] for g in data["groups"]))  # grid order
     n = len(combos)
-    ncols = min(3, n)
+    ncols = min(3 if n <= 9 else 4, n)
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.4), layout="constrained")
     Canvas(fig)
@@ -266,6 +351,50 @@ def _plot_stability_map(data, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
+def _plot_setting_curve(data, path: Path) -> None:
+    from .plotting import _figure_class
+
+    Figure, Canvas = _figure_class()
+    key = data["keys"][0]
+    values = list(dict.fromkeys(g["settings"][0] for g in data["groups"]))
+    try:
+        xs = {v: float(v) for v in values}
+        numeric = True
+    except ValueError:
+        xs = {v: float(i) for i, v in enumerate(values)}
+        numeric = False
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    Canvas(fig)
+    ax_acc, ax_div = fig.subplots(1, 2)
+    dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
+    for i, d in enumerate(dists):
+        gs = sorted((g for g in data["groups"] if g["dist"] == d and g["n_found"]), key=lambda g: xs[g["settings"][0]])
+        if not gs:
+            continue
+        x = np.array([xs[g["settings"][0]] for g in gs])
+        s = [g["summary"] for g in gs]
+        mean = np.array([v["final_accuracy_mean"] for v in s])
+        lo = np.array([v["final_accuracy_min"] for v in s])
+        hi = np.array([v["final_accuracy_max"] for v in s])
+        ax_acc.plot(x, 100 * mean, "o-", color=f"C{i % 10}", label=d, linewidth=1.4, markersize=4)
+        ax_acc.fill_between(x, 100 * lo, 100 * hi, color=f"C{i % 10}", alpha=0.15, linewidth=0)
+        ax_div.plot(x, [v["divergence_rate"] for v in s], "o-", color=f"C{i % 10}", label=d, linewidth=1.4,
+                    markersize=4)
+    for ax, ylabel in ((ax_acc, "final test accuracy (%)"), (ax_div, "divergence rate over seeds")):
+        ax.set_xlabel(key, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if not numeric:
+            ax.set_xticks(list(xs.values()), values)
+    ax_div.set_ylim(-0.05, 1.05)
+    ax_acc.legend(fontsize=8, title="dist", title_fontsize=8)
+    ax_acc.set_title("final accuracy: mean over seeds, band = min..max", fontsize=10)
+    ax_div.set_title("fraction of seeds that diverged", fontsize=10)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
 def write_report(sweep_dir, out_dir) -> dict:
     """Write the tables and figures of the module docstring; returns the collected data."""
     from .plotting import plot_dt_distributions
@@ -295,6 +424,8 @@ def write_report(sweep_dir, out_dir) -> dict:
     _plot_curves(data, out_dir / "accuracy_curves.png")
     if keys:
         _plot_stability_map(data, out_dir / "stability_map.png")
+    if len(keys) == 1:
+        _plot_setting_curve(data, out_dir / "setting_curve.png")
     _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
     logger.info("report of %s written to %s", sweep_dir, out_dir)
     return data

@@ -14,7 +14,7 @@ import pytest
 
 from neuro_hts.config import load_config
 from neuro_hts.network import init_network
-from neuro_hts.report import collect, write_report
+from neuro_hts.report import collect, divergence_tally, write_report
 from neuro_hts.runfile import HISTORY_KEYS, RunState, save_run
 from neuro_hts.sweep import _write_manifest, make_grid
 
@@ -127,3 +127,38 @@ def test_report_bad_input(run_cli, tmp_path):
     (tmp_path / "bad" / "sweep.json").write_text("{not json")
     code, out, err = run_cli(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "r")])
     assert code == 2 and err.count("\n") == 1 and "not a readable sweep manifest" in err
+
+
+def test_side_by_side_table_and_divergence_tally(tmp_path):
+    make_sweep(tmp_path / "s")
+    data = collect(tmp_path / "s")
+    # constant diverges in 1/2 seeds at t1=10 (seed 1 collapses), lognormal in none
+    assert divergence_tally(data) == {"lognormal": {"fewer": 1, "same": 1, "more": 0, "baseline_unstable": 1,
+                                                    "fewer_where_unstable": 1, "diverged": 0, "runs": 4}}
+    write_report(tmp_path / "s", tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| train.t1 | constant | lognormal |" in md
+    assert "| 10 | **47.0 (1/2, drop 71.0)** | 85.0 (0/2, drop 0.0) |" in md
+    assert "| 30 | 91.0 (0/2, drop 0.0) | 92.0 (0/2, drop 0.0) |" in md
+    assert "- lognormal: 0/4 runs diverged; fewer diverged seeds than constant in 1, as many in 1, more in 0" in md
+
+
+def test_one_swept_setting_gets_a_setting_curve(tmp_path):
+    make_sweep(tmp_path / "s")
+    write_report(tmp_path / "s", tmp_path / "r")
+    data = (tmp_path / "r" / "setting_curve.png").read_bytes()
+    assert data[:8] == PNG and len(data) > 10_000
+    assert "(setting_curve.png)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_no_side_by_side_without_a_constant_baseline(tmp_path):
+    base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
+    cells = make_grid(base, ["uniform", "lognormal"], [0], [("train.t1", [10, 30])])
+    _write_manifest(tmp_path / "s", base, cells)
+    for c in cells:
+        cfg = c.config(base)
+        save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
+                                                           history={k: [0.5] for k in HISTORY_KEYS}))
+    write_report(tmp_path / "s", tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Side by side" not in md and divergence_tally(collect(tmp_path / "s")) == {}
