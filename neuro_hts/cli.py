@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the config's epochs")
     p.add_argument("--n-train", type=int, help="use only the first N training samples")
     p.add_argument("--n-test", type=int, help="use only the first N test samples")
+    p.add_argument("--report", metavar="REPORT_DIR",
+                   help="also write the report (as neuro-hts report) of the sweep directory when the grid is done")
 
     p = sub.add_parser("report", help="tables (markdown, CSV) and figures of a sweep directory")
     p.add_argument("sweep_dir", help="directory written by neuro-hts sweep")
@@ -444,6 +446,11 @@ def _cmd_sweep(args) -> int:
         line = f"{r['name']:<60} {r['status']:<9} acc {r['final_accuracy']:.4f}  ({r['seconds']:.0f} s)"
         print(line + (f"  {r['error']}" if "error" in r else ""))
     print(f"{len(results)} cells in {args.out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if args.report:
+        from .report import write_report
+
+        write_report(args.out, args.report)
+        print(f"report: {Path(args.report) / 'report.md'}")
     return 1 if counts.get("error") else 0
 
 

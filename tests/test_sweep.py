@@ -170,3 +170,14 @@ def test_sweep_cli_prints_a_table(run_cli, tmp_path):
     lines = out.splitlines()
     assert lines[-1] == f"4 cells in {tmp_path / 's'}: 4 complete"
     assert lines[0].startswith("dist=constant__seed=0__train.t1=10 ") and "complete" in lines[0]
+
+
+def test_sweep_cli_report_option_writes_the_report(run_cli, tmp_path):
+    code, out, _ = run_cli(["sweep", "--config", str(DIGITS), "--dt-dists", "constant,lognormal", "--seeds", "0",
+                            "--out", str(tmp_path / "s"), "--report", str(tmp_path / "r"), *QUICK])
+    assert code == 0
+    assert out.splitlines()[-1] == f"report: {tmp_path / 'r' / 'report.md'}"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| constant | 1/1 |" in md and "| lognormal | 1/1 |" in md
+    rows = (tmp_path / "r" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("constant,1,1,")
