@@ -168,8 +168,9 @@ def _side_by_side(data) -> list[str]:
     if not keys or "constant" not in dists or len(dists) < 2:
         return []
     lines = ["## Side by side", "",
-             "Each entry: mean final accuracy (%), diverged seeds / runs, and the largest single-epoch drop of any "
-             "seed (points).", "",
+             "Each entry: mean final accuracy (%), diverged seeds / runs (of which 'coll.' learned and then "
+             "collapsed to chance, 'never' never reached twice chance), and the largest single-epoch drop of any "
+             "seed (points). Bold: at least one seed diverged.", "",
              "| " + " | ".join([*keys, *dists]) + " |", "|" + "---|" * (len(keys) + len(dists))]
     for combo, row in _by_setting(data).items():
         cells = []
@@ -182,6 +183,10 @@ def _side_by_side(data) -> list[str]:
             acc = "n/a" if math.isnan(s["final_accuracy_mean"]) else f"{100 * s['final_accuracy_mean']:.1f}"
             drop = "" if math.isnan(s["largest_drop_max"]) else f", drop {100 * s['largest_drop_max']:.1f}"
             div = f"{_n_diverged(g)}/{g['n_found']}"
+            n_coll = int(round(s["collapsed_mean"] * g["n_found"])) if not math.isnan(s["collapsed_mean"]) else 0
+            n_never = int(round(s["never_learned_mean"] * g["n_found"])) if not math.isnan(s["never_learned_mean"]) else 0
+            kinds = [f"{n_coll} coll."] * bool(n_coll) + [f"{n_never} never"] * bool(n_never)
+            div += (": " + " ".join(kinds)) if kinds else ""
             cells.append(f"**{acc} ({div}{drop})**" if _n_diverged(g) else f"{acc} ({div}{drop})")
         lines.append("| " + " | ".join([*combo, *cells]) + " |")
     tally = divergence_tally(data)

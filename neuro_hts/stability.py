@@ -11,6 +11,11 @@ Per run (:func:`run_metrics`):
   ``<= chance + COLLAPSE_MARGIN`` (:func:`collapsed`), OR it ENDED at chance (final
   accuracy ``<= chance + COLLAPSE_MARGIN``: the network died before the first evaluation,
   e.g. all hidden units saturated, and never recovered);
+* ``collapsed`` (0/1): the collapse part of ``diverged`` alone (:func:`collapsed`): the
+  run learned, then fell back to chance;
+* ``never_learned`` (0/1): test accuracy never reached ``2 * chance`` (:func:`never_learned`);
+  such a run counts as diverged through "ended at chance". The two tell a network that
+  learned and was destroyed from one that never got going;
 * ``final_accuracy``: test accuracy after the last completed epoch (NaN if none);
 * ``best_accuracy``: the highest per-epoch test accuracy;
 * ``volatility``: standard deviation (ddof 0) of the epoch-to-epoch changes of test
@@ -40,6 +45,7 @@ __all__ = [
     "collapsed",
     "ended_at_chance",
     "largest_drop",
+    "never_learned",
     "run_metrics",
     "seed_summary",
     "volatility",
@@ -51,6 +57,8 @@ COLLAPSE_MARGIN = 0.02
 #: names returned by :func:`run_metrics`, in order
 RUN_METRICS = (
     "diverged",
+    "collapsed",
+    "never_learned",
     "final_accuracy",
     "best_accuracy",
     "volatility",
@@ -83,6 +91,12 @@ def ended_at_chance(test_accuracy, n_classes: int) -> bool:
     return bool(not np.isfinite(a[-1]) or a[-1] <= 1.0 / n_classes + COLLAPSE_MARGIN)
 
 
+def never_learned(test_accuracy, n_classes: int) -> bool:
+    """True when test accuracy was evaluated and never reached ``2 * chance``."""
+    a = np.asarray(test_accuracy, dtype=np.float64)
+    return bool(a.size and not np.any(a >= 2.0 / n_classes))
+
+
 def volatility(test_accuracy) -> float:
     """Std (ddof 0) of the epoch-to-epoch changes in the second half of training; NaN with < 2 epochs."""
     a = np.asarray(test_accuracy, dtype=np.float64)
@@ -112,6 +126,8 @@ def run_metrics(history, status: str, n_classes: int) -> dict[str, float]:
 
     return {
         "diverged": float(status == "diverged" or collapsed(a, n_classes) or ended_at_chance(a, n_classes)),
+        "collapsed": float(collapsed(a, n_classes)),
+        "never_learned": float(never_learned(a, n_classes)),
         "final_accuracy": float(a[-1]) if a.size else math.nan,
         "best_accuracy": float(np.max(a)) if a.size else math.nan,
         "volatility": volatility(a),

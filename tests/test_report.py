@@ -138,7 +138,7 @@ def test_side_by_side_table_and_divergence_tally(tmp_path):
     write_report(tmp_path / "s", tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| train.t1 | constant | lognormal |" in md
-    assert "| 10 | **47.0 (1/2, drop 71.0)** | 85.0 (0/2, drop 0.0) |" in md
+    assert "| 10 | **47.0 (1/2: 1 coll., drop 71.0)** | 85.0 (0/2, drop 0.0) |" in md
     assert "| 30 | 91.0 (0/2, drop 0.0) | 92.0 (0/2, drop 0.0) |" in md
     assert "- lognormal: 0/4 runs diverged; fewer diverged seeds than constant in 1, as many in 1, more in 0" in md
 

@@ -53,10 +53,15 @@ def test_run_metrics_of_a_history():
     assert m["largest_drop"] == pytest.approx(0.05)
     assert m["volatility"] == pytest.approx(0.075)  # changes +0.1, -0.05: std 0.075
     assert m["residual_mean"] == 0.002 and m["frac_not_converged"] == 0.05
+    assert m["collapsed"] == 0.0 and m["never_learned"] == 0.0
     assert run_metrics(h, "diverged", 10)["diverged"] == 1.0
     # a network that died in its first epoch and never left chance counts as diverged
-    assert run_metrics({"test_accuracy": [0.098, 0.098, 0.1]}, "complete", 10)["diverged"] == 1.0
-    assert run_metrics({"test_accuracy": [0.098, 0.3, 0.5]}, "complete", 10)["diverged"] == 0.0
+    dead = run_metrics({"test_accuracy": [0.098, 0.098, 0.1]}, "complete", 10)
+    assert dead["diverged"] == 1.0 and dead["never_learned"] == 1.0 and dead["collapsed"] == 0.0
+    fell = run_metrics({"test_accuracy": [0.098, 0.87, 0.114]}, "complete", 10)
+    assert fell["diverged"] == 1.0 and fell["collapsed"] == 1.0 and fell["never_learned"] == 0.0
+    slow = run_metrics({"test_accuracy": [0.098, 0.3, 0.5]}, "complete", 10)
+    assert slow["diverged"] == 0.0 and slow["never_learned"] == 0.0
     empty = run_metrics({"test_accuracy": []}, "running", 10)
     assert math.isnan(empty["final_accuracy"]) and math.isnan(empty["residual_mean"]) and empty["diverged"] == 0.0
 
