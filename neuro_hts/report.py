@@ -314,9 +314,12 @@ def _plot_stability_map(data, path: Path) -> None:
     col_keys = keys[1:2]
     dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
 
+    def short(key):  # "train.t1" -> "t1"
+        return key.rsplit(".", 1)[-1]
+
     def row_label(settings):
         parts = [settings[0]] + list(settings[2:])
-        return ", ".join(f"{k}={v}" for k, v in zip([keys[0], *keys[2:]], parts))
+        return ", ".join(f"{short(k)}={v}" for k, v in zip([keys[0], *keys[2:]], parts))
 
     rows = list(dict.fromkeys(row_label(g["settings"]) for g in data["groups"]))
     cols = list(dict.fromkeys(g["settings"][1] for g in data["groups"])) if col_keys else [""]
@@ -338,20 +341,20 @@ def _plot_stability_map(data, path: Path) -> None:
             s = g["summary"]
             rate[i, j] = s["divergence_rate"]
             acc, drop = s["final_accuracy_mean"], s["largest_drop_max"]
-            txt = ("n/a" if math.isnan(acc) else f"{100 * acc:.1f}") + ("" if math.isnan(drop) else f"\nv{100 * drop:.1f}")
+            txt = ("n/a" if math.isnan(acc) else f"{100 * acc:.1f}") + ("" if math.isnan(drop) else f"\n\u2193{100 * drop:.1f}")
             ax.text(j, i, txt, ha="center", va="center", fontsize=7,
                     color="white" if s["divergence_rate"] > 0.5 else "black")
         im = ax.imshow(rate, vmin=0.0, vmax=1.0, cmap="Reds", aspect="auto")
         ax.set_xticks(range(len(cols)), [str(c) for c in cols], fontsize=8)
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
-        ax.set_xlabel(col_keys[0] if col_keys else "", fontsize=9)
+        ax.set_xlabel(short(col_keys[0]) if col_keys else "", fontsize=9)
         ax.set_title(dist, fontsize=10)
     for k in range(len(dists), nrows * ncols):
         axes[k // ncols][k % ncols].set_axis_off()
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label="divergence rate over seeds")
     fig.suptitle("Stability map: colour = fraction of seeds that diverged; text = mean final accuracy (%)"
-                 "\nand, after 'v', the largest single-epoch accuracy drop of any seed (points)", fontsize=10)
+                 "\nand, after \u2193, the largest single-epoch accuracy drop of any seed (points)", fontsize=10)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
