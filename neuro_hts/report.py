@@ -18,7 +18,8 @@ file, groups the cells by (distribution, swept settings) across seeds and writes
   and columns are the first two swept settings (further settings are folded into the
   rows), the colour is the divergence rate over seeds and the text in each cell the mean
   final accuracy (%) and the largest single-epoch drop (points);
-* ``setting_curve.png`` (only when exactly one setting is swept, e.g. ``dt.mean``): final
+* ``setting_curve.png`` (only when exactly one swept setting takes several values, e.g.
+  ``dt.mean``; others may be fixed with a one-value ``--set``): final
   accuracy (mean, band min..max over seeds) and divergence rate against that setting, one
   line per distribution.
 
@@ -252,7 +253,7 @@ def _markdown(data, sweep_dir) -> str:
     ]
     if data["keys"]:
         text += ["", "![stability map](stability_map.png)"]
-    if len(data["keys"]) == 1:
+    if _curve_key(data) is not None:
         text += ["", "![final accuracy against the swept setting](setting_curve.png)"]
     return "\n".join(text) + "\n"
 
@@ -298,7 +299,8 @@ def _plot_curves(data, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
-        ax.legend(fontsize=7, loc="lower right", title="dist (seeds)", title_fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="lower right", title="dist (seeds)", title_fontsize=7)
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].set_axis_off()
     fig.suptitle("Test accuracy per epoch: mean over seeds, band = min..max", fontsize=11)
@@ -359,12 +361,19 @@ def _plot_stability_map(data, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
+def _curve_key(data) -> int | None:
+    """Index of the one swept setting that takes several values (None if not exactly one)."""
+    varying = [i for i in range(len(data["keys"])) if len({g["settings"][i] for g in data["groups"]}) > 1]
+    return varying[0] if len(varying) == 1 else None
+
+
 def _plot_setting_curve(data, path: Path) -> None:
     from .plotting import _figure_class
 
     Figure, Canvas = _figure_class()
-    key = data["keys"][0]
-    values = list(dict.fromkeys(g["settings"][0] for g in data["groups"]))
+    k = _curve_key(data)
+    key = data["keys"][k]
+    values = list(dict.fromkeys(g["settings"][k] for g in data["groups"]))
     try:
         xs = {v: float(v) for v in values}
         numeric = True
@@ -376,10 +385,10 @@ def _plot_setting_curve(data, path: Path) -> None:
     ax_acc, ax_div = fig.subplots(1, 2)
     dists = list(dict.fromkeys(g["dist"] for g in data["groups"]))
     for i, d in enumerate(dists):
-        gs = sorted((g for g in data["groups"] if g["dist"] == d and g["n_found"]), key=lambda g: xs[g["settings"][0]])
+        gs = sorted((g for g in data["groups"] if g["dist"] == d and g["n_found"]), key=lambda g: xs[g["settings"][k]])
         if not gs:
             continue
-        x = np.array([xs[g["settings"][0]] for g in gs])
+        x = np.array([xs[g["settings"][k]] for g in gs])
         s = [g["summary"] for g in gs]
         mean = np.array([v["final_accuracy_mean"] for v in s])
         lo = np.array([v["final_accuracy_min"] for v in s])
@@ -432,7 +441,7 @@ def write_report(sweep_dir, out_dir) -> dict:
     _plot_curves(data, out_dir / "accuracy_curves.png")
     if keys:
         _plot_stability_map(data, out_dir / "stability_map.png")
-    if len(keys) == 1:
+    if _curve_key(data) is not None:
         _plot_setting_curve(data, out_dir / "setting_curve.png")
     _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
     logger.info("report of %s written to %s", sweep_dir, out_dir)

@@ -151,6 +151,26 @@ def test_one_swept_setting_gets_a_setting_curve(tmp_path):
     assert "(setting_curve.png)" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_setting_curve_with_a_fixed_second_setting(tmp_path):
+    base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
+    cells = make_grid(base, ["constant"], [0], [("train.nudging", ["symmetric"]), ("dt.mean", [0.2, 0.3])])
+    _write_manifest(tmp_path / "s", base, cells)
+    for c in cells:
+        cfg = c.config(base)
+        save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
+                                                           history={k: [0.5] for k in HISTORY_KEYS}))
+    write_report(tmp_path / "s", tmp_path / "r")
+    assert (tmp_path / "r" / "setting_curve.png").read_bytes()[:8] == PNG
+    # two settings that both vary: no curve
+    cells = make_grid(base, ["constant"], [0], [("train.t1", [10, 30]), ("dt.mean", [0.2, 0.3])])
+    _write_manifest(tmp_path / "s3", base, cells)
+    c = cells[0]
+    save_run(tmp_path / "s3" / f"{c.name}.h5", RunState(config=c.config(base), network=init_network(c.config(base)),
+                                                        epochs_completed=1, history={k: [0.5] for k in HISTORY_KEYS}))
+    write_report(tmp_path / "s3", tmp_path / "r3")
+    assert not (tmp_path / "r3" / "setting_curve.png").exists()
+
+
 def test_no_side_by_side_without_a_constant_baseline(tmp_path):
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
     cells = make_grid(base, ["uniform", "lognormal"], [0], [("train.t1", [10, 30])])
