@@ -393,10 +393,13 @@ def _plot_setting_curve(data, path: Path) -> None:
         mean = np.array([v["final_accuracy_mean"] for v in s])
         lo = np.array([v["final_accuracy_min"] for v in s])
         hi = np.array([v["final_accuracy_max"] for v in s])
-        ax_acc.plot(x, 100 * mean, "o-", color=f"C{i % 10}", label=d, linewidth=1.4, markersize=4)
+        style = dict(color=f"C{i % 10}", marker="os^vDxP*"[i % 8], linewidth=1.4, markersize=5, label=d,
+                     markerfacecolor="none")
+        ax_acc.plot(x, 100 * mean, **style)
         ax_acc.fill_between(x, 100 * lo, 100 * hi, color=f"C{i % 10}", alpha=0.15, linewidth=0)
-        ax_div.plot(x, [v["divergence_rate"] for v in s], "o-", color=f"C{i % 10}", label=d, linewidth=1.4,
-                    markersize=4)
+        # dodge the lines a little so that equal rates of several laws stay visible
+        dodge = (i - (len(dists) - 1) / 2) * 0.012 * (max(xs.values()) - min(xs.values()) or 1.0)
+        ax_div.plot(x + dodge, [v["divergence_rate"] for v in s], **style)
     for ax, ylabel in ((ax_acc, "final test accuracy (%)"), (ax_div, "divergence rate over seeds")):
         ax.set_xlabel(key, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
@@ -407,7 +410,7 @@ def _plot_setting_curve(data, path: Path) -> None:
     ax_div.set_ylim(-0.05, 1.05)
     ax_acc.legend(fontsize=8, title="dist", title_fontsize=8)
     ax_acc.set_title("final accuracy: mean over seeds, band = min..max", fontsize=10)
-    ax_div.set_title("fraction of seeds that diverged", fontsize=10)
+    ax_div.set_title("fraction of seeds that diverged (lines dodged sideways)", fontsize=10)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
