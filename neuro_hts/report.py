@@ -292,7 +292,7 @@ def _plot_curves(data, path: Path) -> None:
             ax.plot(ep, 100 * mean, color=colors[g["dist"]], label=f"{g['dist']} ({len(curves)})", linewidth=1.4)
             ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=colors[g["dist"]],
                             alpha=0.18, linewidth=0)
-        title = ", ".join(f"{key}={v}" for key, v in zip(data["keys"], combo)) or "all cells"
+        title = ", ".join(f"{key.rsplit('.', 1)[-1]}={v}" for key, v in zip(data["keys"], combo)) or "all cells"
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
         ax.set_ylabel("test accuracy (%)", fontsize=9)
