@@ -1,0 +1,125 @@
+"""Every grid behind RESULTS.md in one command: the sweeps, then their reports.
+
+Each grid is one ``neuro-hts sweep ... --report results/<name>`` (see RESULTS.md for
+what each one answers). Finished cells are skipped and unfinished ones resume, so the
+command can be stopped (Ctrl-C) and started again at any time; ``--only`` picks grids.
+
+Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core machine):
+
+* ``mnist_784-512-10``: 6 laws x 5 seeds; MNIST; 30 runs; about 1.6 h
+* ``fashionmnist_784-512-10``: 6 laws x 5 seeds; Fashion-MNIST; 30 runs; about 1.5 h
+* ``stress_mnist``: 6 laws x 3 seeds x T1 {20,30,60,100} x beta {0.05,0.1,0.2,0.5} x
+  {one-sided, symmetric}; MNIST subset; 576 runs; about 45 min
+* ``stress_mnist_dtmean``: 6 laws x 3 seeds x mean dt {0.1..0.5}, one-sided; 90 runs; 5 min
+* ``stress_mnist_dtmean_sym``: the same with symmetric nudging; 90 runs; 6 min
+* ``mnist_784-256-256-10`` and ``fashionmnist_784-256-256-10``: 6 laws x 5 seeds; 30 runs
+  each; about 2 h each
+
+Usage::
+
+    .venv/bin/python scripts/reproduce_hts.py --data-root DIR [--only NAME,NAME]
+        [--out-root .] [--workers 2] [--engine dask --scheduler ADDRESS]
+        [--seeds 0-1 --epochs 1 --n-train 500 --n-test 500]   # a quick smoke run
+        [--dry-run]                                            # print the commands only
+
+``DIR`` holds ``mnist/`` and ``fashion-mnist/`` with the original idx ``.gz`` files.
+Sweeps go to ``OUT_ROOT/sweeps/<name>``, reports to ``OUT_ROOT/results/<name>``. With
+``--workers N`` (N > 1) each worker is limited to one BLAS thread. Exit code: 0 when every
+grid finished, 1 when a cell failed, 2 on bad input, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAWS = "constant,uniform,normal,lognormal,gamma,cauchy"
+STRESS_SETS = ("train.t1=20,30,60,100", "train.beta=0.05,0.1,0.2,0.5", "train.nudging=one-sided,symmetric")
+DTMEAN = "dt.mean=0.1,0.2,0.3,0.4,0.5"
+
+#: name -> (config relative to the repository, dataset directory name, seeds, --set values)
+GRIDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "mnist_784-512-10": ("models/repro/mnist_784-512-10.toml", "mnist", "0-4", ()),
+    "fashionmnist_784-512-10": ("models/repro/fashionmnist_784-512-10.toml", "fashion-mnist", "0-4", ()),
+    "stress_mnist": ("models/repro/stress_mnist.toml", "mnist", "0-2", STRESS_SETS),
+    "stress_mnist_dtmean": ("models/repro/stress_mnist.toml", "mnist", "0-2", (DTMEAN,)),
+    "stress_mnist_dtmean_sym": ("models/repro/stress_mnist.toml", "mnist", "0-2", ("train.nudging=symmetric", DTMEAN)),
+    "mnist_784-256-256-10": ("models/repro/mnist_784-256-256-10.toml", "mnist", "0-4", ()),
+    "fashionmnist_784-256-256-10": ("models/repro/fashionmnist_784-256-256-10.toml", "fashion-mnist", "0-4", ()),
+}
+
+
+def grid_argv(name: str, args) -> list[str]:
+    """The ``neuro-hts`` arguments of one grid."""
+    config, dataset, seeds, sets = GRIDS[name]
+    out_root = Path(args.out_root)
+    argv = ["sweep", "--config", str(REPO / config), "--dt-dists", LAWS, "--seeds", args.seeds or seeds,
+            "--data-dir", str(Path(args.data_root) / dataset), "--out", str(out_root / "sweeps" / name),
+            "--report", str(out_root / "results" / name), "--workers", str(args.workers)]
+    for s in sets:
+        argv += ["--set", s]
+    if args.engine != "local":
+        argv += ["--engine", args.engine, "--scheduler", args.scheduler or ""]
+    for opt in ("epochs", "n_train", "n_test"):
+        if getattr(args, opt) is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    return argv
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", required=True, help="directory holding mnist/ and fashion-mnist/")
+    p.add_argument("--only", help=f"comma-separated grid names (default: all): {', '.join(GRIDS)}")
+    p.add_argument("--out-root", default=".", help="sweeps/ and results/ go here (default: .)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes per grid (default 1)")
+    p.add_argument("--engine", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", help="Dask scheduler address (with --engine dask)")
+    p.add_argument("--seeds", help="override every grid's seeds, e.g. 0-1")
+    p.add_argument("--epochs", type=int, help="override every grid's epochs (smoke runs)")
+    p.add_argument("--n-train", type=int, help="use only the first N training samples (smoke runs)")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples (smoke runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the neuro-hts commands and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = list(GRIDS) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in GRIDS]
+    if unknown or not names:
+        print(f"reproduce_hts: error: unknown grid(s) {', '.join(unknown) or '(none given)'} "
+              f"(known: {', '.join(GRIDS)})", file=sys.stderr)
+        return 2
+    needed = {GRIDS[n][1] for n in names}
+    missing = [d for d in sorted(needed) if not (Path(args.data_root) / d).is_dir()]
+    if missing and not args.dry_run:
+        print(f"reproduce_hts: error: {args.data_root} has no {', '.join(d + '/' for d in missing)} "
+              "(it must hold the datasets' idx .gz files)", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")  # inherited by the spawned workers
+    commands = [grid_argv(n, args) for n in names]
+    if args.dry_run:
+        for argv_ in commands:
+            print(shlex.join(["neuro-hts", *argv_]))
+        return 0
+    from neuro_hts.cli import main as cli_main
+
+    worst = 0
+    for name, argv_ in zip(names, commands):
+        print(f"== {name}", flush=True)
+        code = cli_main((["--no-progress"] if args.no_progress else []) + argv_)
+        if code in (2, 130):
+            return code
+        worst = max(worst, code)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

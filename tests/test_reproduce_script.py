@@ -1,0 +1,82 @@
+"""scripts/reproduce_hts.py: the one command behind RESULTS.md (grids, arguments, errors, a real run)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shlex
+from pathlib import Path
+
+import pytest
+
+from neuro_hts.cli import build_parser
+from neuro_hts.config import load_config
+from neuro_hts.sweep import make_grid, parse_seeds, parse_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("reproduce_hts", REPO / "scripts" / "reproduce_hts.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_path):
+    assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(script.GRIDS) == 7
+    n_cells = {}
+    for line, name in zip(lines, script.GRIDS):
+        argv = shlex.split(line)[1:]
+        args = build_parser().parse_args(argv)  # the real CLI accepts it
+        assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
+        assert args.out == str(tmp_path / "o" / "sweeps" / name)
+        assert args.dt_dists == "constant,uniform,normal,lognormal,gamma,cauchy"
+        base = load_config(args.config)
+        n_cells[name] = len(make_grid(base, args.dt_dists.split(","), parse_seeds(args.seeds),
+                                      [parse_set(s, base) for s in args.set]))
+    assert n_cells == {"mnist_784-512-10": 30, "fashionmnist_784-512-10": 30, "stress_mnist": 576,
+                       "stress_mnist_dtmean": 90, "stress_mnist_dtmean_sym": 90,
+                       "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30}
+    assert "/fashion-mnist" in lines[1] and "train.nudging=symmetric" in lines[4]
+
+
+def test_only_and_overrides(script, capsys, tmp_path):
+    code = script.main(["--data-root", str(tmp_path), "--dry-run", "--only", "stress_mnist_dtmean",
+                        "--seeds", "0", "--epochs", "1", "--n-train", "100", "--workers", "2"])
+    assert code == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    assert (args.seeds, args.epochs, args.n_train, args.n_test, args.workers) == ("0", 1, 100, None, 2)
+    assert args.set == ["dt.mean=0.1,0.2,0.3,0.4,0.5"]
+
+
+def test_bad_input_is_one_line_exit_2(script, capsys, tmp_path):
+    assert script.main(["--data-root", str(tmp_path), "--only", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown grid(s) nope" in err
+    assert script.main(["--data-root", str(tmp_path / "absent"), "--only", "mnist_784-512-10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no mnist/" in err
+
+
+def test_a_real_run_writes_sweeps_and_reports_and_resumes(script, capsys, tmp_path, monkeypatch):
+    # a digits grid (embedded data; data_dir is ignored for digits) stands in for MNIST
+    monkeypatch.setattr(script, "GRIDS", {"tiny": ("models/digits.toml", "mnist", "0", ("train.t1=10,20",))})
+    monkeypatch.setattr(script, "LAWS", "constant,lognormal")
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    argv = ["--data-root", str(tmp_path / "data"), "--out-root", str(tmp_path), "--epochs", "1",
+            "--n-train", "100", "--n-test", "50", "--no-progress"]
+    assert script.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "== tiny" and "4 cells in" in out and "4 complete" in out
+    rows = list(csv.DictReader(open(tmp_path / "results" / "tiny" / "summary.csv")))
+    assert [(r["dist"], r["train.t1"], r["n_runs_found"]) for r in rows] == [
+        ("constant", "10", "1"), ("constant", "20", "1"), ("lognormal", "10", "1"), ("lognormal", "20", "1")]
+    assert (tmp_path / "results" / "tiny" / "setting_curve.png").exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweeps" / "tiny").glob("*.h5")}
+    assert script.main(argv) == 0  # a second call skips every finished cell
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
