@@ -28,8 +28,10 @@ also has a side-by-side table (one row per setting combination, one column per
 distribution) and a tally, per heterogeneous law, of the combinations where it diverged in
 fewer, as many or more seeds than the constant baseline (:func:`divergence_tally`).
 
-Cells whose run file is missing are counted (``n_runs_found`` < ``n_seeds``) and left out
-of the statistics; the report says so.
+Cells whose run file is missing, or whose run has not finished (status ``running``: still
+training, or interrupted), are counted (``n_runs_found`` < ``n_seeds``; ``n_runs_found``
+counts finished runs) and left out of the statistics and curves; ``runs.csv`` still lists
+unfinished runs with their epochs so far, and the report says how many were left out.
 """
 
 from __future__ import annotations
@@ -80,12 +82,17 @@ def collect(sweep_dir) -> dict:
     for c in cells:
         path = sweep_dir / f"{c['name']}.h5"
         row = {"name": c["name"], "dist": c["dist"], "seed": int(c["seed"]),
-               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": path.exists()}
+               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": False,
+               "unfinished": False}
         if path.exists():
             st = load_run(path)
             n_classes = int(st.config.model.arch[-1])
             row.update(status=st.status, epochs=st.epochs_completed, history=st.history,
                        metrics=run_metrics(st.history, st.status, n_classes))
+            # A run still training (interrupted, or another worker's) would bias every mean
+            # towards its early epochs: it is listed in runs.csv but left out of the statistics.
+            row["found"] = st.status != "running"
+            row["unfinished"] = st.status == "running"
         runs.append(row)
     groups: dict[tuple, dict] = {}
     for r in runs:
@@ -227,7 +234,9 @@ def _markdown(data, sweep_dir) -> str:
             "n/a" if math.isnan(s["residual_mean_mean"]) else f"{s['residual_mean_mean']:.2e}",
             "n/a" if math.isnan(s["frac_not_converged_mean"]) else f"{s['frac_not_converged_mean']:.3f}",
         ]) + " |")
-    missing = sum(1 for r in data["runs"] if not r["found"])
+    unfinished = sum(1 for r in data["runs"] if r["unfinished"])
+    missing = sum(1 for r in data["runs"] if not r["found"]) - unfinished
+    left_out = ", ".join([f"{unfinished} unfinished"] * bool(unfinished) + [f"{missing} missing"] * bool(missing))
     b = data["base"]
     text = [
         f"# Sweep report: {sweep_dir}",
@@ -235,7 +244,8 @@ def _markdown(data, sweep_dir) -> str:
         f"Base config: {'-'.join(map(str, b.model.arch))} {b.model.form}/{b.model.activation}/{b.model.output}, "
         f"{b.data.dataset}, {b.train.epochs} epochs, T1={b.train.t1}, T2={b.train.t2}, beta={b.train.beta:g} "
         f"({b.train.nudging}), dt mean {b.dt.mean:g}, std {b.dt.std:g}, clipped to [{b.dt.dt_min:g}, {b.dt.dt_max:g}].",
-        f"Runs: {len(data['runs']) - missing} of {len(data['runs'])} found" + (f" ({missing} missing, left out)" if missing else "") + ".",
+        f"Runs: {len(data['runs']) - missing - unfinished} of {len(data['runs'])} finished"
+        + (f" ({left_out}; left out)" if left_out else "") + ".",
         "",
         "Columns: final/best test accuracy mean +- std over seeds; diverged = runs with non-finite values, a "
         "collapse to chance after learning, or ending at chance; volatility = mean over seeds of the std of "
@@ -422,7 +432,7 @@ def write_report(sweep_dir, out_dir) -> dict:
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     data = collect(sweep_dir)
     if not any(r["found"] for r in data["runs"]):
-        raise ConfigError(f"{sweep_dir}: no run files yet (run neuro-hts sweep first)")
+        raise ConfigError(f"{sweep_dir}: no finished runs yet (run neuro-hts sweep first)")
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = data["keys"]
     cols = _summary_columns()

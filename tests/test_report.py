@@ -30,7 +30,7 @@ HISTORIES = {
 }
 
 
-def make_sweep(d: Path, skip=()) -> list:
+def make_sweep(d: Path, skip=(), unfinished=()) -> list:
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]}, train={"epochs": 3})
     cells = make_grid(base, ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])
     _write_manifest(d, base, cells)
@@ -44,7 +44,8 @@ def make_sweep(d: Path, skip=()) -> list:
         hist["frac_not_converged"] = [0.5, 0.1, 0.01 * (1 + c.seed)]
         cfg = c.config(base)
         save_run(d / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=len(acc),
-                                              history=hist, status="complete"))
+                                              history=hist,
+                                              status="running" if c.name in unfinished else "complete"))
     return cells
 
 
@@ -92,8 +93,34 @@ def test_missing_runs_are_counted_and_left_out(tmp_path):
     assert g["summary"]["final_accuracy_mean"] == pytest.approx(0.93)
     write_report(tmp_path / "s", tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "Runs: 7 of 8 found (1 missing, left out)." in md
+    assert "Runs: 7 of 8 finished (1 missing; left out)." in md
     assert "| lognormal | 30 | 1/2 | 93.00 +- 0.00 |" in md
+
+
+def test_unfinished_runs_are_listed_but_left_out_of_the_statistics(tmp_path):
+    # a run still training (status "running") would drag the mean towards its early epochs
+    make_sweep(tmp_path / "s", skip={"dist=constant__seed=0__train.t1=30"},
+               unfinished={"dist=lognormal__seed=1__train.t1=30"})
+    data = collect(tmp_path / "s")
+    g = [g for g in data["groups"] if g["dist"] == "lognormal" and g["settings"] == ("30",)][0]
+    assert g["n_found"] == 1 and g["summary"]["final_accuracy_mean"] == pytest.approx(0.93)
+    write_report(tmp_path / "s", tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Runs: 6 of 8 finished (1 unfinished, 1 missing; left out)." in md
+    runs = {r["name"]: r for r in _read_csv(tmp_path / "r" / "runs.csv")}
+    assert runs["dist=lognormal__seed=1__train.t1=30"]["status"] == "running"
+    assert runs["dist=lognormal__seed=1__train.t1=30"]["final_accuracy"] == "0.91"
+    assert runs["dist=constant__seed=0__train.t1=30"]["status"] == "missing"
+    summary = {(r["dist"], r["train.t1"]): r for r in _read_csv(tmp_path / "r" / "summary.csv")}
+    assert summary[("lognormal", "30")]["n_runs_found"] == "1"
+
+
+def test_a_sweep_with_only_unfinished_runs_is_refused(tmp_path):
+    cells = make_sweep(tmp_path / "s", unfinished={c.name for c in make_grid(
+        load_config(REPO / "models" / "digits.toml"), ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])})
+    assert len(cells) == 8
+    with pytest.raises(Exception, match="no finished runs yet"):
+        write_report(tmp_path / "s", tmp_path / "r")
 
 
 def test_report_without_swept_settings_has_no_stability_map(tmp_path):
@@ -103,7 +130,8 @@ def test_report_without_swept_settings_has_no_stability_map(tmp_path):
     hist = {k: [0.5] for k in HISTORY_KEYS}
     cfg = cells[0].config(base)
     save_run(tmp_path / "s" / f"{cells[0].name}.h5", RunState(config=cfg, network=init_network(cfg),
-                                                            epochs_completed=1, history=hist))
+                                                            epochs_completed=1, history=hist,
+                                                            status="complete"))
     write_report(tmp_path / "s", tmp_path / "r")
     assert not (tmp_path / "r" / "stability_map.png").exists()
     assert (tmp_path / "r" / "accuracy_curves.png").read_bytes()[:8] == PNG
@@ -122,7 +150,7 @@ def test_report_bad_input(run_cli, tmp_path):
     base = load_config(REPO / "models" / "digits.toml")
     _write_manifest(tmp_path / "empty", base, make_grid(base, ["constant"], [0]))
     code, out, err = run_cli(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
-    assert code == 2 and err.count("\n") == 1 and "no run files yet" in err
+    assert code == 2 and err.count("\n") == 1 and "no finished runs yet" in err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "sweep.json").write_text("{not json")
     code, out, err = run_cli(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "r")])
@@ -158,7 +186,7 @@ def test_setting_curve_with_a_fixed_second_setting(tmp_path):
     for c in cells:
         cfg = c.config(base)
         save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
-                                                           history={k: [0.5] for k in HISTORY_KEYS}))
+                                                           history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
     write_report(tmp_path / "s", tmp_path / "r")
     assert (tmp_path / "r" / "setting_curve.png").read_bytes()[:8] == PNG
     # two settings that both vary: no curve
@@ -166,7 +194,7 @@ def test_setting_curve_with_a_fixed_second_setting(tmp_path):
     _write_manifest(tmp_path / "s3", base, cells)
     c = cells[0]
     save_run(tmp_path / "s3" / f"{c.name}.h5", RunState(config=c.config(base), network=init_network(c.config(base)),
-                                                        epochs_completed=1, history={k: [0.5] for k in HISTORY_KEYS}))
+                                                        epochs_completed=1, history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
     write_report(tmp_path / "s3", tmp_path / "r3")
     assert not (tmp_path / "r3" / "setting_curve.png").exists()
 
@@ -178,7 +206,7 @@ def test_no_side_by_side_without_a_constant_baseline(tmp_path):
     for c in cells:
         cfg = c.config(base)
         save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
-                                                           history={k: [0.5] for k in HISTORY_KEYS}))
+                                                           history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
     write_report(tmp_path / "s", tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Side by side" not in md and divergence_tally(collect(tmp_path / "s")) == {}
