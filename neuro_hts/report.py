@@ -82,8 +82,7 @@ def collect(sweep_dir) -> dict:
     for c in cells:
         path = sweep_dir / f"{c['name']}.h5"
         row = {"name": c["name"], "dist": c["dist"], "seed": int(c["seed"]),
-               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": False,
-               "unfinished": False}
+               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": False}
         if path.exists():
             st = load_run(path)
             n_classes = int(st.config.model.arch[-1])
@@ -92,7 +91,6 @@ def collect(sweep_dir) -> dict:
             # A run still training (interrupted, or another worker's) would bias every mean
             # towards its early epochs: it is listed in runs.csv but left out of the statistics.
             row["found"] = st.status != "running"
-            row["unfinished"] = st.status == "running"
         runs.append(row)
     groups: dict[tuple, dict] = {}
     for r in runs:
@@ -234,8 +232,8 @@ def _markdown(data, sweep_dir) -> str:
             "n/a" if math.isnan(s["residual_mean_mean"]) else f"{s['residual_mean_mean']:.2e}",
             "n/a" if math.isnan(s["frac_not_converged_mean"]) else f"{s['frac_not_converged_mean']:.3f}",
         ]) + " |")
-    unfinished = sum(1 for r in data["runs"] if r["unfinished"])
-    missing = sum(1 for r in data["runs"] if not r["found"]) - unfinished
+    unfinished = sum(1 for r in data["runs"] if r.get("status") == "running")
+    missing = sum(1 for r in data["runs"] if "status" not in r)
     left_out = ", ".join([f"{unfinished} unfinished"] * bool(unfinished) + [f"{missing} missing"] * bool(missing))
     b = data["base"]
     text = [

@@ -30,9 +30,13 @@ HISTORIES = {
 }
 
 
-def make_sweep(d: Path, skip=(), unfinished=()) -> list:
+def _sweep_grid():
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]}, train={"epochs": 3})
-    cells = make_grid(base, ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])
+    return base, make_grid(base, ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])
+
+
+def make_sweep(d: Path, skip=(), unfinished=()) -> list:
+    base, cells = _sweep_grid()
     _write_manifest(d, base, cells)
     for c in cells:
         if c.name in skip:
@@ -47,6 +51,15 @@ def make_sweep(d: Path, skip=(), unfinished=()) -> list:
                                               history=hist,
                                               status="running" if c.name in unfinished else "complete"))
     return cells
+
+
+def write_flat_runs(d: Path, base, cells) -> None:
+    """A finished one-epoch run file at 50 % accuracy for each cell (for tests about layout, not numbers)."""
+    _write_manifest(d, base, cells)
+    for c in cells:
+        cfg = c.config(base)
+        save_run(d / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
+                                              history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
 
 
 def _read_csv(path):
@@ -116,8 +129,7 @@ def test_unfinished_runs_are_listed_but_left_out_of_the_statistics(tmp_path):
 
 
 def test_a_sweep_with_only_unfinished_runs_is_refused(tmp_path):
-    cells = make_sweep(tmp_path / "s", unfinished={c.name for c in make_grid(
-        load_config(REPO / "models" / "digits.toml"), ["constant", "lognormal"], [0, 1], [("train.t1", [10, 30])])})
+    cells = make_sweep(tmp_path / "s", unfinished={c.name for c in _sweep_grid()[1]})
     assert len(cells) == 8
     with pytest.raises(Exception, match="no finished runs yet"):
         write_report(tmp_path / "s", tmp_path / "r")
@@ -125,13 +137,7 @@ def test_a_sweep_with_only_unfinished_runs_is_refused(tmp_path):
 
 def test_report_without_swept_settings_has_no_stability_map(tmp_path):
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
-    cells = make_grid(base, ["constant"], [0])
-    _write_manifest(tmp_path / "s", base, cells)
-    hist = {k: [0.5] for k in HISTORY_KEYS}
-    cfg = cells[0].config(base)
-    save_run(tmp_path / "s" / f"{cells[0].name}.h5", RunState(config=cfg, network=init_network(cfg),
-                                                            epochs_completed=1, history=hist,
-                                                            status="complete"))
+    write_flat_runs(tmp_path / "s", base, make_grid(base, ["constant"], [0]))
     write_report(tmp_path / "s", tmp_path / "r")
     assert not (tmp_path / "r" / "stability_map.png").exists()
     assert (tmp_path / "r" / "accuracy_curves.png").read_bytes()[:8] == PNG
@@ -181,32 +187,20 @@ def test_one_swept_setting_gets_a_setting_curve(tmp_path):
 
 def test_setting_curve_with_a_fixed_second_setting(tmp_path):
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
-    cells = make_grid(base, ["constant"], [0], [("train.nudging", ["symmetric"]), ("dt.mean", [0.2, 0.3])])
-    _write_manifest(tmp_path / "s", base, cells)
-    for c in cells:
-        cfg = c.config(base)
-        save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
-                                                           history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
+    write_flat_runs(tmp_path / "s", base,
+                    make_grid(base, ["constant"], [0], [("train.nudging", ["symmetric"]), ("dt.mean", [0.2, 0.3])]))
     write_report(tmp_path / "s", tmp_path / "r")
     assert (tmp_path / "r" / "setting_curve.png").read_bytes()[:8] == PNG
     # two settings that both vary: no curve
-    cells = make_grid(base, ["constant"], [0], [("train.t1", [10, 30]), ("dt.mean", [0.2, 0.3])])
-    _write_manifest(tmp_path / "s3", base, cells)
-    c = cells[0]
-    save_run(tmp_path / "s3" / f"{c.name}.h5", RunState(config=c.config(base), network=init_network(c.config(base)),
-                                                        epochs_completed=1, history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
+    write_flat_runs(tmp_path / "s3", base,
+                    make_grid(base, ["constant"], [0], [("train.t1", [10, 30]), ("dt.mean", [0.2, 0.3])]))
     write_report(tmp_path / "s3", tmp_path / "r3")
     assert not (tmp_path / "r3" / "setting_curve.png").exists()
 
 
 def test_no_side_by_side_without_a_constant_baseline(tmp_path):
     base = load_config(REPO / "models" / "digits.toml").replace(model={"arch": [64, 8, 10]})
-    cells = make_grid(base, ["uniform", "lognormal"], [0], [("train.t1", [10, 30])])
-    _write_manifest(tmp_path / "s", base, cells)
-    for c in cells:
-        cfg = c.config(base)
-        save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=1,
-                                                           history={k: [0.5] for k in HISTORY_KEYS}, status="complete"))
+    write_flat_runs(tmp_path / "s", base, make_grid(base, ["uniform", "lognormal"], [0], [("train.t1", [10, 30])]))
     write_report(tmp_path / "s", tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Side by side" not in md and divergence_tally(collect(tmp_path / "s")) == {}
