@@ -11,9 +11,12 @@ __all__ = ["open_checked"]
 
 
 @contextlib.contextmanager
-def open_checked(path: str | Path, format_name: str, schema_version: int, kind: str):
+def open_checked(path: str | Path, format_name: str, schema_version, kind: str):
     """Open ``path`` read-only, check its ``format`` and ``schema_version`` attributes,
     and yield the h5py File.
+
+    ``schema_version``: the version this reader writes, or a tuple of every version it
+    reads (older files are migrated by the caller, which reads ``f.attrs``).
 
     Any missing key, bad value or corrupt metadata met while the caller reads inside the
     ``with`` block becomes a one-line :class:`RunFileError` naming the file (``kind`` is
@@ -33,8 +36,10 @@ def open_checked(path: str | Path, format_name: str, schema_version: int, kind: 
             if f.attrs.get("format") != format_name:
                 raise RunFileError(f"{path} is not a neuro-hts {kind} file (no format={format_name!r} attribute)")
             version = int(f.attrs["schema_version"])
-            if version != schema_version:
-                raise RunFileError(f"{path}: unsupported schema_version {version} for a {kind} file (this neuro-hts reads {schema_version})")
+            accepted = tuple(schema_version) if isinstance(schema_version, (tuple, list)) else (schema_version,)
+            if version not in accepted:
+                reads = " and ".join(map(str, accepted))
+                raise RunFileError(f"{path}: unsupported schema_version {version} for a {kind} file (this neuro-hts reads {reads})")
             yield f
         except RunFileError:
             raise

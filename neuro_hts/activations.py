@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from .registry import Registry
 
 __all__ = ["hard_sigmoid", "hard_sigmoid_prime", "sigmoid4", "sigmoid4_prime", "ACTIVATIONS", "get_activation"]
 
@@ -40,15 +40,11 @@ def sigmoid4_prime(u):
     return 4.0 * s * (1.0 - s)
 
 
-ACTIVATIONS = {
-    "hard_sigmoid": (hard_sigmoid, hard_sigmoid_prime),
-    "sigmoid4": (sigmoid4, sigmoid4_prime),
-}
+ACTIVATIONS: Registry = Registry("activation", describe=lambda pair: (pair[0].__doc__ or "").strip().splitlines()[0])
+ACTIVATIONS.register("hard_sigmoid", (hard_sigmoid, hard_sigmoid_prime))
+ACTIVATIONS.register("sigmoid4", (sigmoid4, sigmoid4_prime))
 
 
 def get_activation(name: str):
     """Return (f, f_prime) for an activation name, or raise ConfigError."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+    return ACTIVATIONS.get(name)

@@ -42,7 +42,7 @@ def _presynaptic_vjp(net: Network, s: np.ndarray, g: np.ndarray) -> np.ndarray:
     return g
 
 
-def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb) -> list[np.ndarray]:
+def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float = 1.0) -> list[np.ndarray]:
     """Pull the adjoint of s^{t+1} back through one synchronous step taken from ``states`` = s^t.
 
     Accumulates the step's parameter gradients into ``gW``, ``gb`` (in place) and
@@ -55,7 +55,7 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb) -> list[np.nda
     lam_r = [np.zeros_like(s) for s in states]
     for l in range(1, L + 1):
         s, dt, a = states[l - 1], net.dts[l - 1], lam_next[l - 1]
-        h = dynamics.layer_drive(net, l, r, drive1)
+        h = dynamics.layer_drive(net, l, r, drive1, gamma)
         if net.form == "leaky":
             lam_s[l - 1] += a * (1.0 - dt)
             delta = a * (dt * f_prime(h))
@@ -65,18 +65,18 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb) -> list[np.nda
             a = a * ((u > 0.0) & (u < 1.0))
             lam_s[l - 1] += a * (1.0 - dt + dt * _SECOND_DERIVATIVES[net.activation](s) * h)
             delta = a * (dt * rp)
-        # h_l = W_l r_{l-1} + W_{l+1}^T r_{l+1} + b_l
+        # h_l = W_l r_{l-1} + gamma W_{l+1}^T r_{l+1} + b_l
         gW[l - 1] += delta.T @ (r0 if l == 1 else r[l - 2])
         gb[l - 1] += delta.sum(axis=0)
         if l > 1:
             lam_r[l - 2] += delta @ net.weights[l - 1]
         if l < L:
-            gW[l] += r[l].T @ delta
-            lam_r[l] += delta @ net.weights[l].T
+            gW[l] += gamma * (r[l].T @ delta)
+            lam_r[l] += gamma * (delta @ net.weights[l].T)
     return [ls + _presynaptic_vjp(net, s, lr) for ls, s, lr in zip(lam_s, states, lam_r)]
 
 
-def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
+def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gamma: float = 1.0):
     """Exact gradient of the free phase's mean output cost, by backpropagation through time.
 
     Forward: s^0 = 0 and s^{t+1} = F(s^t; theta) for t < T = ``n_steps``, the free phase
@@ -90,7 +90,8 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
               dL/dW_L = (softmax(z) - y)^T r_{L-1}^T / B,   dL/db_L = sum_batch (softmax(z) - y) / B
 
     and for t = T-1 ... 0, each relaxed layer l, with h_l^t = W_l r_{l-1}^t
-    + W_{l+1}^T r_{l+1}^t + b_l and a_l = lambda_l^{t+1}::
+    + gamma W_{l+1}^T r_{l+1}^t + b_l and a_l = lambda_l^{t+1} (gamma: CHL's feedback gain,
+    1 for EP)::
 
         leaky:   delta_l = a_l dt_l sigma'(h_l^t)
                  lambda_l^t  = a_l (1 - dt_l) + [dL/dr_l^t]
@@ -98,9 +99,9 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
                  delta_l = a_l dt_l rho'(s_l^t)
                  lambda_l^t  = a_l (1 - dt_l + dt_l rho''(s_l^t) h_l^t) + rho'(s_l^t) [dL/dr_l^t]
 
-        dL/dr_l^t = delta_{l+1} W_{l+1} + delta_{l-1} W_l^T   (terms that exist)
-        dL/dW_l  += delta_l^T r_{l-1}^t + (r_l^t)^T delta_{l-1}   (W_l acts bottom-up in h_l
-                                                                 and top-down in h_{l-1})
+        dL/dr_l^t = delta_{l+1} W_{l+1} + gamma delta_{l-1} W_l^T   (terms that exist)
+        dL/dW_l  += delta_l^T r_{l-1}^t + gamma (r_l^t)^T delta_{l-1}   (W_l acts bottom-up in
+                                                                 h_l and top-down in h_{l-1})
         dL/db_l  += sum_batch delta_l
 
     r = s (leaky) or rho(s) (energy), r_0 = x (rho(x) in the energy form). dt_l is the
@@ -135,7 +136,7 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
     drive1 = dynamics.input_drive(net, x)
     trajectory = [dynamics.zero_states(net, B, x.dtype)]
     for _ in range(int(n_steps)):
-        trajectory.append(dynamics.relax_step(net, trajectory[-1], drive1))
+        trajectory.append(dynamics.relax_step(net, trajectory[-1], drive1, gamma=gamma))
     final = trajectory[-1]
     loss = float(dynamics.cost(net, final, y).mean())
 
@@ -153,5 +154,5 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int):
 
     r0 = dynamics.presynaptic(net, x)
     for t in range(int(n_steps) - 1, -1, -1):
-        lam = _step_vjp(net, trajectory[t], drive1, r0, lam, gW, gb)
+        lam = _step_vjp(net, trajectory[t], drive1, r0, lam, gW, gb, gamma)
     return gW, gb, loss

@@ -34,36 +34,57 @@ def _tqdm_progress(enabled: bool):
     return factory
 
 
+def _names(registry_path: str) -> list[str]:
+    """Choice list of a registry (``"module:NAME"``), so the CLI never keeps its own tuple."""
+    import importlib
+
+    module, _, attr = registry_path.partition(":")
+    return list(getattr(importlib.import_module(f"neuro_hts.{module}"), attr).names())
+
+
 def _add_train_args(p):
     p.add_argument("--config", help="TOML config (models/*.toml); flags override it")
-    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"])
+    p.add_argument("--dataset", choices=_names("data:DATASETS"))
     p.add_argument("--data-dir", help="directory holding the idx .gz files (MNIST / Fashion-MNIST)")
     p.add_argument("--n-train", type=int, help="use only the first N training samples")
     p.add_argument("--n-test", type=int, help="use only the first N test samples")
     p.add_argument("--arch", help="layer sizes, e.g. 784-512-10")
-    p.add_argument("--form", choices=["leaky", "energy"])
-    p.add_argument("--activation", choices=["hard_sigmoid", "sigmoid4"])
-    p.add_argument("--output", choices=["mse", "ce"])
-    p.add_argument("--dt-dist", help="constant, uniform, normal, lognormal, gamma, cauchy, levy, pareto, student_t")
+    p.add_argument("--form", choices=_names("dynamics:FORMS"))
+    p.add_argument("--activation", choices=_names("activations:ACTIVATIONS"))
+    p.add_argument("--output", choices=_names("dynamics:OUTPUTS"))
+    p.add_argument("--dt-dist", help="a dt law: " + ", ".join(_names("distributions:_REGISTRY")))
     p.add_argument("--dt-mean", type=float)
     p.add_argument("--dt-std", type=float)
     p.add_argument("--dt-min", type=float)
     p.add_argument("--dt-max", type=float)
     p.add_argument("--dt-layers", help="'hidden' (default), 'all', 'none' or indices like 1,2")
+    p.add_argument("--algorithm", choices=_names("algorithms:ALGORITHMS"), help="learning rule (default ep)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--t1", type=int, help="free-phase steps")
-    p.add_argument("--t2", type=int, help="nudged-phase steps")
+    p.add_argument("--t1-tol", type=float, help="end the free phase once every sample's residual is <= this (at most --t1 steps)")
+    p.add_argument("--t2", type=int, help="nudged (ep) or clamped (chl) phase steps")
     p.add_argument("--beta", type=float)
-    p.add_argument("--nudging", choices=["one-sided", "symmetric", "random-sign"])
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--nudging", choices=list(_names_nudging()))
+    p.add_argument("--chl-gamma", type=float, help="CHL's feedback gain on every top-down term (default 1)")
+    p.add_argument("--clamp-delay", type=int, help="CHL: steps of the clamped phase run as free before clamping (default 0)")
+    p.add_argument("--adapt-steps", type=int, help="adjusted adaptation: K steps pulled toward the free state (0: off)")
+    p.add_argument("--adapt-coe", type=float, help="adjusted adaptation's mixing coefficient c (default 0.1)")
+    p.add_argument("--optimizer", choices=_names("learning:OPTIMIZERS"))
     p.add_argument("--lr", help="learning rate, or one per layer: 5e-4,5e-4")
     p.add_argument("--momentum", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--backend", choices=["numba", "numpy"])
-    p.add_argument("--arith", choices=["float", "fixed"], help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
+    p.add_argument("--backend", choices=_names("backends:BACKENDS"))
+    p.add_argument("--blas-threads", type=int, help="BLAS threads while training (default 1; 0: the library's default)")
+    p.add_argument("--arith", choices=_names("engines:ENGINES"), help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
     p.add_argument("--target", help="hardware target for --arith fixed: a name (loihi2) or a .toml path")
     p.add_argument("--update-rounding", choices=["nearest", "stochastic"], help="rounding of fixed-point weight updates (default stochastic)")
+
+
+def _names_nudging():
+    from .algorithms import NUDGINGS
+
+    return NUDGINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN.h5", help="continue an interrupted run (optionally with a larger --epochs)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
+    p = sub.add_parser("list", help="what is registered: connection kinds, costs, algorithms, dt laws, engines, targets, ...")
+
     p = sub.add_parser("eval", help="test accuracy of a run file")
     p.add_argument("run", help="run file (HDF5)")
-    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"])
+    p.add_argument("--dataset", choices=_names("data:DATASETS"))
     p.add_argument("--data-dir")
-    p.add_argument("--backend", choices=["numba", "numpy"])
+    p.add_argument("--backend", choices=_names("backends:BACKENDS"))
     p.add_argument("--t1", type=int, help="free-phase steps (default: the run's)")
     p.add_argument("--predictions", metavar="OUT.npy", help="save the predicted class of every test sample")
 
@@ -129,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arith", choices=["fixed", "float"], default="fixed", help="Lava fixed_pt / floating_pt models")
     p.add_argument("--n-samples", type=int, default=100, help="first N test samples (default 100)")
     p.add_argument("--steps", type=int, help="free-phase steps (default: the source run's t1)")
-    p.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], help="default: the source run's")
+    p.add_argument("--dataset", choices=_names("data:DATASETS"), help="default: the source run's")
     p.add_argument("--data-dir", help="dataset directory (default: the source run's)")
     p.add_argument("--chunk", type=int, default=10, help="samples per Lava run() call (progress granularity)")
 
@@ -175,6 +198,9 @@ def _config_from_args(args):
         },
         dt={"dist": args.dt_dist, "mean": args.dt_mean, "std": args.dt_std, "dt_min": args.dt_min, "dt_max": args.dt_max, "layers": args.dt_layers},
         train={
+            "algorithm": args.algorithm,
+            "t1_tol": args.t1_tol,
+            "blas_threads": args.blas_threads,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "t1": args.t1,
@@ -190,6 +216,8 @@ def _config_from_args(args):
             "target": args.target,
             "update_rounding": args.update_rounding,
         },
+        chl={"gamma": args.chl_gamma, "clamp_delay": args.clamp_delay},
+        adapt={"steps": args.adapt_steps, "coe": args.adapt_coe},
         data={"dataset": args.dataset, "data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
     )
 
@@ -199,7 +227,8 @@ _RESUME_FIXED = (
     "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
-    "arith", "target", "update_rounding",
+    "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
+    "adapt_coe", "blas_threads",
 )
 
 
@@ -237,14 +266,28 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_list(args) -> int:
+    from .catalog import catalog
+
+    for kind, entries in catalog().items():
+        print(f"{kind}s:" if not kind.endswith("s") else f"{kind}:")
+        width = max((len(n) for n, _ in entries), default=0)
+        for name, desc in entries:
+            print(f"  {name:<{width}}  {desc}".rstrip())
+    return 0
+
+
 def _cmd_eval(args) -> int:
+    import dataclasses
+
     import numpy as np
 
     from ._atomic import atomic_path
-    from .backends import get_backend
+    from .algorithms import make_algorithm
     from .data import load_dataset
+    from .engines import make_engine
+    from .learning import make_optimizer
     from .runfile import load_run
-    from .training import evaluate
 
     state = load_run(args.run)
     cfg = state.config
@@ -253,21 +296,21 @@ def _cmd_eval(args) -> int:
     data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None)
     if data.x_test.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
-    backend = get_backend(args.backend or cfg.train.backend)
-    net = state.network.astype(backend.dtype)
+    if args.backend:
+        cfg = cfg.replace(train={"backend": args.backend})
+    engine = make_engine(cfg, make_optimizer(cfg.train, state.network.n_layers))
+    if state.optimizer_state:
+        engine.load_state_dict(state.optimizer_state)  # the fixed engine's grid (weight exponents)
+    net = state.network.astype(engine.dtype)
     t1 = args.t1 if args.t1 is not None else cfg.train.t1
     if t1 < 1:
         raise ConfigError("--t1 must be >= 1")
-    if cfg.train.arith == "fixed":  # fixed-point accuracy on the run's own grid
-        from .hardware.fixed_learning import canonical_target, evaluate_fixed
-
-        ev = evaluate_fixed(state.network, canonical_target(cfg.train.target)[0], state.optimizer_state.get("weight_exponent"),
-                            data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
-    else:
-        ev = evaluate(backend, net, data.x_test, data.y_test, t1, progress=_tqdm_progress(not args.no_progress))
+    phase = dataclasses.replace(make_algorithm(cfg).free_phase(), steps=t1)
+    ev = engine.evaluate(net, np.ascontiguousarray(data.x_test, dtype=engine.dtype), data.y_test, phase,
+                         progress=_tqdm_progress(not args.no_progress))
     n_ok = int(np.sum(ev.predictions == data.y_test))
-    engine = f"fixed point ({cfg.train.target})" if cfg.train.arith == "fixed" else f"backend {backend.name}"
-    print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, {engine}")
+    where = f"fixed point ({cfg.train.target})" if engine.name == "fixed" else f"backend {engine.backend.name}"
+    print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, {where}")
     if args.predictions:
         with atomic_path(args.predictions, suffix=".npy.tmp") as tmp:
             with open(tmp, "wb") as fh:
@@ -347,7 +390,7 @@ def _cmd_check_updates(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
+_COMMANDS = {"train": _cmd_train, "list": _cmd_list, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
 
 
 def _cmd_compare(args) -> int:

@@ -1,13 +1,18 @@
 """Configuration: frozen dataclasses, TOML loading, validation and overrides.
 
-A config has four sections, mirrored in the TOML files of ``models/``::
+A config has these sections, mirrored in the TOML files of ``models/``::
 
     [model]  arch, form, activation, output, init_scale
     [dt]     dist, mean, std, dt_min, dt_max, layers, resample_each_epoch
-    [train]  epochs, batch_size, t1, t2, beta, nudging, optimizer, lr, momentum, ...
+    [train]  algorithm, epochs, batch_size, t1, t1_tol, t2, beta, nudging, optimizer, lr, ...
+    [chl]    gamma, clamp_delay, start                 (algorithm = "chl")
+    [adapt]  steps, coe                                (adjusted adaptation of ep or chl)
     [data]   dataset, data_dir, n_train, n_test
 
-Unknown keys and non-finite numbers are errors (never silently ignored).
+Unknown keys and non-finite numbers are errors (never silently ignored). Every choice
+(form, activation, output, nudging, optimizer, backend, arith, algorithm, dataset, dt law)
+is checked against the registry that implements it (:mod:`neuro_hts.registry`), so a
+newly registered entry is accepted everywhere at once.
 """
 
 from __future__ import annotations
@@ -20,24 +25,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .activations import ACTIVATIONS
+from .algorithms import ALGORITHMS, NUDGINGS, make_algorithm
+from .backends import BACKENDS
 from .data import DATASETS
 from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
+from .dynamics import FORMS, OUTPUTS
+from .engines import ENGINES
 from .errors import ConfigError
+from .learning import OPTIMIZERS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ModelConfig", "DtConfig", "TrainConfig", "DataConfig", "Config", "parse_arch", "load_config"]
+__all__ = [
+    "ModelConfig", "DtConfig", "TrainConfig", "ChlConfig", "AdaptConfig", "DataConfig", "Config", "parse_arch", "load_config",
+]
 
-FORMS = ("leaky", "energy")
-OUTPUTS = ("mse", "ce")
-NUDGINGS = ("one-sided", "symmetric", "random-sign")
-OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
-BACKENDS = ("numba", "numpy")
-ARITHS = ("float", "fixed")
 UPDATE_ROUNDINGS = ("nearest", "stochastic")
 
 
@@ -66,9 +73,11 @@ def _check_finite(section: str, name: str, value: Any) -> None:
             _check_finite(section, name, v)
 
 
-def _choice(section: str, name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(f"[{section}] {name} must be one of {', '.join(options)}, got {value!r}")
+def _choice(section: str, name: str, value: str, options) -> None:
+    """``options``: a tuple of names or a :class:`~neuro_hts.registry.Registry`."""
+    names = options.names() if hasattr(options, "names") else tuple(options)
+    if value not in names:
+        raise ConfigError(f"[{section}] {name} must be one of {', '.join(names)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,7 @@ class ModelConfig:
         object.__setattr__(self, "arch", parse_arch(self.arch))
         _choice("model", "form", self.form, FORMS)
         _choice("model", "output", self.output, OUTPUTS)
-        from .activations import ACTIVATIONS
-
-        _choice("model", "activation", self.activation, tuple(ACTIVATIONS))
+        _choice("model", "activation", self.activation, ACTIVATIONS)
         if self.output == "ce" and len(self.arch) < 3:
             raise ConfigError("[model] output='ce' needs at least one hidden layer (a readout of layer L-1)")
         if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
@@ -143,8 +150,17 @@ class DtConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Phases, nudging, optimiser and run settings. ``lr``: one value or one per layer."""
+    """Phases, nudging, optimiser and run settings. ``lr``: one value or one per layer.
 
+    ``algorithm``: a name of :data:`neuro_hts.algorithms.ALGORITHMS` (``ep``, ``chl``);
+    ``t1``/``t2`` are its free and nudged/clamped phase lengths, ``beta`` and ``nudging``
+    EP's. ``t1_tol``: end the free phase once every sample of the batch has settled
+    (residual <= t1_tol), after at most ``t1`` steps (None: always ``t1`` steps).
+    ``blas_threads``: BLAS threads while training (1 is fastest on small machines and
+    robust to a busy core; 0 leaves the library's default).
+    """
+
+    algorithm: str = "ep"
     epochs: int = 10
     batch_size: int = 50
     t1: int = 30
@@ -162,6 +178,8 @@ class TrainConfig:
     seed: int = 0
     backend: str = "numba"
     residual_tol: float = 1e-3
+    t1_tol: float | None = None
+    blas_threads: int = 1
     #: "float" (the backends) or "fixed": the target's integer arithmetic for the phases and
     #: quantized weight updates (neuro_hts.hardware.fixed_learning); needs ``target``
     arith: str = "float"
@@ -175,7 +193,7 @@ class TrainConfig:
         object.__setattr__(self, "lr", tuple(float(v) for v in lr))
         for f in dataclasses.fields(self):
             _check_finite("train", f.name, getattr(self, f.name))
-        for k in ("epochs", "batch_size", "t1", "t2", "seed"):
+        for k in ("epochs", "batch_size", "t1", "t2", "seed", "blas_threads"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"[train] {k} must be an integer, got {v!r}")
@@ -183,6 +201,12 @@ class TrainConfig:
             raise ConfigError("[train] epochs >= 0, batch_size >= 1, t1 >= 1 and t2 >= 1 are required")
         if self.seed < 0:
             raise ConfigError(f"[train] seed must be >= 0, got {self.seed}")
+        if self.blas_threads < 0:
+            raise ConfigError(f"[train] blas_threads must be >= 0 (0: the library default), got {self.blas_threads}")
+        if self.t1_tol is not None and (isinstance(self.t1_tol, bool) or not isinstance(self.t1_tol, (int, float))
+                                        or not self.t1_tol > 0):
+            raise ConfigError(f"[train] t1_tol must be a number > 0, got {self.t1_tol!r}")
+        _choice("train", "algorithm", self.algorithm, ALGORITHMS)
         if not self.beta > 0:
             raise ConfigError(f"[train] beta must be > 0, got {self.beta}")
         if not self.lr or any(v < 0 for v in self.lr):
@@ -195,7 +219,7 @@ class TrainConfig:
         if self.lr_min < 0:
             raise ConfigError(f"[train] lr_min must be >= 0, got {self.lr_min}")
         _choice("train", "backend", self.backend, BACKENDS)
-        _choice("train", "arith", self.arith, ARITHS)
+        _choice("train", "arith", self.arith, ENGINES)
         _choice("train", "update_rounding", self.update_rounding, UPDATE_ROUNDINGS)
         if not isinstance(self.target, str):
             raise ConfigError(f"[train] target must be a string, got {self.target!r}")
@@ -221,6 +245,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ChlConfig:
+    """Contrastive Hebbian Learning (``train.algorithm = "chl"``, FAMILY.md section 1).
+
+    ``gamma``: feedback gain on every top-down term; ``clamp_delay``: steps of the clamped
+    phase run as free before the output is held at the target (< t2); ``start``: the
+    clamped phase starts from ``"zeros"`` (the authors' code) or from the ``"free"`` states.
+    """
+
+    gamma: float = 1.0
+    clamp_delay: int = 0
+    start: str = "zeros"
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Adjusted adaptation (FAMILY.md section 2) of EP or CHL: ``steps`` K (0: off) and ``coe`` c."""
+
+    steps: int = 0
+    coe: float = 0.1
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ConfigError(f"[adapt] steps must be a non-negative integer, got {self.steps!r}")
+        if isinstance(self.coe, bool) or not isinstance(self.coe, (int, float)) or not 0.0 <= self.coe <= 1.0:
+            raise ConfigError(f"[adapt] coe must be a number in [0, 1], got {self.coe!r}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"
     data_dir: str | None = None
@@ -235,7 +287,8 @@ class DataConfig:
                 raise ConfigError(f"[data] {k} must be a positive integer, got {v!r}")
 
 
-_SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "data": DataConfig}
+_SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "chl": ChlConfig, "adapt": AdaptConfig,
+             "data": DataConfig}
 
 
 @dataclass(frozen=True)
@@ -243,6 +296,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     dt: DtConfig = field(default_factory=DtConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    chl: ChlConfig = field(default_factory=ChlConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
@@ -250,6 +305,13 @@ class Config:
         self.train.layer_lrs(n_layers)
         n_dyn = n_layers - (1 if self.model.output == "ce" else 0)
         self.dt.heterogeneous_layers(n_dyn, n_layers)
+        try:
+            algo = make_algorithm(self)
+        except ConfigError as exc:
+            raise ConfigError(f"[{self.train.algorithm}] {exc}" if not str(exc).startswith("[") else str(exc)) from None
+        reasons = algo.supports(self.model)
+        if reasons:
+            raise ConfigError(f"[train] algorithm {algo.name!r}: " + "; ".join(reasons))
 
     # --- conversion -------------------------------------------------------------
     def to_dict(self) -> dict:

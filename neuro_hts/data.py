@@ -31,6 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .registry import Registry
 
 __all__ = [
     "DATASETS",
@@ -143,8 +144,12 @@ _IDX_DATASETS: dict[str, _IdxDataset] = {
     ),
 }
 
-#: Dataset names accepted by :func:`load_dataset`.
-DATASETS = ("digits", *_IDX_DATASETS)
+#: Datasets accepted by :func:`load_dataset`: "digits" (scikit-learn's 8 x 8 digits,
+#: embedded) and the idx datasets above (their file descriptions).
+DATASETS: Registry = Registry("dataset", describe=lambda d: d if isinstance(d, str) else f"idx files, {d.n_classes} classes")
+DATASETS.register("digits", "scikit-learn's embedded 8x8 digits (1,797 images, 10 classes)")
+for _name, _spec in _IDX_DATASETS.items():
+    DATASETS.register(_name, _spec)
 
 
 # --------------------------------------------------------------------------- Dataset

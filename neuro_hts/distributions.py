@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = [
     "DT_MEAN",
@@ -39,7 +40,7 @@ DT_MAX = 0.5
 
 Sampler = Callable[[np.random.Generator, float, float, int], np.ndarray]
 
-_REGISTRY: dict[str, Sampler] = {}
+_REGISTRY: Registry = Registry("dt law")
 #: Built-in laws whose clipped histograms show the pile-up at dt_max (paper's Figure 1).
 HEAVY_TAILED = ("cauchy", "levy", "pareto", "student_t")
 
@@ -55,11 +56,11 @@ def register_distribution(name: str, sampler: Sampler, *, replace: bool = False)
         raise ConfigError(f"sampler for {name!r} is not callable")
     if name in _REGISTRY and not replace:
         raise ConfigError(f"distribution {name!r} is already registered (pass replace=True)")
-    _REGISTRY[name] = sampler
+    _REGISTRY.register(name, sampler, replace=replace)
 
 
 def available_distributions() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _constant(rng, mu, sigma, size):
@@ -173,7 +174,7 @@ def sample_unclipped(dist: str, n: int, rng: np.random.Generator, mu: float = DT
     """Draw ``n`` unclipped samples of law ``dist`` (float64)."""
     if dist not in _REGISTRY:
         raise ConfigError(f"unknown dt distribution {dist!r}; choose one of {', '.join(_REGISTRY)}")
-    out = np.asarray(_REGISTRY[dist](rng, float(mu), float(sigma), int(n)), dtype=np.float64)
+    out = np.asarray(_REGISTRY.get(dist)(rng, float(mu), float(sigma), int(n)), dtype=np.float64)
     if out.shape != (n,):
         raise ConfigError(f"sampler {dist!r} returned shape {out.shape}, expected ({n},)")
     return out

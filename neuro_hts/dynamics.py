@@ -26,14 +26,21 @@ All layers are updated synchronously from the previous step's states.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
 from .activations import get_activation
 from .network import Network
+from .registry import Registry
 
 __all__ = [
+    "FORMS",
+    "OUTPUTS",
+    "RelaxStatus",
     "RelaxResult",
+    "relax_status",
+    "adapt_mix",
     "presynaptic",
     "input_drive",
     "layer_drive",
@@ -56,17 +63,43 @@ __all__ = [
 ]
 
 
+class RelaxStatus(str, Enum):
+    """How a relaxation ended (as Diffrax's ``RESULTS``): training reads this, not ad-hoc checks."""
+
+    SETTLED = "settled"  #: every sample's last-step residual <= the tolerance
+    MAX_STEPS = "max_steps"  #: the step budget ran out with some sample above the tolerance
+    DIVERGED = "diverged"  #: a state became non-finite
+
+
 @dataclass
 class RelaxResult:
-    """States after a phase and the last step's residual max_l |s_t - s_{t-1}| per sample."""
+    """States after a phase, the last step's residual max_l |s_t - s_{t-1}| per sample, and the status.
+
+    ``n_steps`` is the number of steps actually taken (fewer than asked when the phase
+    stopped early at ``tol``); ``tol`` is the tolerance the status was judged against.
+    """
 
     states: list[np.ndarray]
     residual: np.ndarray  # (B,)
     n_steps: int
+    tol: float = 1e-3
 
     @property
     def max_residual(self) -> float:
         return float(self.residual.max()) if self.residual.size else 0.0
+
+    @property
+    def status(self) -> RelaxStatus:
+        """DIVERGED if a residual is non-finite, SETTLED if every residual <= tol, else MAX_STEPS."""
+        return relax_status(self.residual, self.tol)
+
+
+def relax_status(residual: np.ndarray, tol: float) -> RelaxStatus:
+    """Status of a relaxation from its per-sample last-step residual (NaN/inf: diverged)."""
+    r = np.asarray(residual, dtype=np.float64)
+    if not np.isfinite(r).all():
+        return RelaxStatus.DIVERGED
+    return RelaxStatus.SETTLED if (r.size == 0 or r.max() <= tol) else RelaxStatus.MAX_STEPS
 
 
 def presynaptic(net: Network, s: np.ndarray) -> np.ndarray:
@@ -84,16 +117,18 @@ def input_drive(net: Network, x: np.ndarray) -> np.ndarray:
     return presynaptic(net, x) @ net.weights[0].T + net.biases[0]
 
 
-def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray) -> np.ndarray:
-    """h_l = W_l r_{l-1} + W_{l+1}^T r_{l+1} + b_l for relaxed layer ``l`` (1-based).
+def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+    """h_l = W_l r_{l-1} + gamma W_{l+1}^T r_{l+1} + b_l for relaxed layer ``l`` (1-based).
 
     ``r[i]`` is the presynaptic value of layer i+1 (see :func:`presynaptic`); ``drive1``
     is :func:`input_drive`. Layer n_dynamic gets no top-down term (with a softmax readout
-    the readout's influence enters only through nudging).
+    the readout's influence enters only through nudging). ``gamma`` is CHL's feedback
+    gain (1: EP's symmetric feedback).
     """
     h = drive1 if l == 1 else r[l - 2] @ net.weights[l - 1].T + net.biases[l - 1]
     if l < net.n_dynamic:
-        h = h + r[l] @ net.weights[l]
+        td = r[l] @ net.weights[l]
+        h = h + (td if gamma == 1.0 else gamma * td)
     return h
 
 
@@ -184,40 +219,70 @@ def zero_states(net: Network, batch: int, dtype=None) -> list[np.ndarray]:
     return [np.zeros((batch, w.shape[0]), dtype=dtype) for w in net.weights[: net.n_dynamic]]
 
 
-def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0):
-    """One synchronous step of every relaxed layer; returns the new list of states."""
+def adapt_mix(s_step: np.ndarray, s_anchor: np.ndarray, coe: float) -> np.ndarray:
+    """s <- (1 - c) step(s) + c s^anchor   (adjusted adaptation, FAMILY.md section 2).
+
+    Written as two products so that c = 1 gives s^anchor exactly (and c = 0 the step).
+    """
+    return (1.0 - coe) * s_step + coe * s_anchor
+
+
+def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0, *, gamma: float = 1.0, clamp: str = "none",
+               anchor=None, coe: float = 0.0):
+    """One synchronous step of every relaxed layer; returns the new list of states.
+
+    ``clamp`` (the output layer): ``"none"`` steps it, ``"target"`` holds it at ``y``
+    (CHL), ``"hold"`` keeps its current value. With ``anchor`` (a list of states) every
+    layer is then mixed toward it with :func:`adapt_mix`.
+    """
     sigma, sigma_prime = get_activation(net.activation)
     r = [presynaptic(net, s) for s in states]
     nudge = beta * output_nudge(net, states, y) if beta != 0.0 else None
     new = []
     for l in range(1, net.n_dynamic + 1):
         s, dt = states[l - 1], net.dts[l - 1]
-        h = layer_drive(net, l, r, drive1)
         top = l == net.n_dynamic
+        if top and clamp != "none":
+            new.append(np.array(y if clamp == "target" else s, dtype=s.dtype, copy=True))
+            continue
+        h = layer_drive(net, l, r, drive1, gamma)
         if net.form == "leaky":
             if top and nudge is not None:
                 h = h + nudge
             new.append(leaky_update(s, h, dt, sigma))
         else:
             new.append(energy_update(s, h, dt, sigma_prime, nudge if (top and nudge is not None) else 0.0))
+    if anchor is not None:
+        new = [adapt_mix(n, a, coe) for n, a in zip(new, anchor)]
     return new
 
 
-def relax(net: Network, x, n_steps: int, states=None, y=None, beta: float = 0.0, drive1=None) -> RelaxResult:
+def relax(net: Network, x, n_steps: int, states=None, y=None, beta: float = 0.0, drive1=None, *, gamma: float = 1.0,
+          clamp: str = "none", anchor=None, coe: float = 0.0, tol: float | None = None,
+          status_tol: float = 1e-3) -> RelaxResult:
     """Run ``n_steps`` synchronous steps from ``states`` (zeros if None).
 
-    Free phase: beta = 0. Nudged phase: beta != 0 and one-hot targets ``y``.
+    Free phase: beta = 0. Nudged phase: beta != 0 and one-hot targets ``y``. ``gamma``,
+    ``clamp``, ``anchor`` and ``coe`` as in :func:`relax_step`. With ``tol`` the phase
+    stops after the first step at which every sample's residual is <= tol (at most
+    ``n_steps``); the status is judged against ``tol`` if given, else ``status_tol``.
     """
     if states is None:
         states = zero_states(net, x.shape[0], x.dtype)
     if drive1 is None:
         drive1 = input_drive(net, x)
+    if clamp == "target" and y is None:
+        raise ValueError("clamp='target' needs targets y")
     residual = np.zeros(x.shape[0], dtype=x.dtype)
+    taken = 0
     for _ in range(n_steps):
-        new = relax_step(net, states, drive1, y, beta)
+        new = relax_step(net, states, drive1, y, beta, gamma=gamma, clamp=clamp, anchor=anchor, coe=coe)
         residual = np.max(np.stack([np.abs(a - b).max(axis=1) for a, b in zip(new, states)]), axis=0)
         states = new
-    return RelaxResult(states, residual, n_steps)
+        taken += 1
+        if tol is not None and residual.max() <= tol:
+            break
+    return RelaxResult(states, residual, taken, tol if tol is not None else status_tol)
 
 
 def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: float):
@@ -248,3 +313,15 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
         gW.append((beta_a * da.T @ ra[-1] - beta_b * db.T @ rb[-1]) / (denom * B))
         gb.append((beta_a * da - beta_b * db).sum(axis=0) / (denom * B))
     return gW, gb
+
+
+#: dynamics forms -> their update rule (MODEL.md "Dynamics")
+FORMS: Registry = Registry("dynamics form")
+FORMS.register("leaky", leaky_update)
+FORMS.register("energy", energy_update)
+
+#: output costs -> their per-sample cost: "mse" (the output layer is relaxed and nudged by
+#: beta (y - s_L)) or "ce" (a softmax readout of layer L-1, Laborieux et al.)
+OUTPUTS: Registry = Registry("output cost")
+OUTPUTS.register("mse", mse_cost)
+OUTPUTS.register("ce", ce_cost)

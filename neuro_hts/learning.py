@@ -9,15 +9,13 @@ W_l += (lr_l / beta) * mean(s_l^b s_{l-1}^b^T - s_l^0 s_{l-1}^0^T) for plain SGD
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from . import dynamics
-from .config import TrainConfig
-from .errors import ConfigError
+from .algorithms import EP
+from .engines import BatchStats, FloatEngine
+from .registry import Registry
 
-__all__ = ["SGD", "Adam", "make_optimizer", "BatchStats", "ep_phases", "ep_train_step"]
+__all__ = ["SGD", "Adam", "OPTIMIZERS", "make_optimizer", "BatchStats", "ep_phases", "ep_train_step"]
 
 
 class SGD:
@@ -106,49 +104,36 @@ class Adam:
         self.state = {k: [np.array(a) for a in v] for k, v in state.items()}
 
 
-def make_optimizer(train: TrainConfig, n_layers: int):
+#: optimizer name -> class ``(lrs, ...)``
+OPTIMIZERS: Registry = Registry("optimizer")
+OPTIMIZERS.register("sgd", SGD)
+OPTIMIZERS.register("adam", Adam)
+
+
+def make_optimizer(train, n_layers: int):
+    """The optimiser of a ``[train]`` section (``optimizer``, ``lr``, ``momentum``, ``adam_*``)."""
     lrs = train.layer_lrs(n_layers)
-    if train.optimizer == "sgd":
+    kind = OPTIMIZERS.get(train.optimizer)
+    if kind is SGD:
         return SGD(lrs, train.momentum)
-    if train.optimizer == "adam":
-        return Adam(lrs, train.adam_beta1, train.adam_beta2, train.adam_eps)
-    raise ConfigError(f"unknown optimizer {train.optimizer!r}")
+    return Adam(lrs, train.adam_beta1, train.adam_beta2, train.adam_eps)
 
 
-@dataclass
-class BatchStats:
-    """Per-batch figures from the free phase (before the update)."""
-
-    loss_sum: float
-    n_correct: int
-    n: int
-    residual: np.ndarray  # (B,) free-phase residual at the last step
+def _ep(train) -> EP:
+    return EP(t1=train.t1, t2=train.t2, beta=train.beta, nudging=train.nudging, t1_tol=getattr(train, "t1_tol", None))
 
 
-def ep_phases(backend, net, x, y, train: TrainConfig, rng: np.random.Generator | None = None):
-    """Run the phases of one batch; returns (free RelaxResult, gW, gb)."""
-    drive1 = backend.input_drive(net, x)
-    free = backend.relax(net, x, train.t1, drive1=drive1)
-    beta = train.beta
-    if train.nudging == "symmetric":
-        plus = backend.relax(net, x, train.t2, free.states, y, beta, drive1=drive1)
-        minus = backend.relax(net, x, train.t2, free.states, y, -beta, drive1=drive1)
-        gW, gb = backend.ep_gradients(net, x, y, plus.states, beta, minus.states, -beta)
-    else:
-        if train.nudging == "random-sign":
-            if rng is None:
-                raise ConfigError("random-sign nudging needs a random generator")
-            beta = beta if rng.random() < 0.5 else -beta
-        nudged = backend.relax(net, x, train.t2, free.states, y, beta, drive1=drive1)
-        gW, gb = backend.ep_gradients(net, x, y, nudged.states, beta, free.states, 0.0)
-    return free, gW, gb
+def ep_phases(backend, net, x, y, train, rng: np.random.Generator | None = None):
+    """EP's phases on one batch through ``backend``; returns (free RelaxResult, gW, gb).
+
+    A convenience for scripts: :class:`~neuro_hts.engines.FloatEngine` with the
+    :class:`~neuro_hts.algorithms.EP` of ``train`` (t1, t2, beta, nudging).
+    """
+    engine = FloatEngine(None, backend=backend)
+    return engine.gradients(net, x, y, _ep(train), rng)
 
 
-def ep_train_step(backend, net, optimizer, x, y, train: TrainConfig, rng=None) -> BatchStats:
+def ep_train_step(backend, net, optimizer, x, y, train, rng=None) -> BatchStats:
     """One EP update on a batch (x, one-hot y); returns free-phase statistics."""
-    free, gW, gb = ep_phases(backend, net, x, y, train, rng)
-    scores = dynamics.predict_scores(net, free.states)
-    loss = float(dynamics.cost(net, free.states, y).sum())
-    correct = int((scores.argmax(axis=1) == y.argmax(axis=1)).sum())
-    optimizer.step(net, gW, gb)
-    return BatchStats(loss, correct, x.shape[0], free.residual)
+    engine = FloatEngine(None, optimizer=optimizer, backend=backend)
+    return engine.train_step(net, x, y, _ep(train), rng)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Config
 from .distributions import sample_dt
 
 __all__ = ["Network", "init_network", "sample_network_dts", "rng_streams"]
@@ -79,7 +78,7 @@ class Network:
         return all(np.isfinite(a).all() for a in (*self.weights, *self.biases))
 
 
-def sample_network_dts(config: Config, arch: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
+def sample_network_dts(config, arch: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
     """dt vectors for every layer: sampled for the heterogeneous layers, constant mean elsewhere."""
     dtc = config.dt
     n_layers = len(arch) - 1
@@ -97,7 +96,7 @@ def sample_network_dts(config: Config, arch: tuple[int, ...], rng: np.random.Gen
     return dts
 
 
-def init_network(config: Config, dtype=np.float64) -> Network:
+def init_network(config, dtype=np.float64) -> Network:
     """Initialise weights and biases ~ U(-k, k), k = init_scale / sqrt(n_in), and sample dt.
 
     Randomness comes from ``config.train.seed`` only (see :func:`rng_streams`).

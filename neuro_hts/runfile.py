@@ -23,7 +23,9 @@ __all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "RunState", "save_ru
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions load_run reads: 1 (neuro-hts before the EP-family engine; migrated on load)
+READ_VERSIONS = (1, 2)
 FORMAT_NAME = "neuro-hts-run"
 
 #: Per-epoch series in /history (one entry per completed epoch).
@@ -35,6 +37,7 @@ HISTORY_KEYS = (
     "free_residual_max",
     "frac_not_converged",
     "epoch_seconds",
+    "free_steps_mean",
 )
 
 
@@ -99,7 +102,8 @@ def save_run(path: str | Path, state: RunState) -> Path:
 def load_run(path: str | Path) -> RunState:
     """Read a run file; raise RunFileError with one clear line if it is not a valid one."""
     path = Path(path)
-    with open_checked(path, FORMAT_NAME, SCHEMA_VERSION, "run") as f:
+    with open_checked(path, FORMAT_NAME, READ_VERSIONS, "run") as f:
+        version = int(f.attrs["schema_version"])
         try:
             config = Config.from_json(str(f.attrs["config"]))
         except ConfigError as exc:
@@ -119,6 +123,8 @@ def load_run(path: str | Path) -> RunState:
         if net.arch != config.model.arch:
             raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
         history = {k: [float(v) for v in np.array(f["history"][k])] for k in HISTORY_KEYS if k in f["history"]}
+        if version == 1:  # schema 1 had no early-stopping free phase: every epoch ran t1 steps
+            history["free_steps_mean"] = [float(config.train.t1)] * len(history.get("test_accuracy", []))
         opt_state = {}
         for k, g in f.get("optimizer", {}).items():
             opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]

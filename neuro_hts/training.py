@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from . import dynamics
+from ._threads import blas_threads
+from .algorithms import Phase, make_algorithm
 from .backends import get_backend
 from .config import Config
+from .dynamics import RelaxStatus
+from .engines import ENGINES, EvalResult, FloatEngine, check_supported, make_engine
 from .errors import ConfigError, DivergenceError, RunFileError
-from .learning import ep_train_step, make_optimizer
+from .learning import make_optimizer
 from .network import Network, init_network, rng_streams, sample_network_dts
 from .runfile import HISTORY_KEYS, RunState, load_run, save_run
 
-__all__ = ["EvalResult", "evaluate", "train", "Progress", "ProgressFactory"]
+__all__ = ["EvalResult", "evaluate", "train", "Progress", "ProgressFactory"]  # EvalResult: from engines
 
 logger = logging.getLogger(__name__)
 
@@ -57,34 +59,11 @@ def _no_progress(total, desc):
     return _NoProgress()
 
 
-@dataclass
-class EvalResult:
-    accuracy: float
-    predictions: np.ndarray  # (N,) predicted class
-    residual: np.ndarray  # (N,) free-phase residual at the last step
-
-    def frac_not_converged(self, tol: float) -> float:
-        return float(np.mean(self.residual > tol)) if self.residual.size else 0.0
-
-
-def evaluate(backend, net: Network, x: np.ndarray, labels: np.ndarray, t1: int, batch_size: int = 1000, progress: ProgressFactory | None = None) -> EvalResult:
-    """Free phase (T1 steps from s = 0) on every sample; accuracy of argmax of the output."""
-    progress = progress or _no_progress
-    n = x.shape[0]
-    preds = np.empty(n, dtype=np.int64)
-    resid = np.empty(n, dtype=np.float64)
-    bar = progress((n + batch_size - 1) // batch_size, "eval")
-    try:
-        for start in range(0, n, batch_size):
-            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=backend.dtype)
-            free = backend.relax(net, xb, t1)
-            preds[start : start + len(xb)] = dynamics.predict_scores(net, free.states).argmax(axis=1)
-            resid[start : start + len(xb)] = free.residual
-            bar.update(1)
-    finally:
-        bar.close()
-    acc = float(np.mean(preds == labels)) if n else float("nan")
-    return EvalResult(acc, preds, resid)
+def evaluate(backend, net: Network, x: np.ndarray, labels: np.ndarray, t1: int, batch_size: int = 1000,
+             progress: ProgressFactory | None = None, *, phase: Phase | None = None) -> EvalResult:
+    """Free phase (T1 steps from s = 0, or ``phase``) on every sample; accuracy of argmax of the output."""
+    engine = FloatEngine(None, backend=backend)
+    return engine.evaluate(net, x, labels, phase or Phase("free", int(t1)), batch_size, progress)
 
 
 def _load_data(config: Config):
@@ -104,11 +83,14 @@ def _mark_diverged(out: Path, reason: str) -> DivergenceError:
 
 
 def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None, progress: ProgressFactory | None = None) -> RunState:
-    """Train an HTS-EP network and checkpoint it to ``out`` after every epoch.
+    """Train a network with its algorithm and engine, checkpointing it to ``out`` after every epoch.
 
+    The algorithm (``train.algorithm``, adapted when ``adapt.steps > 0``) says which phases
+    to run; the engine (``train.arith``: float or fixed) runs them and applies the update.
     ``resume=True`` continues the run stored in ``out`` (its stored config is used, with
-    ``config.train.epochs`` as the new total). Raises DivergenceError if states or weights
-    become non-finite, after marking the last good checkpoint as diverged.
+    ``config.train.epochs`` as the new total). Raises DivergenceError when a free phase
+    reports DIVERGED or the weights become non-finite, after marking the last good
+    checkpoint as diverged.
     """
     out = Path(out)
     progress = progress or _no_progress
@@ -120,103 +102,95 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             raise ConfigError(f"{out} already has {state.epochs_completed} epochs; --epochs {config.train.epochs} cannot resume it")
         state.config = state.config.replace(train={"epochs": config.train.epochs})
         config = state.config
-        backend = get_backend(config.train.backend)
-        state.network = state.network.astype(backend.dtype)
         logger.info("resuming %s at epoch %d of %d", out, state.epochs_completed, config.train.epochs)
-    else:
-        backend = get_backend(config.train.backend)
-        state = RunState(config=config, network=init_network(config, backend.dtype))
-    net = state.network
     tc = config.train
+    n_layers = len(config.model.arch) - 1
+    engine = make_engine(config, make_optimizer(tc, n_layers))
+    config = engine.canonical_config(config)
+    tc = config.train
+    if resume:
+        state.config = config
+        state.network = state.network.astype(engine.dtype)
+    else:
+        state = RunState(config=config, network=init_network(config, engine.dtype))
+    net = state.network
+    algorithm = make_algorithm(config)
+    check_supported(engine, net, algorithm)
     data = dataset if dataset is not None else _load_data(config)
     from .data import one_hot
 
-    x_train = np.ascontiguousarray(data.x_train, dtype=backend.dtype)
-    x_test = np.ascontiguousarray(data.x_test, dtype=backend.dtype)
-    y_train = one_hot(data.y_train, data.n_classes, backend.dtype)
+    x_train = np.ascontiguousarray(data.x_train, dtype=engine.dtype)
+    x_test = np.ascontiguousarray(data.x_test, dtype=engine.dtype)
+    y_train = one_hot(data.y_train, data.n_classes, engine.dtype)
     if net.arch[0] != x_train.shape[1] or net.arch[-1] != data.n_classes:
         raise ConfigError(
             f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
             f"({x_train.shape[1]} inputs, {data.n_classes} classes)"
         )
-    optimizer = make_optimizer(tc, net.n_layers)
-    fixed = tc.arith == "fixed"
-    if fixed:  # the target's integer arithmetic: neuro_hts.hardware.fixed_learning
-        from .hardware.fixed_learning import FixedPointTrainer, canonical_target
-
-        target, name = canonical_target(tc.target)
-        if name != tc.target:
-            config = state.config = state.config.replace(train={"target": name})
-            tc = config.train
-        optimizer = FixedPointTrainer(tc, optimizer, target)
-        if not state.optimizer_state:  # a new run: fix the exponents and put it on the grid
-            optimizer.snap(net)
-            state.optimizer_state = optimizer.state_dict()
     if state.optimizer_state:
-        optimizer.load_state_dict(state.optimizer_state)
+        engine.load_state_dict(state.optimizer_state)
+    elif engine.prepare(net):  # e.g. the fixed engine puts a new network on its weight grid
+        state.optimizer_state = engine.state_dict()
     if not resume:
         save_run(out, state)  # epoch-0 checkpoint: resumable from the start, kept on divergence
     n = x_train.shape[0]
     n_batches = (n + tc.batch_size - 1) // tc.batch_size
-    for epoch in range(state.epochs_completed, tc.epochs):
-        t0 = time.perf_counter()
-        if config.dt.resample_each_epoch and epoch > 0:
-            new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch))
-            for d, nd in zip(net.dts, new_dts):
-                d[...] = nd
-        optimizer.lrs = tc.layer_lrs(net.n_layers, epoch)
-        order = rng_streams(tc.seed, "shuffle", epoch).permutation(n)
-        nudge_rng = rng_streams(tc.seed, "nudge", epoch)
-        round_rng = rng_streams(tc.seed, "nudge", epoch, 1) if fixed else None  # fixed-point update rounding
-        loss_sum, correct = 0.0, 0
-        resid = np.empty(n)
-        bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
-        try:
-            for bi in range(n_batches):
-                idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
-                # overflow is not warned about: non-finite values are checked just below
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    if fixed:
-                        stats = optimizer.train_step(net, x_train[idx], y_train[idx], nudge_rng, round_rng)
-                    else:
-                        stats = ep_train_step(backend, net, optimizer, x_train[idx], y_train[idx], tc, nudge_rng)
-                if not np.isfinite(stats.loss_sum) or not np.isfinite(stats.residual).all():
-                    raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
-                loss_sum += stats.loss_sum
-                correct += stats.n_correct
-                resid[bi * tc.batch_size : bi * tc.batch_size + len(idx)] = stats.residual
-                bar.update(1)
-                if bi % 50 == 0:
-                    bar.set_postfix({"loss": f"{loss_sum / ((bi + 1) * tc.batch_size):.4f}"})
-        finally:
-            bar.close()
-        if not net.is_finite():
-            raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}: non-finite weights")
-        if fixed:
-            from .hardware.fixed_learning import evaluate_fixed
-
-            ev = evaluate_fixed(net, optimizer.target, optimizer.exponents, x_test, data.y_test, tc.t1)
-        else:
-            ev = evaluate(backend, net, x_test, data.y_test, tc.t1)
-        row = {
-            "test_accuracy": ev.accuracy,
-            "train_accuracy": correct / n,
-            "train_loss": loss_sum / n,
-            "free_residual_mean": float(resid.mean()),
-            "free_residual_max": float(resid.max()),
-            "frac_not_converged": float(np.mean(resid > tc.residual_tol)),
-            "epoch_seconds": time.perf_counter() - t0,
-        }
-        for k in HISTORY_KEYS:
-            state.history.setdefault(k, []).append(row[k])
-        state.epochs_completed = epoch + 1
-        state.optimizer_state = optimizer.state_dict()
-        state.status = "complete" if state.epochs_completed >= tc.epochs else "running"
-        save_run(out, state)
-        logger.info(
-            "epoch %d/%d: test %.4f train %.4f loss %.4f residual %.2e (%.1f s)",
-            epoch + 1, tc.epochs, row["test_accuracy"], row["train_accuracy"], row["train_loss"], row["free_residual_mean"], row["epoch_seconds"],
-        )
+    free_phase = algorithm.free_phase()
+    with blas_threads(tc.blas_threads):
+        for epoch in range(state.epochs_completed, tc.epochs):
+            t0 = time.perf_counter()
+            if config.dt.resample_each_epoch and epoch > 0:
+                new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch))
+                for d, nd in zip(net.dts, new_dts):
+                    d[...] = nd
+            engine.lrs = tc.layer_lrs(net.n_layers, epoch)
+            order = rng_streams(tc.seed, "shuffle", epoch).permutation(n)
+            nudge_rng = rng_streams(tc.seed, "nudge", epoch)
+            round_rng = rng_streams(tc.seed, "nudge", epoch, 1)  # fixed-point update rounding
+            loss_sum, correct, steps = 0.0, 0, 0
+            resid = np.empty(n)
+            bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
+            try:
+                for bi in range(n_batches):
+                    idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
+                    # overflow is not warned about: the relaxation's status reports it just below
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        stats = engine.train_step(net, x_train[idx], y_train[idx], algorithm, nudge_rng, round_rng)
+                    if stats.status is RelaxStatus.DIVERGED or not np.isfinite(stats.loss_sum):
+                        raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
+                    loss_sum += stats.loss_sum
+                    correct += stats.n_correct
+                    steps += stats.free_steps * len(idx)
+                    resid[bi * tc.batch_size : bi * tc.batch_size + len(idx)] = stats.residual
+                    bar.update(1)
+                    if bi % 50 == 0:
+                        bar.set_postfix({"loss": f"{loss_sum / ((bi + 1) * tc.batch_size):.4f}"})
+            finally:
+                bar.close()
+            if not net.is_finite():
+                raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}: non-finite weights")
+            ev = engine.evaluate(net, x_test, data.y_test, free_phase)
+            row = {
+                "test_accuracy": ev.accuracy,
+                "train_accuracy": correct / n,
+                "train_loss": loss_sum / n,
+                "free_residual_mean": float(resid.mean()),
+                "free_residual_max": float(resid.max()),
+                "frac_not_converged": float(np.mean(resid > tc.residual_tol)),
+                "epoch_seconds": time.perf_counter() - t0,
+                "free_steps_mean": steps / n,
+            }
+            for k in HISTORY_KEYS:
+                state.history.setdefault(k, []).append(row[k])
+            state.epochs_completed = epoch + 1
+            state.optimizer_state = engine.state_dict()
+            state.status = "complete" if state.epochs_completed >= tc.epochs else "running"
+            save_run(out, state)
+            logger.info(
+                "epoch %d/%d: test %.4f train %.4f loss %.4f residual %.2e, %.1f free steps (%.1f s)",
+                epoch + 1, tc.epochs, row["test_accuracy"], row["train_accuracy"], row["train_loss"],
+                row["free_residual_mean"], row["free_steps_mean"], row["epoch_seconds"],
+            )
     if state.status != "complete":
         state.status = "complete"
         save_run(out, state)

@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-from neuro_hts import training
+from neuro_hts import training  # noqa: F401
+from neuro_hts.engines import FloatEngine
 from neuro_hts.config import Config
 from neuro_hts.data import load_dataset
 from neuro_hts.distributions import available_distributions
@@ -307,17 +308,17 @@ def test_divergence_mid_run_keeps_the_epoch_1_checkpoint(tmp_path, run_cli, monk
     clean = tmp_path / "clean.h5"
     assert run_cli([*args, "--epochs", "1", "--out", str(clean)])[0] == 0
 
-    real_step = training.ep_train_step
+    real_step = FloatEngine.train_step
     calls = {"n": 0}
 
-    def poisoned_step(backend, net, *rest):
-        stats = real_step(backend, net, *rest)
+    def poisoned_step(engine, net, *rest):
+        stats = real_step(engine, net, *rest)
         calls["n"] += 1
         if calls["n"] == poison_at:  # epoch 2: a NaN weight after this batch's update
             net.weights[0][0, 0] = np.nan
         return stats
 
-    monkeypatch.setattr(training, "ep_train_step", poisoned_step)
+    monkeypatch.setattr(FloatEngine, "train_step", poisoned_step)
     run = tmp_path / "run.h5"
     code, out, err = run_cli([*args, "--out", str(run)])
     assert_one_line_error(code, out, err, f"training diverged at {where}; the last good checkpoint (epoch 1) is kept in {run}")

@@ -43,7 +43,7 @@ STD_RTOL = {"uniform": 0.01, "normal": 0.01, "lognormal": 0.02, "gamma": 0.02, "
 @pytest.fixture
 def private_registry(monkeypatch):
     """A copy of the registry, so that registrations made by a test do not leak."""
-    monkeypatch.setattr(distributions, "_REGISTRY", dict(distributions._REGISTRY))
+    monkeypatch.setattr(distributions, "_REGISTRY", distributions._REGISTRY.copy())
 
 
 @pytest.mark.parametrize("mu,sigma", PAIRS)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from neuro_hts import dynamics
+from neuro_hts.algorithms import EP, run_phases
 from neuro_hts.config import Config, TrainConfig
 from neuro_hts.errors import ConfigError
 from neuro_hts.hardware import fixed_learning as fl
@@ -103,8 +104,8 @@ def test_fixed_gradient_is_ep_gradients_of_the_dequantized_states(nudging):
     net, x, y = random_problem((6, 5, 3), activation="sigmoid4", batch=4, seed=2)
     bundle = fl.quantize_network(net, LOIHI2)
     sim = FixedPointSimulator(bundle)
-    beta_a, beta_b = fl.nudge_betas(0.3, nudging)
-    _, _, sa, sb = fl.fixed_phases(sim, x, y, 30, 8, beta_a, beta_b)
+    res, c = run_phases(fl.fixed_relaxer(sim, x, y), EP(t1=30, t2=8, beta=0.3, nudging=nudging))
+    sa, sb, beta_a, beta_b = res[c.a].states, res[c.b].states, c.beta_a, c.beta_b
     ba, bb = (int(np.rint(v * 4096)) for v in (beta_a, beta_b))
     CW, cb = fl.ep_contrast(fl.traces(sim, x, sa), fl.traces(sim, x, sb))
     gW, gb = fl.fixed_ep_gradients(CW, cb, ba, bb, 4, sim.F, sim.decay_bits)
@@ -140,7 +141,8 @@ def test_nearest_loses_small_updates_and_stochastic_is_unbiased():
     net, x, y = random_problem((20, 16, 5), activation="sigmoid4", batch=32, seed=0)
     bundle = fl.quantize_network(net, LOIHI2)
     sim = FixedPointSimulator(bundle)
-    _, _, sa, sb = fl.fixed_phases(sim, x, y, 60, 20, 0.2, 0.0)
+    res, c = run_phases(fl.fixed_relaxer(sim, x, y), EP(t1=60, t2=20, beta=0.2))
+    sa, sb = res[c.a].states, res[c.b].states
     lr = 0.1  # max |update| ~ 0.27 grid steps of W1: below half a step
     exact = fl.fixed_ep_update(bundle, x, y, sa, 0.2, sb, 0.0, (lr * 2**20, lr * 2**20), "nearest", sim=sim)
     target = exact.dq_weights[0] / 2.0**20  # the unrounded update in grid steps (to 2**-20)

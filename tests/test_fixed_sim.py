@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import math
 
+import naive
 import numpy as np
 import pytest
 
@@ -97,62 +98,7 @@ def test_mse_nudge_golden():
 # --------------------------------------------------------------------------- (b) oracle
 
 
-def _tz(v, n):
-    return -((-v) >> n) if v < 0 else v >> n
-
-
-def _sat(v, bits):
-    lim = (1 << (bits - 1)) - 1
-    return max(-lim, min(lim, v))
-
-
-def _shift(v, k):
-    return v << k if k >= 0 else v >> (-k)  # Python >> on ints is floor
-
-
-def reference_step(bundle, x_int, states, y_int, beta_int):
-    """One synchronous integer step in plain Python ints (see fixed_sim's module doc)."""
-    S, F = bundle.state_frac_bits, bundle.activation_frac_bits
-    D, IB, SB = bundle.target.decay.bits, bundle.target.state.input_bits, bundle.target.state.bits
-    one = 1 << S
-
-    def act(s):
-        if S >= F:
-            n = S - F
-            return s if n == 0 else (s + (1 << (n - 1))) >> n
-        return s << (F - S)
-
-    L = len(bundle.layers)
-    B = len(x_int)
-    a = [[int(v) for v in row] for row in x_int]
-    acts = [a] + [[[act(int(v)) for v in row] for row in s] for s in states]
-    new = []
-    for l in range(L):
-        lb = bundle.layers[l]
-        W = lb.weight_mantissa.tolist()
-        k = lb.weight_exponent - F + S
-        out = []
-        for b in range(B):
-            row = []
-            for i in range(len(W)):
-                h = _shift(sum(W[i][j] * acts[l][b][j] for j in range(len(W[i]))), k) + int(lb.bias[i])
-                if l < L - 1:
-                    nb = bundle.layers[l + 1]
-                    Wn = nb.weight_mantissa.tolist()
-                    kn = nb.weight_exponent - F + S
-                    h += _shift(sum(Wn[j][i] * acts[l + 2][b][j] for j in range(len(Wn))), kn)
-                h = _sat(h, IB)
-                s = int(states[l][b][i])
-                if l == L - 1 and beta_int != 0:
-                    h = _sat(h + _tz(beta_int * (int(y_int[b][i]) - s), D), IB)
-                if bundle.activation == "hard_sigmoid":
-                    sig = max(0, min(one, h))
-                else:
-                    sig = int(np.rint(one / (1.0 + math.exp(-(4.0 * h / one - 2.0)))))
-                row.append(_sat(s + _tz(int(lb.decay[i]) * (sig - s), D), SB))
-            out.append(row)
-        new.append(np.array(out, dtype=np.int64).reshape(B, len(W)))
-    return new
+reference_step = naive.fixed_step
 
 
 @pytest.mark.parametrize("seed,arch,F,S,activation,input_bits", [

@@ -189,7 +189,7 @@ def _bad_file(kind: str, path: Path, good: bytes) -> None:
     else:
         path.write_bytes(good)
         edits = {
-            "schema-2": _set_attr("schema_version", np.int64(2)),
+            "schema-3": _set_attr("schema_version", np.int64(3)),
             "config-not-json": _set_attr("config", "{not json"),
             "config-unknown-key": _set_attr("config", json.dumps({"model": {"arch": [64, 32, 10], "colour": 1}})),
             "no-layer-2": lambda f: f.__delitem__("layers/2"),
@@ -207,7 +207,7 @@ BAD_KINDS = {
     "truncated-0.5": "not a readable HDF5 file",
     "truncated-0.999": "not a readable HDF5 file",
     "foreign": "not a neuro-hts run file",
-    "schema-2": "unsupported schema_version 2",
+    "schema-3": "unsupported schema_version 3",
     "config-not-json": "invalid stored config",
     "config-unknown-key": "unknown key(s) in [model]: colour",
     "no-layer-2": "damaged or incomplete",

@@ -15,11 +15,20 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..registry import Registry
 
-__all__ = ["Backend", "get_backend", "BACKEND_NAMES"]
+__all__ = ["Backend", "BACKENDS", "get_backend", "BACKEND_NAMES"]
 
-BACKEND_NAMES = ("numba", "numpy")
+#: backend name -> class ``(dtype=None) -> Backend`` (imported on first use)
+BACKENDS: Registry = Registry("backend")
+BACKENDS.register_lazy("numba", "neuro_hts.backends.numba_backend:NumbaBackend",
+                       "fused Numba kernels with BLAS products, float32 by default")
+BACKENDS.register_lazy("numpy", "neuro_hts.backends.numpy_ref:NumpyBackend",
+                       "the readable NumPy reference (neuro_hts.dynamics), float64 by default")
+BACKEND_NAMES = BACKENDS.names()
+
+#: default dtype per backend
+_DEFAULT_DTYPES = {"numba": np.float32, "numpy": np.float64}
 
 
 class Backend(Protocol):
@@ -28,19 +37,13 @@ class Backend(Protocol):
 
     def input_drive(self, net, x): ...
 
-    def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None): ...
+    def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, *, gamma=1.0, clamp="none",
+              anchor=None, coe=0.0, tol=None, status_tol=1e-3): ...
 
     def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b): ...
 
 
 def get_backend(name: str, dtype=None) -> Backend:
-    """Return a backend instance by name ('numba' or 'numpy')."""
-    if name == "numpy":
-        from .numpy_ref import NumpyBackend
-
-        return NumpyBackend(dtype or np.float64)
-    if name == "numba":
-        from .numba_backend import NumbaBackend
-
-        return NumbaBackend(dtype or np.float32)
-    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    """Return a backend instance by name (one of :data:`BACKENDS`)."""
+    cls = BACKENDS.get(name)
+    return cls(dtype or _DEFAULT_DTYPES.get(name, np.float64))

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 _FORMS = ("leaky", "energy")
 _ACTIVATIONS = ("hard_sigmoid", "sigmoid4")  # kernel codes 0, 1
 _OUTPUTS = ("mse", "ce")
+# output-layer modes of a phase (algorithms.CLAMPS), kernel codes 0, 1, 2
+_CLAMPS = ("none", "target", "hold")
 
 # nudge modes of the top relaxed layer
 _NUDGE_NONE, _NUDGE_MSE, _NUDGE_CE = 0, 1, 2
@@ -235,13 +237,39 @@ def _residual_into(new, old, residual):
 
 
 @njit(cache=True)
-def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual):
-    """Run ``n_steps`` >= 1 synchronous steps from ``s_init``; returns 0 or 1, the buffer holding the result.
+def _scale_into(a, c):
+    """a <- c * a elementwise."""
+    B, n = a.shape
+    for b in range(B):
+        for j in range(n):
+            a[b, j] = c * a[b, j]
+
+
+@njit(cache=True)
+def _mix_into(s, anchor, coe):
+    """s <- (1 - c) s + c anchor   (adjusted adaptation; c = 1 gives the anchor exactly)."""
+    one = s.dtype.type(1.0)
+    keep = one - coe
+    B, n = s.shape
+    for b in range(B):
+        for j in range(n):
+            s[b, j] = keep * s[b, j] + coe * anchor[b, j]
+
+
+@njit(cache=True)
+def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual,
+                  gamma, top_mode, anchor, has_anchor, coe, tol):
+    """Run up to ``n_steps`` >= 1 synchronous steps from ``s_init``; returns the number of steps taken.
 
     Step t reads the states of step t-1 (``s_init``, then alternately ``buf0``/``buf1``)
-    and writes the other buffer; ``s_init`` is never written. ``rbuf`` holds rho(s) in
+    and writes the other buffer (the result is in ``buf0`` after an odd number of steps,
+    in ``buf1`` after an even one); ``s_init`` is never written. ``rbuf`` holds rho(s) in
     the energy form. ``residual`` (zeros on entry) receives the last step's
-    max_l max_j |s_t - s_{t-1}| per sample.
+    max_l max_j |s_t - s_{t-1}| per sample. ``gamma`` scales every top-down product;
+    ``top_mode`` 1 holds the output layer at ``y`` (clamp), 2 at its current value;
+    with ``has_anchor`` every layer is then mixed toward ``anchor`` with ``coe``. With
+    ``tol`` > 0 the residual is formed every step and the loop ends at the first step
+    where every sample's residual is <= tol.
     """
     n_dyn = len(s_init)
     top = n_dyn - 1
@@ -259,7 +287,10 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
     if beta != 0:
         nudge_mode = _NUDGE_CE if ce else _NUDGE_MSE
     ny = y if nudge_mode == _NUDGE_MSE else td[top]
+    scale_td = gamma != 1
+    check = tol > 0
     cur = s_init
+    taken = 0
     for t in range(n_steps):
         nxt = buf0 if t % 2 == 0 else buf1
         r = cur
@@ -271,6 +302,8 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
             _dot_nt(r[i - 1], Ws[i], bu[i])
         for i in range(n_dyn - 1):
             np.dot(r[i + 1], Ws[i + 1], td[i])
+            if scale_td:
+                _scale_into(td[i], gamma)
         if nudge_mode == _NUDGE_CE:
             _dot_nt(r[top], W_L, logits)
             for b in range(B):
@@ -282,14 +315,32 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
                     logits[b, k] = y[b, k] - logits[b, k]
             np.dot(logits, W_L, td[top])
         for i in range(n_dyn):
+            if i == top and top_mode != 0:
+                src = y if top_mode == 1 else cur[i]
+                nxt[i][:, :] = src
+                continue
             base = drive1 if i == 0 else bu[i]
             mode = nudge_mode if i == top else _NUDGE_NONE
             _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, mode, ny, beta, dts[i], energy, act, nxt[i])
-        if t == n_steps - 1:
+        if has_anchor:
+            for i in range(n_dyn):
+                _mix_into(nxt[i], anchor[i], coe)
+        taken += 1
+        if check or t == n_steps - 1:
+            for b in range(B):
+                residual[b] = 0
             for i in range(n_dyn):
                 _residual_into(nxt[i], cur[i], residual)
         cur = nxt
-    return (n_steps - 1) % 2
+        if check:
+            settled = True
+            for b in range(B):
+                if not residual[b] <= tol:  # NaN counts as unsettled
+                    settled = False
+                    break
+            if settled:
+                break
+    return taken
 
 
 @njit(cache=True)
@@ -465,8 +516,9 @@ class NumbaBackend:
         _input_drive_kernel(x, rx, Ws[0], bs[0], energy, act, out)
         return out
 
-    def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None) -> RelaxResult:
-        """``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
+    def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, *, gamma=1.0, clamp="none",
+              anchor=None, coe=0.0, tol=None, status_tol=1e-3) -> RelaxResult:
+        """Up to ``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
         energy, act, ce, Ws, bs, dts = self._network(net)
         x = self._x(net, x)
         B = x.shape[0]
@@ -479,9 +531,12 @@ class NumbaBackend:
         else:
             s_init = self._states(net, states, B, "states")
         beta = float(beta)
-        if beta != 0.0:
+        top_mode = _CLAMPS.index(clamp) if clamp in _CLAMPS else -1
+        if top_mode < 0:
+            raise ValueError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
+        if beta != 0.0 or top_mode == 1:
             if y is None:
-                raise ValueError("a nudged phase (beta != 0) needs targets y")
+                raise ValueError("a nudged phase (beta != 0) or a clamped one needs targets y")
             y = self._as(y, (B, net.arch[-1]), "y")
         else:
             y = np.zeros((0, 0), dtype=self.dtype)
@@ -489,16 +544,21 @@ class NumbaBackend:
             drive1 = self.input_drive(net, x)
         else:
             drive1 = self._as(drive1, (B, sizes[0]), "drive1")
+        has_anchor = anchor is not None
+        anchor_t = self._states(net, anchor, B, "anchor") if has_anchor else s_init
+        judged = float(tol) if tol is not None else float(status_tol)
         residual = np.zeros(B, dtype=self.dtype)
         if n_steps == 0:
-            return RelaxResult([s.copy() for s in s_init], residual, 0)
+            return RelaxResult([s.copy() for s in s_init], residual, 0, judged)
         buf0 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
         buf1 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
         rbuf = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes) if energy else buf1
-        which = _relax_kernel(
-            Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual
+        taken = _relax_kernel(
+            Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual,
+            self.dtype.type(gamma), top_mode, anchor_t, has_anchor, self.dtype.type(coe),
+            self.dtype.type(tol if tol is not None else 0.0),
         )
-        return RelaxResult(list(buf1 if which else buf0), residual, n_steps)
+        return RelaxResult(list(buf0 if taken % 2 else buf1), residual, int(taken), judged)
 
     def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b):
         """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""

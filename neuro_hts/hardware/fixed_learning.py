@@ -43,7 +43,7 @@ grid: ``lr * c * scale`` in units ``2**-S``, rounded the same way, saturated at 
 ``state.input_bits`` signed range. :func:`compare_updates` reports it as its own row
 (``b1``, ``b2``, ...), next to the weight rows (``W1``, ``W2``, ...).
 
-Training (:class:`FixedPointTrainer`): weights live on the grid ``m * 2**e_l`` with a
+Training (:class:`~neuro_hts.hardware.fixed_engine.FixedEngine`): weights live on the grid ``m * 2**e_l`` with a
 per-layer exponent fixed from the initial network (the smallest exponent in the target's
 range that holds it, as :func:`~neuro_hts.hardware.fixed_point.quantize_weights` picks),
 biases on the ``2**-S`` grid. Each batch quantizes the current network exactly (no
@@ -74,6 +74,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..algorithms import EP, Plan, run_phases
 from ..errors import ConfigError
 from ..network import Network
 from .fixed_point import (
@@ -108,8 +109,8 @@ __all__ = [
     "round_to_grid",
     "apply_weight_update",
     "apply_bias_update",
-    "nudge_betas",
-    "fixed_phases",
+    "fixed_relaxer",
+    "float_relaxer",
     "fixed_ep_update",
     "float_sgd_update",
     "compare_updates",
@@ -117,7 +118,6 @@ __all__ = [
     "format_update_table",
     "bundle_on_grid",
     "canonical_target",
-    "FixedPointTrainer",
     "evaluate_fixed",
 ]
 
@@ -264,33 +264,32 @@ def apply_bias_update(bias: np.ndarray, q: np.ndarray, input_bits: int) -> np.nd
 # --------------------------------------------------------------------------- phases
 
 
-def nudge_betas(beta: float, nudging: str, rng: np.random.Generator | None = None) -> tuple[float, float]:
-    """``(beta_a, beta_b)`` of the estimate: one-sided (beta, 0), symmetric (beta, -beta), random-sign (+-beta, 0).
+def fixed_relaxer(sim: FixedPointSimulator, x, y, status_tol: float = 1e-3):
+    """``relax(phase, start, anchor) -> RelaxResult`` in the simulator's integers, for
+    :func:`neuro_hts.algorithms.run_phases` (states and residual int64, units 2**-S; the
+    status is judged against ``phase.tol`` or ``status_tol``, both in float units)."""
+    from ..dynamics import RelaxResult
 
-    Random-sign draws the sign as :func:`neuro_hts.learning.ep_phases` does (one ``rng.random()``).
-    """
-    if nudging == "symmetric":
-        return beta, -beta
-    if nudging == "random-sign":
-        if rng is None:
-            raise ConfigError("random-sign nudging needs a random generator")
-        return (beta if rng.random() < 0.5 else -beta), 0.0
-    if nudging == "one-sided":
-        return beta, 0.0
-    raise ConfigError(f"unknown nudging {nudging!r}")
+    def relax(ph, start, anchor):
+        st, r, n = sim.relax(x, ph.steps, start, y, ph.beta, gamma=ph.gamma, clamp=ph.clamp, anchor=anchor,
+                             coe=ph.coe, tol=ph.tol, return_steps=True)
+        tol = ph.tol if ph.tol is not None else status_tol
+        return RelaxResult(st, r, n, math.floor(tol * sim.one))
+
+    return relax
 
 
-def fixed_phases(sim: FixedPointSimulator, x, y, t1: int, t2: int, beta_a: float, beta_b: float):
-    """Integer phases: free (T1 from 0), then each nonzero beta for T2 steps from the free states.
+def float_relaxer(net: Network, x, y):
+    """The float64 counterpart of :func:`fixed_relaxer` (:func:`neuro_hts.dynamics.relax`)."""
+    from .. import dynamics
 
-    Returns ``(free_states, free_residual, states_a, states_b)`` (int64, units 2**-S).
-    """
-    free, resid = sim.relax(x, t1)
-    phase = {0.0: free}
-    for beta in (beta_a, beta_b):
-        if beta not in phase:
-            phase[beta] = sim.relax(x, t2, free, y, beta)[0]
-    return free, resid, phase[beta_a], phase[beta_b]
+    drive1 = dynamics.input_drive(net, x)
+
+    def relax(ph, start, anchor):
+        return dynamics.relax(net, x, ph.steps, start, y, ph.beta, drive1, gamma=ph.gamma, clamp=ph.clamp,
+                              anchor=anchor, coe=ph.coe, tol=ph.tol)
+
+    return relax
 
 
 @dataclass
@@ -336,19 +335,15 @@ def fixed_ep_update(
     return FixedUpdate(dqw, dqb, CW, cb, ba, bb)
 
 
-def float_sgd_update(net: Network, x, y, t1: int, t2: int, beta_a: float, beta_b: float, lrs):
-    """The float reference: float64 relaxation of ``net`` and the plain SGD step ``-lr * ep_gradients``."""
+def float_sgd_update(net: Network, x, y, plan: Plan, lrs):
+    """The float reference: float64 relaxation of ``net`` through ``plan``'s phases and the plain SGD step ``-lr * g``."""
     from .. import dynamics
 
     net = net.astype(np.float64)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    free = dynamics.relax(net, x, t1)
-    phase = {0.0: free.states}
-    for beta in (beta_a, beta_b):
-        if beta not in phase:
-            phase[beta] = dynamics.relax(net, x, t2, free.states, y, beta).states
-    gW, gb = dynamics.ep_gradients(net, x, y, phase[beta_a], beta_a, phase[beta_b], beta_b)
+    res, c = run_phases(float_relaxer(net, x, y), plan)
+    gW, gb = dynamics.ep_gradients(net, x, y, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b)
     return [-lr * g for g, lr in zip(gW, lrs)], [-lr * g for g, lr in zip(gb, lrs)]
 
 
@@ -393,11 +388,12 @@ def compare_updates(
     """
     for r in roundings:
         _check_rounding(r, rng)
-    beta_a, beta_b = nudge_betas(beta, nudging, rng)
+    plan = Plan.of(EP(t1=t1, t2=t2, beta=beta, nudging=nudging), rng)  # one draw of the sign, for both
     bundle = quantize_network(net, target)
     sim = FixedPointSimulator(bundle)
-    _, _, sa, sb = fixed_phases(sim, x, y, t1, t2, beta_a, beta_b)
-    fW, fb = float_sgd_update(net, x, y, t1, t2, beta_a, beta_b, lrs)
+    res, c = run_phases(fixed_relaxer(sim, x, y), plan)
+    sa, sb, beta_a, beta_b = res[c.a].states, res[c.b].states, c.beta_a, c.beta_b
+    fW, fb = float_sgd_update(net, x, y, plan, lrs)
     grids = _grids(bundle)
     bias_step = 2.0**-sim.S
     rows = []
@@ -503,119 +499,14 @@ def canonical_target(text: str) -> tuple[HardwareTarget, str]:
     return target, (target.name if same else text)
 
 
-class FixedPointTrainer:
-    """Training in the target's arithmetic (``train.arith = "fixed"``); see the module docstring.
+def evaluate_fixed(net: Network, target: HardwareTarget, exponents, x, labels, t1: int, batch_size: int = 1000, progress=None,
+                   *, gamma: float = 1.0, tol: float | None = None):
+    """Fixed-point free phase on every sample (a :class:`~neuro_hts.engines.EvalResult`; residual in float units).
 
-    Wraps the float optimiser of :func:`neuro_hts.learning.make_optimizer` (used for Adam
-    and SGD with momentum). ``state_dict()`` holds the inner optimiser's state plus
-    ``weight_exponent`` (one scalar int64 per layer), so a run file resumes on the same grid.
+    ``exponents``: the run's fixed exponents, or None to quantize ``net`` (nearest) for ``target``;
+    ``gamma`` and ``tol``: the free phase's feedback gain and early-stop tolerance.
     """
-
-    def __init__(self, train_cfg, inner, target: HardwareTarget):
-        if train_cfg.update_rounding not in ROUNDINGS:
-            raise ConfigError(f"[train] update_rounding must be one of {', '.join(ROUNDINGS)}")
-        self.tc = train_cfg
-        self.inner = inner
-        self.target = target
-        self.exponents: tuple[int, ...] | None = None
-        self.integer_sgd = inner.kind == "sgd" and not getattr(inner, "momentum", 0.0)
-
-    @property
-    def kind(self):
-        return self.inner.kind
-
-    @property
-    def lrs(self):
-        return self.inner.lrs
-
-    @lrs.setter
-    def lrs(self, value):
-        self.inner.lrs = tuple(value)
-
-    @property
-    def S(self) -> int:
-        return state_frac_bits(self.target)
-
-    def grids(self) -> list[LayerGrid]:
-        ws = self.target.weights
-        return [LayerGrid(int(e), ws.lsb, ws.max_int) for e in self.exponents]
-
-    def snap(self, net: Network) -> None:
-        """Fix the exponents from ``net`` (the initial network) and put it on the grid (nearest), in place."""
-        from .drc import run_design_rules
-
-        if net.form != "leaky" or net.output != "mse":
-            raise ConfigError(f"arith 'fixed' needs the leaky form with an MSE output, got {net.form}/{net.output}")
-        violations = run_design_rules(net.astype(np.float64), self.target)
-        if violations:
-            raise ConfigError("design rules violated: " + "; ".join(map(str, violations)))
-        ws = self.target.weights
-        exps = []
-        S = self.S
-        lim = (1 << (self.target.state.input_bits - 1)) - 1
-        for w, b in zip(net.weights, net.biases):
-            q = quantize_weights(w, ws.mantissa_bits, ws.exponent_range, even=ws.even)
-            exps.append(int(q.exponent))
-            w[...] = q.mantissas * q.scale
-            b[...] = np.clip(np.rint(np.asarray(b, dtype=np.float64) * 2.0**S), -lim, lim) * 2.0**-S
-        self.exponents = tuple(exps)
-
-    def bundle(self, net: Network) -> DeployBundle:
-        return bundle_on_grid(net, self.target, self.exponents)
-
-    def train_step(self, net: Network, x, y, nudge_rng, round_rng):
-        """One fixed-point EP update on a batch; returns the free phase's BatchStats."""
-        from ..learning import BatchStats
-
-        tc = self.tc
-        bundle = self.bundle(net)
-        sim = FixedPointSimulator(bundle)
-        beta_a, beta_b = nudge_betas(tc.beta, tc.nudging, nudge_rng)
-        free, resid, sa, sb = fixed_phases(sim, x, y, tc.t1, tc.t2, beta_a, beta_b)
-        out = free[-1] / float(sim.one)
-        yf = np.asarray(y, dtype=np.float64)
-        loss = float(0.5 * np.sum((out - yf) ** 2))
-        correct = int((np.argmax(free[-1], axis=1) == yf.argmax(axis=1)).sum())
-        grids = self.grids()
-        rounding = tc.update_rounding
-        if self.integer_sgd:
-            up = fixed_ep_update(bundle, x, y, sa, beta_a, sb, beta_b, self.inner.lrs, rounding, round_rng, sim=sim)
-            dqw, dqb = up.dq_weights, up.dq_biases
-        else:
-            ba, bb = (int(np.rint(float(b) * (1 << sim.decay_bits))) for b in (beta_a, beta_b))
-            CW, cb = ep_contrast(traces(sim, x, sa), traces(sim, x, sb))
-            gW, gb = fixed_ep_gradients(CW, cb, ba, bb, x.shape[0], sim.F, sim.decay_bits)
-            proxy = SimpleNamespace(weights=[np.zeros_like(w) for w in net.weights], biases=[np.zeros_like(b) for b in net.biases])
-            self.inner.step(proxy, gW, gb)  # the optimiser's proposed step, written into zeros
-            dqw = [round_to_grid(d.astype(np.float64) / g.step, rounding, round_rng) for d, g in zip(proxy.weights, grids)]
-            dqb = [round_to_grid(d.astype(np.float64) * 2.0**sim.S, rounding, round_rng) for d in proxy.biases]
-        for l, grid in enumerate(grids):
-            lb = bundle.layers[l]
-            m = apply_weight_update(lb.weight_mantissa, dqw[l], grid)
-            bias = apply_bias_update(lb.bias, dqb[l], sim.input_bits)
-            net.weights[l][...] = m * math.ldexp(1.0, grid.exponent)
-            net.biases[l][...] = bias * 2.0**-sim.S
-        return BatchStats(loss, correct, x.shape[0], resid / float(sim.one))
-
-    def state_dict(self) -> dict:
-        d = self.inner.state_dict()
-        d["weight_exponent"] = [np.array(e, dtype=np.int64) for e in self.exponents]
-        return d
-
-    def load_state_dict(self, state: dict) -> None:
-        state = dict(state)
-        if "weight_exponent" not in state:
-            raise ConfigError("the run's optimizer state has no weight_exponent: not a fixed-arith run")
-        self.exponents = tuple(int(np.asarray(e)) for e in state.pop("weight_exponent"))
-        self.inner.load_state_dict(state)
-
-
-def evaluate_fixed(net: Network, target: HardwareTarget, exponents, x, labels, t1: int, batch_size: int = 1000, progress=None):
-    """Fixed-point free phase on every sample (a :class:`~neuro_hts.training.EvalResult`; residual in float units).
-
-    ``exponents``: the run's fixed exponents, or None to quantize ``net`` (nearest) for ``target``.
-    """
-    from ..training import EvalResult
+    from ..engines import EvalResult
 
     bundle = quantize_network(net.astype(np.float64), target) if exponents is None else bundle_on_grid(net, target, exponents)
     sim = FixedPointSimulator(bundle)
@@ -625,7 +516,7 @@ def evaluate_fixed(net: Network, target: HardwareTarget, exponents, x, labels, t
     bar = progress((n + batch_size - 1) // batch_size, "eval") if progress else None
     try:
         for start in range(0, n, batch_size):
-            states, r = sim.relax(x[start : start + batch_size], t1)
+            states, r = sim.relax(x[start : start + batch_size], t1, gamma=gamma, tol=tol)
             preds[start : start + len(r)] = np.argmax(states[-1], axis=1)
             resid[start : start + len(r)] = r / float(sim.one)
             if bar:

@@ -57,6 +57,20 @@ Integer semantics (all int64)
   (the saturation never acts for states in range: the step stays between s and sig_int).
 * Residual: per sample, ``max_l max_i |s_t - s_{t-1}|`` of the last step (int64, units
   2**-S; zeros after 0 steps).
+
+Phase options (the algorithms of :mod:`neuro_hts.algorithms`; all off by default):
+
+* feedback gain ``gamma_int = rint(gamma * 2**D)``: when it is not ``2**D`` every
+  top-down input becomes ``shift_right_round_toward_zero(gamma_int * down_l, D)``;
+* clamp: the top layer is held at ``y_int`` (``"target"``) or at its state (``"hold"``)
+  instead of being stepped;
+* adaptation toward anchor states with ``coe_int = rint(c * 2**D)``, after every step::
+
+      s_l <- leaky_decay_step(s_l, s_l^anchor, coe_int, D)      (= (1 - c) s_l + c s_l^anchor)
+
+  so ``c = 1`` gives the anchor exactly and ``c = 0`` leaves the step alone;
+* ``tol``: the phase ends at the first step whose residual is <= ``floor(tol * 2**S)``
+  for every sample.
 """
 
 from __future__ import annotations
@@ -79,6 +93,8 @@ from .quantize import DeployBundle
 __all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
+#: output-layer modes of a phase (neuro_hts.algorithms.CLAMPS), kernel codes 0, 1, 2
+_CLAMPS = ("none", "target", "hold")
 _ACTIVATIONS = {"hard_sigmoid": _ACT_HARD, "sigmoid4": _ACT_SIG4}
 
 #: sigmoid4 table range in units of 1.0: h in [SIGMOID4_LO, SIGMOID4_HI] * 2**S
@@ -153,8 +169,16 @@ def _top_down(a_next, w_next, k, acc, out):
 
 @njit(cache=True)
 def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_int, n_steps,
-                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo):
-    """Run ``n_steps`` synchronous integer steps in place on ``states``; returns the residual."""
+                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
+                  gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+    """Run up to ``n_steps`` synchronous integer steps in place on ``states``; returns (residual, steps taken).
+
+    ``gamma_int`` (units 2**-D) scales every top-down input when it is not 2**D;
+    ``top_mode`` 1 holds the top layer at ``y_int``, 2 at its current state; with
+    ``has_anchor`` every new state is mixed toward ``anchor`` with ``coe_int`` (units
+    2**-D); with ``tol_int`` >= 0 the loop ends at the first step whose residual is
+    <= tol_int for every sample.
+    """
     L = len(states)
     B = x_int.shape[0]
     up1 = np.empty_like(states[0])
@@ -167,10 +191,22 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     residual = np.zeros(B, dtype=np.int64)
     n_table = table.shape[0]
     nudge = beta_int != 0
+    one_d = np.int64(1) << decay_bits
+    scale_down = gamma_int != one_d
+    check = tol_int >= 0
+    taken = 0
     for t in range(n_steps):
         for l in range(L):
             _activations(states[l], acts[l], s_minus_f)
         for l in range(L):
+            s = states[l]
+            new = news[l]
+            top = l == L - 1
+            if top and top_mode != 0:
+                for b in range(B):
+                    for i in range(s.shape[1]):
+                        new[b, i] = y_int[b, i] if top_mode == 1 else s[b, i]
+                continue
             up = up1
             if l > 0:
                 up = tmp_up[l]
@@ -179,15 +215,15 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             has_down = l < L - 1
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
-            s = states[l]
-            new = news[l]
             dec = decays[l]
-            top = l == L - 1
             for b in range(B):
                 for i in range(s.shape[1]):
                     h = up[b, i]
                     if has_down:
-                        h += down[b, i]
+                        d = down[b, i]
+                        if scale_down:
+                            d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
+                        h += d
                     h = saturate(h, input_bits)
                     if top and nudge:
                         h = saturate(h + shift_right_round_toward_zero(beta_int * (y_int[b, i] - s[b, i]), decay_bits),
@@ -202,7 +238,19 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
                             idx = n_table - 1
                         sig = table[idx]
                     new[b, i] = saturate(leaky_decay_step(s[b, i], sig, dec[i], decay_bits), state_bits)
-        last = t == n_steps - 1
+        if has_anchor:
+            for l in range(L):
+                new = news[l]
+                a = anchor[l]
+                for b in range(B):
+                    for i in range(new.shape[1]):
+                        # s <- (1 - c) s + c s^anchor: a leaky step of rate c toward the anchor
+                        new[b, i] = leaky_decay_step(new[b, i], a[b, i], coe_int, decay_bits)
+        taken += 1
+        last = check or t == n_steps - 1
+        if last:
+            for b in range(B):
+                residual[b] = 0
         for l in range(L):
             s = states[l]
             new = news[l]
@@ -211,7 +259,15 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
                     if last:
                         residual[b] = max(residual[b], abs(new[b, i] - s[b, i]))
                     s[b, i] = new[b, i]
-    return residual
+        if check:
+            settled = True
+            for b in range(B):
+                if residual[b] > tol_int:
+                    settled = False
+                    break
+            if settled:
+                break
+    return residual, taken
 
 
 # --------------------------------------------------------------------------- public class
@@ -292,37 +348,55 @@ class FixedPointSimulator:
 
     # ----------------------------------------------------------------------- phases
 
-    def relax(self, x, n_steps: int, states=None, y=None, beta: float = 0.0):
-        """Run ``n_steps`` integer steps from ``states`` (zeros if None).
+    def relax(self, x, n_steps: int, states=None, y=None, beta: float = 0.0, *, gamma: float = 1.0,
+              clamp: str = "none", anchor=None, coe: float = 0.0, tol: float | None = None, return_steps: bool = False):
+        """Run up to ``n_steps`` integer steps from ``states`` (zeros if None).
 
         Free phase: ``beta = 0``. Nudged phase: ``beta != 0`` and one-hot targets ``y``
-        (B, n_L) in [0, 1]. Returns ``(states, residual)``: new int64 arrays (B, n_l) per
-        relaxed layer and the int64 per-sample residual (B,) of the last step.
+        (B, n_L) in [0, 1]. ``gamma`` (feedback gain), ``coe`` (mixing toward the integer
+        ``anchor`` states) are rounded to ``D``-bit fractions; ``clamp`` ``"target"``
+        holds the top layer at ``y_int``, ``"hold"`` at its current state; ``tol`` (float
+        units) ends the phase once every sample's residual is <= ``floor(tol * 2**S)``.
+        Returns ``(states, residual)`` (plus the steps taken with ``return_steps``): new
+        int64 arrays (B, n_l) per relaxed layer and the int64 per-sample residual (B,) of
+        the last step.
         """
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
             raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
         x_int = self.quantize_input(x)
         B = x_int.shape[0]
         st = self.zero_states(B) if states is None else self._check_states(states, B)
-        beta_int = int(np.rint(float(beta) * (1 << self.decay_bits)))
-        if abs(beta_int) >= 1 << (2 * self.decay_bits):
-            raise ConfigError(f"beta = {beta!r} is too large for the fixed-point nudge")
-        if beta_int != 0:
+        beta_int = self.fraction(beta, "beta")
+        if clamp not in _CLAMPS:
+            raise ConfigError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
+        if beta_int != 0 or clamp == "target":
             if y is None:
-                raise ConfigError("a nudged phase (beta != 0) needs targets y")
+                raise ConfigError("a nudged (beta != 0) or clamped phase needs targets y")
             yf = np.asarray(y, dtype=np.float64)
             if yf.shape != (B, self.sizes[-1]) or not np.isfinite(yf).all():
                 raise ConfigError(f"y must be finite with shape ({B}, {self.sizes[-1]}), got {yf.shape}")
             y_int = np.rint(yf * self.one).astype(np.int64)
         else:
             y_int = np.zeros((B, self.sizes[-1]), dtype=np.int64)
-        residual = _relax_kernel(
+        has_anchor = anchor is not None
+        anchor_t = tuple(self._check_states(anchor, B)) if has_anchor else tuple(st)
+        tol_int = -1 if tol is None else int(math.floor(float(tol) * self.one))
+        residual, taken = _relax_kernel(
             x_int, tuple(st), self._weights, self._biases, self._decays, self.shifts, y_int,
             np.int64(beta_int), np.int64(n_steps), np.int64(self.S - self.F), np.int64(self.one),
             np.int64(self.input_bits), np.int64(self.state_bits), np.int64(self.decay_bits),
             np.int64(self._act), self._table, np.int64(self._table_lo),
+            np.int64(self.fraction(gamma, "gamma")), np.int64(_CLAMPS.index(clamp)), anchor_t, has_anchor,
+            np.int64(self.fraction(coe, "coe")), np.int64(tol_int),
         )
-        return st, residual
+        return (st, residual, int(taken)) if return_steps else (st, residual)
+
+    def fraction(self, value: float, what: str) -> int:
+        """``rint(value * 2**D)``: a nudge strength, gain or mixing coefficient as a D-bit fraction."""
+        v = int(np.rint(float(value) * (1 << self.decay_bits)))
+        if abs(v) >= 1 << (2 * self.decay_bits):
+            raise ConfigError(f"{what} = {value!r} is too large for the fixed-point arithmetic")
+        return v
 
     def predict(self, x, n_steps: int) -> np.ndarray:
         """Predicted classes: argmax of the top layer after a free phase (first index on ties)."""

@@ -1,0 +1,186 @@
+"""Engines: the arithmetic a network is trained and evaluated in, behind one interface.
+
+``train()`` asks an engine to run an algorithm's phases and apply the update; it never
+branches on the arithmetic. Registered engines (:data:`ENGINES`, chosen by
+``train.arith``):
+
+* ``float`` -- :class:`FloatEngine`, a float backend (NumPy reference or Numba) plus a
+  float optimiser.
+* ``fixed`` -- :class:`neuro_hts.hardware.fixed_engine.FixedEngine`, a hardware target's
+  integer arithmetic (registered lazily by name: this module does not import the
+  hardware layer).
+
+The interface (:class:`Engine`)::
+
+    supports(net, algorithm) -> list[str]     reasons it cannot run them (empty: it can)
+    canonical_config(config) -> config        what the run file records (e.g. a target's name)
+    prepare(net) -> bool                       e.g. put a new network on the weight grid (True:
+                                               the engine's state must be saved)
+    train_step(net, x, y, algorithm, nudge_rng, round_rng) -> BatchStats
+    evaluate(net, x, labels, phase, ...) -> EvalResult
+    lrs (settable), state_dict(), load_state_dict(state)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .algorithms import Phase, run_phases
+from .dynamics import RelaxStatus, cost, predict_scores
+from .errors import ConfigError
+from .registry import Registry
+
+__all__ = ["BatchStats", "EvalResult", "Engine", "FloatEngine", "ENGINES", "make_engine", "check_supported", "batch_scores"]
+
+
+@dataclass
+class BatchStats:
+    """Per-batch figures from the free phase (before the update)."""
+
+    loss_sum: float
+    n_correct: int
+    n: int
+    residual: np.ndarray  # (B,) free-phase residual at the last step
+    free_steps: int = 0  # steps the free phase took (< t1 when it stopped at t1_tol)
+    status: RelaxStatus = RelaxStatus.MAX_STEPS  # of the free phase
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    predictions: np.ndarray  # (N,) predicted class
+    residual: np.ndarray  # (N,) free-phase residual at the last step
+
+    def frac_not_converged(self, tol: float) -> float:
+        return float(np.mean(self.residual > tol)) if self.residual.size else 0.0
+
+
+class Engine(Protocol):
+    name: str
+    dtype: np.dtype
+
+    def canonical_config(self, config): ...
+
+    def supports(self, net, algorithm) -> list[str]: ...
+
+    def prepare(self, net) -> bool: ...
+
+    def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats: ...
+
+    def evaluate(self, net, x, labels, phase: Phase, batch_size: int = 1000, progress=None) -> EvalResult: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def batch_scores(net, free_states, y) -> tuple[float, int]:
+    """(summed cost, number correct) of a batch at its free-phase states."""
+    scores = predict_scores(net, free_states)
+    loss = float(cost(net, free_states, y).sum())
+    correct = int((scores.argmax(axis=1) == y.argmax(axis=1)).sum())
+    return loss, correct
+
+
+class FloatEngine:
+    """Float arithmetic: a backend (``train.backend``) and a float optimiser."""
+
+    name = "float"
+
+    def __init__(self, config, optimizer=None, backend=None):
+        from .backends import get_backend
+
+        self.backend = backend if backend is not None else get_backend(config.train.backend)
+        self.dtype = self.backend.dtype
+        self.optimizer = optimizer
+        self.status_tol = float(config.train.residual_tol) if config is not None else 1e-3
+
+    @property
+    def lrs(self):
+        return self.optimizer.lrs
+
+    @lrs.setter
+    def lrs(self, value):
+        self.optimizer.lrs = tuple(value)
+
+    def canonical_config(self, config):
+        """The config to record in the run file (unchanged for float arithmetic)."""
+        return config
+
+    def supports(self, net, algorithm) -> list[str]:
+        return list(algorithm.supports(net))
+
+    def prepare(self, net) -> bool:
+        """Nothing to do before the first batch in float arithmetic (returns False: no state to save)."""
+        return False
+
+    def _relax(self, net, x, y, drive1):
+        def relax(ph: Phase, start, anchor):
+            return self.backend.relax(net, x, ph.steps, start, y, ph.beta, drive1=drive1, gamma=ph.gamma,
+                                      clamp=ph.clamp, anchor=anchor, coe=ph.coe, tol=ph.tol, status_tol=self.status_tol)
+
+        return relax
+
+    def phases(self, net, x, y, algorithm, rng=None):
+        """Run the algorithm's phases on one batch: ``(results by phase name, contrast)``."""
+        return run_phases(self._relax(net, x, y, self.backend.input_drive(net, x)), algorithm, rng)
+
+    def gradients(self, net, x, y, algorithm, rng=None):
+        """``(free RelaxResult, gW, gb)``: the algorithm's estimate (descent direction) on one batch."""
+        res, c = self.phases(net, x, y, algorithm, rng)
+        gW, gb = self.backend.ep_gradients(net, x, y, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b)
+        return res["free"], gW, gb
+
+    def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats:
+        free, gW, gb = self.gradients(net, x, y, algorithm, nudge_rng)
+        loss, correct = batch_scores(net, free.states, y)
+        self.optimizer.step(net, gW, gb)
+        return BatchStats(loss, correct, x.shape[0], free.residual, free.n_steps, free.status)
+
+    def evaluate(self, net, x, labels, phase: Phase, batch_size: int = 1000, progress=None) -> EvalResult:
+        """Free phase (``phase``: steps, gamma, tol) on every sample; accuracy of the argmax of the scores."""
+        n = x.shape[0]
+        preds = np.empty(n, dtype=np.int64)
+        resid = np.empty(n, dtype=np.float64)
+        bar = progress((n + batch_size - 1) // batch_size, "eval") if progress else None
+        try:
+            for start in range(0, n, batch_size):
+                xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
+                free = self.backend.relax(net, xb, phase.steps, gamma=phase.gamma, tol=phase.tol, status_tol=self.status_tol)
+                preds[start : start + len(xb)] = predict_scores(net, free.states).argmax(axis=1)
+                resid[start : start + len(xb)] = free.residual
+                if bar:
+                    bar.update(1)
+        finally:
+            if bar:
+                bar.close()
+        acc = float(np.mean(preds == labels)) if n else float("nan")
+        return EvalResult(acc, preds, resid)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+#: ``train.arith`` -> engine class ``(config, optimizer) -> Engine``
+ENGINES: Registry = Registry("engine")
+ENGINES.register("float", FloatEngine)
+ENGINES.register_lazy("fixed", "neuro_hts.hardware.fixed_engine:FixedEngine",
+                      "a hardware target's integer arithmetic (train.target), updates rounded onto its weight grid")
+
+
+def make_engine(config, optimizer) -> Engine:
+    """The engine of ``config.train.arith`` around ``optimizer``."""
+    return ENGINES.get(config.train.arith)(config, optimizer)
+
+
+def check_supported(engine, net, algorithm) -> None:
+    """Raise one ConfigError naming every reason ``engine`` cannot run ``net`` with ``algorithm``."""
+    reasons = engine.supports(net, algorithm)
+    if reasons:
+        raise ConfigError(f"engine {engine.name!r} cannot run this network with {algorithm.name}: " + "; ".join(reasons))
