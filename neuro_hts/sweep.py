@@ -124,6 +124,8 @@ def parse_set(text: str, base: Config) -> tuple[str, list]:
                 v = float(raw)
             elif isinstance(current, list):  # per-layer lists (lr): one value for every layer
                 v = [float(raw)]
+            elif current is None:  # optional numbers (train.t1_tol): a number, or "none"
+                v = None if raw.lower() == "none" else float(raw)
             else:
                 v = raw
         except ValueError:

@@ -128,15 +128,15 @@ def float_relax(net, x, n_steps, states=None, y=None, beta=0.0, *, gamma=1.0, cl
             for b in range(B):
                 for i in range(st[l].shape[1]):
                     if l == L - 1 and clamp != "none":
-                        out[b, i] = y[b, i] if clamp == "target" else st[l][b, i]
-                        continue
-                    pre = x[b] if l == 0 else st[l - 1][b]
-                    h = sum(net.weights[l][i, j] * pre[j] for j in range(pre.shape[0])) + net.biases[l][i]
-                    if l < L - 1:
-                        h += gamma * sum(net.weights[l + 1][j, i] * st[l + 1][b, j] for j in range(st[l + 1].shape[1]))
-                    if l == L - 1 and beta:
-                        h += beta * (y[b, i] - st[l][b, i])
-                    v = st[l][b, i] + net.dts[l][i] * (float(sigma(h)) - st[l][b, i])
+                        v = y[b, i] if clamp == "target" else st[l][b, i]
+                    else:
+                        pre = x[b] if l == 0 else st[l - 1][b]
+                        h = sum(net.weights[l][i, j] * pre[j] for j in range(pre.shape[0])) + net.biases[l][i]
+                        if l < L - 1:
+                            h += gamma * sum(net.weights[l + 1][j, i] * st[l + 1][b, j] for j in range(st[l + 1].shape[1]))
+                        if l == L - 1 and beta:
+                            h += beta * (y[b, i] - st[l][b, i])
+                        v = st[l][b, i] + net.dts[l][i] * (float(sigma(h)) - st[l][b, i])
                     if anchor is not None:
                         v = (1 - coe) * v + coe * anchor[l][b, i]
                     out[b, i] = v
