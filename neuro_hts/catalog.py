@@ -11,7 +11,7 @@ __all__ = ["catalog"]
 
 def catalog() -> dict[str, list[tuple[str, str]]]:
     """``{kind: [(name, one-line description), ...]}`` for every registry and the hardware targets."""
-    from . import activations, algorithms, data, distributions, dynamics, engines, learning  # noqa: F401
+    from . import activations, algorithms, connections, costs, data, distributions, dynamics, engines, learning  # noqa: F401
     from .backends import BACKENDS  # noqa: F401
     from .hardware.target import available_targets, load_target
     from .registry import all_registries

@@ -31,6 +31,8 @@ from enum import Enum
 import numpy as np
 
 from .activations import get_activation
+from .costs import COSTS, MSE
+from .costs import softmax as _softmax
 from .network import Network
 from .registry import Registry
 
@@ -114,20 +116,22 @@ def input_drive(net: Network, x: np.ndarray) -> np.ndarray:
 
     Constant during a phase: compute once per phase, not once per step.
     """
-    return presynaptic(net, x) @ net.weights[0].T + net.biases[0]
+    return net.connections()[0].drive_post(presynaptic(net, x)) + net.biases[0]
 
 
 def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """h_l = W_l r_{l-1} + gamma W_{l+1}^T r_{l+1} + b_l for relaxed layer ``l`` (1-based).
 
     ``r[i]`` is the presynaptic value of layer i+1 (see :func:`presynaptic`); ``drive1``
-    is :func:`input_drive`. Layer n_dynamic gets no top-down term (with a softmax readout
-    the readout's influence enters only through nudging). ``gamma`` is CHL's feedback
-    gain (1: EP's symmetric feedback).
+    is :func:`input_drive`. Each term is a connection's d phi / d r
+    (:mod:`neuro_hts.connections`). Layer n_dynamic gets no top-down term (with a softmax
+    readout the readout's influence enters only through nudging). ``gamma`` is CHL's
+    feedback gain (1: EP's symmetric feedback).
     """
-    h = drive1 if l == 1 else r[l - 2] @ net.weights[l - 1].T + net.biases[l - 1]
+    conns = net.connections()
+    h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.biases[l - 1]
     if l < net.n_dynamic:
-        td = r[l] @ net.weights[l]
+        td = conns[l].drive_pre(r[l])
         h = h + (td if gamma == 1.0 else gamma * td)
     return h
 
@@ -143,69 +147,68 @@ def energy_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, rho_prime, nudge
 
 
 def mse_cost(s_out: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """C = 1/2 ||s_L - y||^2 per sample."""
-    return 0.5 * np.sum((s_out - y) ** 2, axis=-1)
+    """C = 1/2 ||s_L - y||^2 per sample (:class:`neuro_hts.costs.MSE`)."""
+    return MSE().value(s_out, y)
 
 
 def mse_nudge(s_out: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """-dC/ds_L = y - s_L for the MSE cost."""
-    return y - s_out
+    """-dC/ds_L = y - s_L for the MSE cost (:class:`neuro_hts.costs.MSE`)."""
+    return MSE().nudge(s_out, y)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+softmax = _softmax
 
 
 def readout_logits(net: Network, r_last: np.ndarray) -> np.ndarray:
     """Softmax readout's logits W_L r_{L-1} + b_L (``output='ce'``)."""
-    return r_last @ net.weights[-1].T + net.biases[-1]
+    return net.cost().logits(r_last)
 
 
 def ce_cost(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cross-entropy -sum y log softmax(logits) per sample."""
+    """Cross-entropy -sum y log softmax(logits) per sample (an identity readout's cost)."""
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     return -np.sum(y * logp, axis=-1)
 
 
+def _cost_input(net: Network, top: np.ndarray) -> np.ndarray:
+    """What the cost sees of the top relaxed layer: s itself (MSE) or r = presynaptic(s) (readout)."""
+    return top if net.output == "mse" else presynaptic(net, top)
+
+
 def output_nudge(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """-dC/ds for the top relaxed layer (what beta multiplies).
+    """-dC/ds for the top relaxed layer (what beta multiplies): the cost's nudge.
 
     MSE: y - s_L. Cross-entropy readout: W_L^T (y - softmax(W_L r_{L-1} + b_L)), times
-    rho'(s_{L-1}) in the energy form.
+    rho'(s_{L-1}) in the energy form (the chain rule through r = rho(s)).
     """
     top = states[-1]
-    if net.output == "mse":
-        return mse_nudge(top, y)
-    r = presynaptic(net, top)
-    g = (y - softmax(readout_logits(net, r))) @ net.weights[-1]
-    if net.form == "energy":
+    g = net.cost().nudge(_cost_input(net, top), y)
+    if net.output != "mse" and net.form == "energy":
         g = g * get_activation(net.activation)[1](top)
     return g
 
 
 def cost(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """The output cost C per sample at ``states``."""
-    if net.output == "mse":
-        return mse_cost(states[-1], y)
-    return ce_cost(readout_logits(net, presynaptic(net, states[-1])), y)
+    return net.cost().value(_cost_input(net, states[-1]), y)
 
 
 def predict_scores(net: Network, states: list[np.ndarray]) -> np.ndarray:
     """Class scores: s_L (MSE) or the readout's logits (cross-entropy)."""
-    if net.output == "mse":
-        return states[-1]
-    return readout_logits(net, presynaptic(net, states[-1]))
+    return net.cost().scores(_cost_input(net, states[-1]))
 
 
 def primitive(net: Network, x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
-    """Phi = sum_l r_l^T (W_l r_{l-1} + b_l) over relaxed layers, per sample (r = s or rho(s))."""
+    """Phi = sum_l [ phi_l(r_{l-1}, r_l) + r_l^T b_l ] over relaxed layers, per sample (r = s or rho(s)).
+
+    ``phi_l`` is connection l's term (:meth:`neuro_hts.connections.Connection.phi`:
+    r_l^T W_l r_{l-1} for a dense one).
+    """
     r = [presynaptic(net, x)] + [presynaptic(net, s) for s in states]
     phi = 0.0
-    for l in range(1, net.n_dynamic + 1):
-        phi = phi + np.sum(r[l] * (r[l - 1] @ net.weights[l - 1].T + net.biases[l - 1]), axis=-1)
+    for l, conn in enumerate(net.connections(), start=1):
+        phi = phi + conn.phi(r[l - 1], r[l]) + r[l] @ net.biases[l - 1]
     return phi
 
 
@@ -289,13 +292,14 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     """EP estimate of dL/dtheta from two equilibria (a: beta_a, b: beta_b), batch mean.
 
     For relaxed layers (gradient *descent* direction, i.e. minus the update of MODEL.md
-    without lr)::
+    without lr; the products are each connection's ``param_grad``)::
 
         g_W_l = -( r_l^a (r_{l-1}^a)^T - r_l^b (r_{l-1}^b)^T ) / (beta_a - beta_b)
         g_b_l = -( r_l^a - r_l^b ) / (beta_a - beta_b)
 
     One-sided: (a, b) = (s^beta, s^0), beta_b = 0. Symmetric: (s^+beta, s^-beta), so the
-    divisor is 2 beta. For a softmax readout W_L the primitive carries -beta C, giving
+    divisor is 2 beta. CHL: (s^clamped, s^free) with beta_a - beta_b = 1 (no 1/beta). For a
+    softmax readout W_L the primitive carries -beta C, giving
     g = (beta_a dC/dW(a) - beta_b dC/dW(b)) / (beta_a - beta_b).
     Returns lists (gW, gb) with one entry per layer.
     """
@@ -304,14 +308,15 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     ra = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_a]
     rb = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_b]
     gW, gb = [], []
-    for l in range(1, net.n_dynamic + 1):
-        gW.append(-(ra[l].T @ ra[l - 1] - rb[l].T @ rb[l - 1]) / (denom * B))
+    for l, conn in enumerate(net.connections(), start=1):
+        ga, gbb = conn.param_grad(ra[l - 1], ra[l]), conn.param_grad(rb[l - 1], rb[l])
+        gW.append(-(ga["weight"] - gbb["weight"]) / (denom * B))
         gb.append(-(ra[l] - rb[l]).sum(axis=0) / (denom * B))
-    if net.output == "ce":
-        da = softmax(readout_logits(net, ra[-1])) - y
-        db = softmax(readout_logits(net, rb[-1])) - y
-        gW.append((beta_a * da.T @ ra[-1] - beta_b * db.T @ rb[-1]) / (denom * B))
-        gb.append((beta_a * da - beta_b * db).sum(axis=0) / (denom * B))
+    readout = net.cost()
+    if readout.params():  # a cost with parameters: the primitive carries -beta C
+        pa, pb = readout.param_grad(ra[-1], y), readout.param_grad(rb[-1], y)
+        gW.append((beta_a * pa["weight"] - beta_b * pb["weight"]) / (denom * B))
+        gb.append((beta_a * pa["bias"] - beta_b * pb["bias"]) / (denom * B))
     return gW, gb
 
 
@@ -320,8 +325,5 @@ FORMS: Registry = Registry("dynamics form")
 FORMS.register("leaky", leaky_update)
 FORMS.register("energy", energy_update)
 
-#: output costs -> their per-sample cost: "mse" (the output layer is relaxed and nudged by
-#: beta (y - s_L)) or "ce" (a softmax readout of layer L-1, Laborieux et al.)
-OUTPUTS: Registry = Registry("output cost")
-OUTPUTS.register("mse", mse_cost)
-OUTPUTS.register("ce", ce_cost)
+#: output costs (``model.output``): the cost registry, :data:`neuro_hts.costs.COSTS`
+OUTPUTS: Registry = COSTS

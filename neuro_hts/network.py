@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .connections import Dense
+from .costs import COSTS, Cost, SoftmaxReadout
 from .distributions import sample_dt
 
 __all__ = ["Network", "init_network", "sample_network_dts", "rng_streams"]
@@ -73,6 +75,17 @@ class Network:
 
     def copy(self) -> "Network":
         return self.astype(self.dtype)
+
+    def connections(self) -> list[Dense]:
+        """The dense connections between relaxed layers, W_1 ... W_{n_dynamic} (views of ``weights``)."""
+        return [Dense(w) for w in self.weights[: self.n_dynamic]]
+
+    def cost(self) -> Cost:
+        """The cost on the top relaxed layer: MSE, or the softmax readout holding W_L and b_L (views)."""
+        kind = COSTS.get(self.output)
+        if kind is SoftmaxReadout:
+            return SoftmaxReadout(self.weights[-1], self.biases[-1])
+        return kind()
 
     def is_finite(self) -> bool:
         return all(np.isfinite(a).all() for a in (*self.weights, *self.biases))

@@ -143,3 +143,24 @@ def float_relax(net, x, n_steps, states=None, y=None, beta=0.0, *, gamma=1.0, cl
             new.append(out)
         st = new
     return st
+
+
+# ------------------------------------------------------------------ connection kinds
+def dense_apply(W, v):
+    """(W v)_bi = sum_j W_ij v_bj, by loops."""
+    B, (n_out, n_in) = v.shape[0], W.shape
+    out = np.zeros((B, n_out))
+    for b in range(B):
+        for i in range(n_out):
+            out[b, i] = sum(W[i, j] * v[b, j] for j in range(n_in))
+    return out
+
+
+def dense_apply_T(W, u):
+    """(W^T u)_bj = sum_i W_ij u_bi, by loops."""
+    B, (n_out, n_in) = u.shape[0], W.shape
+    out = np.zeros((B, n_in))
+    for b in range(B):
+        for j in range(n_in):
+            out[b, j] = sum(W[i, j] * u[b, i] for i in range(n_out))
+    return out

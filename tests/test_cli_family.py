@@ -18,7 +18,7 @@ def test_list_prints_every_registry(run_cli):
     code, out, err = run_cli(["list"])
     assert code == 0, err
     lines = out.splitlines()
-    for header in ("algorithms:", "engines:", "dt laws:", "output costs:", "hardware targets:", "backends:"):
+    for header in ("connection kinds:", "costs:", "algorithms:", "engines:", "dt laws:", "hardware targets:", "backends:"):
         assert header in lines, header
     i = lines.index("algorithms:")
     assert [ln.split()[0] for ln in lines[i + 1 : i + 1 + len(ALGORITHMS)]] == list(ALGORITHMS.names())
