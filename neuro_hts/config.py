@@ -34,6 +34,7 @@ from .dynamics import FORMS, OUTPUTS
 from .engines import ENGINES
 from .errors import ConfigError
 from .learning import OPTIMIZERS
+from .spec import ConnectionSpec, CostSpec, LayerSpec, NetworkSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +87,10 @@ class ModelConfig:
 
     ``output='mse'``: the last layer is a dynamic layer nudged by beta (y - s_L).
     ``output='ce'``: the last layer is a softmax readout of layer L-1 (Laborieux et al.).
+
+    Instead of ``arch``/``output`` the parts may be declared (``[[model.layers]]``,
+    ``[[model.connections]]``, ``[[model.costs]]``, see :mod:`neuro_hts.spec`); ``arch``
+    and ``output`` are then derived from them (and must agree if given too).
     """
 
     arch: tuple[int, ...] = (64, 256, 10)
@@ -93,9 +98,25 @@ class ModelConfig:
     activation: str = "hard_sigmoid"
     output: str = "mse"
     init_scale: float = 1.0
+    layers: tuple[LayerSpec, ...] = ()
+    connections: tuple[ConnectionSpec, ...] = ()
+    costs: tuple[CostSpec, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "arch", parse_arch(self.arch))
+        for k in ("layers", "connections", "costs"):
+            object.__setattr__(self, k, tuple(getattr(self, k)))
+        if self.layers or self.connections or self.costs:
+            spec = NetworkSpec.from_tables(
+                *[[dataclasses.asdict(t) if dataclasses.is_dataclass(t) else t for t in getattr(self, k)]
+                  for k in ("layers", "connections", "costs")]
+            )
+            for k in ("layers", "connections", "costs"):
+                object.__setattr__(self, k, getattr(spec, k))
+            arch, output = spec.chain(self.activation)
+            if (arch, output) != (self.arch, self.output):
+                raise ConfigError(f"[model] arch {'-'.join(map(str, self.arch))} / output {self.output!r} do not match the "
+                                  f"declared layers ({'-'.join(map(str, arch))} / {output!r}); declare one or the other")
         _choice("model", "form", self.form, FORMS)
         _choice("model", "output", self.output, OUTPUTS)
         _choice("model", "activation", self.activation, ACTIVATIONS)
@@ -103,6 +124,13 @@ class ModelConfig:
             raise ConfigError("[model] output='ce' needs at least one hidden layer (a readout of layer L-1)")
         if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
             raise ConfigError(f"[model] init_scale must be a positive finite number, got {self.init_scale}")
+
+    @property
+    def spec(self) -> NetworkSpec:
+        """The network as typed parts: the declared ones, or the MLP of ``arch``/``output``."""
+        if self.layers:
+            return NetworkSpec(self.layers, self.connections, self.costs)
+        return NetworkSpec.from_arch(self.arch, self.output)
 
 
 @dataclass(frozen=True)
@@ -287,6 +315,16 @@ class DataConfig:
                 raise ConfigError(f"[data] {k} must be a positive integer, got {v!r}")
 
 
+def _model_from_parts(sec: dict) -> dict:
+    """A [model] table that declares its parts: ``arch``/``output`` derived (and checked if also given)."""
+    spec = NetworkSpec.from_tables(sec.get("layers", ()), sec.get("connections", ()), sec.get("costs", ()))
+    arch, output = spec.chain(sec.get("activation", ModelConfig.activation))
+    if "arch" in sec and parse_arch(sec["arch"]) != arch or "output" in sec and sec["output"] != output:
+        raise ConfigError(f"[model] arch/output ({sec.get('arch')}, {sec.get('output')}) do not match the declared layers "
+                          f"({'-'.join(map(str, arch))}, {output!r}); declare one or the other")
+    return {**sec, "arch": list(arch), "output": output}
+
+
 _SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "chl": ChlConfig, "adapt": AdaptConfig,
              "data": DataConfig}
 
@@ -317,6 +355,8 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"]["arch"] = list(self.model.arch)
+        for k in ("layers", "connections", "costs"):  # JSON-normal: lists, not tuples
+            d["model"][k] = json.loads(json.dumps(d["model"][k]))
         d["train"]["lr"] = list(self.train.lr)
         return d
 
@@ -341,6 +381,8 @@ class Config:
                 raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(bad))}")
             for k, v in sec.items():
                 _check_finite(name, k, v)
+            if name == "model" and sec.get("layers"):
+                sec = _model_from_parts(sec)
             try:
                 parts[name] = klass(**sec)
             except ConfigError:

@@ -25,7 +25,9 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle
 logger = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "neuro-hts-bundle"
-BUNDLE_SCHEMA_VERSION = 2  # 2: biases in state units (1: accumulator units)
+BUNDLE_SCHEMA_VERSION = 3  # 3: + the network's typed parts; 2: biases in state units (1: accumulator units)
+#: versions load_bundle reads (2: its parts are the dense chain of its layers)
+BUNDLE_READ_VERSIONS = (2, 3)
 
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
 
@@ -63,6 +65,7 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
             f.attrs["epochs_completed"] = np.int64(src.get("epochs_completed", -1))
             f.attrs["profile_mode"] = bool(bundle.profile_mode)
             f.attrs["rounding"] = bundle.rounding
+            f.attrs["network"] = json.dumps(bundle.spec.to_tables(), sort_keys=True)
             layers = f.create_group("layers")
             layers.attrs["n_layers"] = np.int64(len(bundle.layers))
             layers.attrs["form"] = bundle.form
@@ -86,7 +89,7 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
 def load_bundle(path: str | Path) -> DeployBundle:
     """Read a bundle file; raise RunFileError with one clear line if it is not a valid one."""
     path = Path(path)
-    with open_checked(path, BUNDLE_FORMAT, BUNDLE_SCHEMA_VERSION, "bundle") as f:
+    with open_checked(path, BUNDLE_FORMAT, BUNDLE_READ_VERSIONS, "bundle") as f:
         try:
             target = target_from_dict(json.loads(str(f.attrs["target"])), source=f"{path}:target")
         except (ConfigError, json.JSONDecodeError) as exc:
@@ -115,7 +118,7 @@ def load_bundle(path: str | Path) -> DeployBundle:
             "run_config": str(source["run_config"]),
             "epochs_completed": int(source["epochs_completed"]),
         }
-        return DeployBundle(
+        bundle = DeployBundle(
             target=target,
             layers=tuple(layers),
             form=str(la["form"]),
@@ -127,3 +130,21 @@ def load_bundle(path: str | Path) -> DeployBundle:
             rounding=str(f.attrs["rounding"]),
             source=source,
         )
+        if int(f.attrs["schema_version"]) >= 3:
+            _check_network(path, str(f.attrs["network"]), bundle)
+        return bundle
+
+
+def _check_network(path, text: str, bundle: DeployBundle) -> None:
+    """The stored parts must be what this version deploys: the dense chain of the bundle's layers."""
+    from ..spec import NetworkSpec
+
+    try:
+        spec = NetworkSpec.from_tables(**json.loads(text))
+    except (ConfigError, json.JSONDecodeError, TypeError) as exc:
+        raise RunFileError(f"{path}: invalid stored network: {exc}") from None
+    reasons = spec.chain_violations(bundle.activation)
+    if reasons:
+        raise RunFileError(f"{path}: this neuro-hts deploys dense chains only: " + "; ".join(reasons))
+    if spec != bundle.spec:
+        raise RunFileError(f"{path}: the stored network does not match the bundle's layers {bundle.arch}")

@@ -90,6 +90,17 @@ class DeployBundle:
     #: source identity (run file path, sha256, config JSON, epochs_completed); {} if none
     source: dict | None = None
 
+    @property
+    def arch(self) -> tuple[int, ...]:
+        return (self.layers[0].weight_mantissa.shape[1],) + tuple(lb.weight_mantissa.shape[0] for lb in self.layers)
+
+    @property
+    def spec(self):
+        """The network as typed parts (:class:`neuro_hts.spec.NetworkSpec`): a dense chain with its cost."""
+        from ..spec import NetworkSpec
+
+        return NetworkSpec.from_arch(self.arch, self.output)
+
     def max_dt_change(self, layer: LayerBundle) -> float:
         """max |binned dt - original dt| in a layer, in units of dt (0 without profile mode)."""
         if layer.decay_unbinned is None:
