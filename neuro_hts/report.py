@@ -457,3 +457,92 @@ def write_report(sweep_dir, out_dir) -> dict:
     _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
     logger.info("report of %s written to %s", sweep_dir, out_dir)
     return data
+
+
+# --------------------------------------------------------------------------- several sweeps
+def write_comparison(sweeps: dict, out_dir) -> list[dict]:
+    """Side by side: several sweeps (e.g. one per algorithm) with the same dt laws and seeds.
+
+    ``sweeps``: label -> sweep directory. Writes ``comparison.csv`` (one row per label and
+    dt law: seeds found, final / best accuracy mean, std, min, max, volatility, largest
+    drop, divergence rate, mean free-phase steps and epoch seconds of the last epoch),
+    ``comparison.md`` (the same as a table) and ``comparison.png`` (test accuracy per
+    epoch, one panel per dt law, one line per label: mean over seeds, band = min..max).
+    Unfinished and missing runs are left out and counted. Returns the rows.
+    """
+    from .plotting import _figure_class
+
+    out_dir = Path(out_dir)
+    if not sweeps:
+        raise ConfigError("write_comparison needs at least one sweep")
+    rows, curves = [], {}
+    for label, sweep_dir in sweeps.items():
+        data = collect(sweep_dir)
+        for g in data["groups"]:
+            found = [r for r in g["runs"] if r["found"]]
+            s = g["summary"]
+            last = lambda key: [r["history"][key][-1] for r in found if r["history"].get(key)]  # noqa: E731
+            rows.append({
+                "label": label, "dist": g["dist"], "settings": ", ".join(g["settings"]), "n_seeds": g["n_seeds"],
+                "n_found": len(found),
+                **{f"{m}_{k}": s.get(f"{m}_{k}", float("nan")) for m in ("final_accuracy", "best_accuracy")
+                   for k in ("mean", "std", "min", "max")},
+                "volatility_mean": s.get("volatility_mean", float("nan")),
+                "largest_drop_max": s.get("largest_drop_max", float("nan")),
+                "divergence_rate": s.get("divergence_rate", float("nan")),
+                "free_steps_last": float(np.mean(last("free_steps_mean"))) if last("free_steps_mean") else float("nan"),
+                "epoch_seconds_last": float(np.mean(last("epoch_seconds"))) if last("epoch_seconds") else float("nan"),
+            })
+            curves[(label, g["dist"], g["settings"])] = [np.asarray(r["history"]["test_accuracy"], float) for r in found]
+    if not any(r["n_found"] for r in rows):
+        raise ConfigError("no finished runs in any of the sweeps yet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0])
+    _write_text(out_dir / "comparison.csv", _csv_text(cols, [[r[c] if isinstance(r[c], str) else _num(r[c])
+                                                               for c in cols] for r in rows]))
+    pct = lambda v: "" if v != v else f"{100 * v:.2f}"  # noqa: E731
+    md = ["| algorithm | dt law | runs | final accuracy (%) mean +- std | min - max | best (%) | volatility (pts) "
+          "| largest drop (pts) | diverged | free steps | s / epoch |", "|" + "---|" * 11]
+    for r in rows:
+        md.append(f"| {r['label']} | {r['dist']}{' (' + r['settings'] + ')' if r['settings'] else ''} "
+                  f"| {r['n_found']}/{r['n_seeds']} | {pct(r['final_accuracy_mean'])} +- {pct(r['final_accuracy_std'])} "
+                  f"| {pct(r['final_accuracy_min'])} - {pct(r['final_accuracy_max'])} | {pct(r['best_accuracy_mean'])} "
+                  f"| {pct(r['volatility_mean'])} | {pct(r['largest_drop_max'])} | {_num(r['divergence_rate'])} "
+                  f"| {_num(r['free_steps_last'])} | {_num(r['epoch_seconds_last'])} |")
+    _write_text(out_dir / "comparison.md", "\n".join(md) + "\n")
+
+    from matplotlib.ticker import MaxNLocator
+
+    Figure, Canvas = _figure_class()
+    panels = list(dict.fromkeys((d, st) for (_, d, st) in curves))
+    fig = Figure(figsize=(5.6 * len(panels), 4.0), layout="constrained")
+    Canvas(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    labels = list(sweeps)
+    for ax, (dist, st) in zip(axes, panels):
+        for i, label in enumerate(labels):
+            cs = [c for c in curves.get((label, dist, st), []) if c.size]
+            if not cs:
+                continue
+            E = max(c.size for c in cs)
+            M = np.full((len(cs), E), np.nan)
+            for j, c in enumerate(cs):
+                M[j, : c.size] = c
+            ep = np.arange(1, E + 1)
+            ax.plot(ep, 100 * np.nanmean(M, axis=0), color=f"C{i}", marker="o", markersize=3, linewidth=1.4,
+                    label=f"{label} ({len(cs)})")
+            ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=f"C{i}", alpha=0.18,
+                            linewidth=0)
+        ax.set_title(f"dt law: {dist}" + (f" ({', '.join(st)})" if st else ""), fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.set_ylabel("test accuracy (%)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
+        if ax.get_lines():
+            ax.legend(fontsize=8, loc="lower right", title="algorithm (seeds)", title_fontsize=8)
+    fig.suptitle("Test accuracy per epoch: mean over seeds, band = min..max", fontsize=11)
+    with atomic_path(out_dir / "comparison.png", suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    logger.info("comparison of %s written to %s", ", ".join(map(str, sweeps.values())), out_dir)
+    return rows

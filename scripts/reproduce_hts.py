@@ -14,6 +14,10 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
 * ``stress_mnist_dtmean_sym``: the same with symmetric nudging; 90 runs; 6 min
 * ``mnist_784-256-256-10`` and ``fashionmnist_784-256-256-10``: 6 laws x 5 seeds; 30 runs
   each; about 1.6 h each with ``--workers 2``
+* ``family_mnist_ep``, ``family_mnist_ep_adapt``, ``family_mnist_chl``,
+  ``family_mnist_chl_adapt`` (RESULTS.md section 6): EP, EP + adjusted adaptation, CHL,
+  CHL + adaptation; constant and lognormal dt x 3 seeds; MNIST 784-512-10; 6 runs each;
+  ``scripts/family_figure.py`` draws them together
 
 Usage::
 
@@ -41,23 +45,27 @@ LAWS = "constant,uniform,normal,lognormal,gamma,cauchy"
 STRESS_SETS = ("train.t1=20,30,60,100", "train.beta=0.05,0.1,0.2,0.5", "train.nudging=one-sided,symmetric")
 DTMEAN = "dt.mean=0.1,0.2,0.3,0.4,0.5"
 
-#: name -> (config relative to the repository, dataset directory name, seeds, --set values)
-GRIDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "mnist_784-512-10": ("models/repro/mnist_784-512-10.toml", "mnist", "0-4", ()),
-    "fashionmnist_784-512-10": ("models/repro/fashionmnist_784-512-10.toml", "fashion-mnist", "0-4", ()),
-    "stress_mnist": ("models/repro/stress_mnist.toml", "mnist", "0-2", STRESS_SETS),
-    "stress_mnist_dtmean": ("models/repro/stress_mnist.toml", "mnist", "0-2", (DTMEAN,)),
-    "stress_mnist_dtmean_sym": ("models/repro/stress_mnist.toml", "mnist", "0-2", ("train.nudging=symmetric", DTMEAN)),
-    "mnist_784-256-256-10": ("models/repro/mnist_784-256-256-10.toml", "mnist", "0-4", ()),
-    "fashionmnist_784-256-256-10": ("models/repro/fashionmnist_784-256-256-10.toml", "fashion-mnist", "0-4", ()),
+FAMILY_LAWS = "constant,lognormal"
+
+#: name -> (config relative to the repository, dataset directory name, seeds, --set values, dt laws)
+GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
+    "mnist_784-512-10": ("models/repro/mnist_784-512-10.toml", "mnist", "0-4", (), LAWS),
+    "fashionmnist_784-512-10": ("models/repro/fashionmnist_784-512-10.toml", "fashion-mnist", "0-4", (), LAWS),
+    "stress_mnist": ("models/repro/stress_mnist.toml", "mnist", "0-2", STRESS_SETS, LAWS),
+    "stress_mnist_dtmean": ("models/repro/stress_mnist.toml", "mnist", "0-2", (DTMEAN,), LAWS),
+    "stress_mnist_dtmean_sym": ("models/repro/stress_mnist.toml", "mnist", "0-2", ("train.nudging=symmetric", DTMEAN), LAWS),
+    "mnist_784-256-256-10": ("models/repro/mnist_784-256-256-10.toml", "mnist", "0-4", (), LAWS),
+    "fashionmnist_784-256-256-10": ("models/repro/fashionmnist_784-256-256-10.toml", "fashion-mnist", "0-4", (), LAWS),
+    **{f"family_mnist_{v}": (f"models/family/mnist_{v}.toml", "mnist", "0-2", (), FAMILY_LAWS)
+       for v in ("ep", "ep_adapt", "chl", "chl_adapt")},
 }
 
 
 def grid_argv(name: str, args) -> list[str]:
     """The ``neuro-hts`` arguments of one grid."""
-    config, dataset, seeds, sets = GRIDS[name]
+    config, dataset, seeds, sets, laws = GRIDS[name]
     out_root = Path(args.out_root)
-    argv = ["sweep", "--config", str(REPO / config), "--dt-dists", LAWS, "--seeds", args.seeds or seeds,
+    argv = ["sweep", "--config", str(REPO / config), "--dt-dists", laws, "--seeds", args.seeds or seeds,
             "--data-dir", str(Path(args.data_root) / dataset), "--out", str(out_root / "sweeps" / name),
             "--report", str(out_root / "results" / name), "--workers", str(args.workers)]
     for s in sets:

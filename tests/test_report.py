@@ -204,3 +204,38 @@ def test_no_side_by_side_without_a_constant_baseline(tmp_path):
     write_report(tmp_path / "s", tmp_path / "r")
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Side by side" not in md and divergence_tally(collect(tmp_path / "s")) == {}
+
+
+def _history_sweep(d: Path, algorithm: str, curves: dict) -> None:
+    """A sweep of one algorithm whose run files hold the given test-accuracy curves, keyed by (dist, seed)."""
+    base = load_config(Path(__file__).resolve().parents[1] / "models" / "digits.toml").replace(
+        train={"algorithm": algorithm, "t2": 30})
+    cells = make_grid(base, sorted({k[0] for k in curves}), sorted({k[1] for k in curves}))
+    _write_manifest(d, base, cells)
+    for c in cells:
+        cfg = c.config(base)
+        acc = curves[(c.dist, c.seed)]
+        hist = {k: [0.0] * len(acc) for k in HISTORY_KEYS}
+        hist.update(test_accuracy=list(acc), free_steps_mean=[60.0] * len(acc), epoch_seconds=[2.0] * len(acc))
+        save_run(d / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=len(acc),
+                                              history=hist, status="complete"))
+
+
+def test_comparison_of_several_sweeps(tmp_path):
+    from neuro_hts.report import write_comparison
+
+    _history_sweep(tmp_path / "ep", "ep", {("constant", 0): [0.9, 0.95], ("constant", 1): [0.92, 0.97],
+                                           ("lognormal", 0): [0.9, 0.96], ("lognormal", 1): [0.9, 0.94]})
+    _history_sweep(tmp_path / "chl", "chl", {("constant", 0): [0.8, 0.9], ("constant", 1): [0.85, 0.8],
+                                             ("lognormal", 0): [0.8, 0.91], ("lognormal", 1): [0.82, 0.93]})
+    rows = write_comparison({"EP": tmp_path / "ep", "CHL": tmp_path / "chl"}, tmp_path / "out")
+    got = {(r["label"], r["dist"]): r for r in rows}
+    assert list(got) == [("EP", "constant"), ("EP", "lognormal"), ("CHL", "constant"), ("CHL", "lognormal")]
+    assert got[("EP", "constant")]["final_accuracy_mean"] == pytest.approx(0.96)
+    assert got[("CHL", "constant")]["final_accuracy_min"] == pytest.approx(0.8)
+    assert got[("CHL", "constant")]["largest_drop_max"] == pytest.approx(0.05)
+    assert got[("EP", "lognormal")]["free_steps_last"] == 60.0 and got[("EP", "lognormal")]["n_found"] == 2
+    md = (tmp_path / "out" / "comparison.md").read_text().splitlines()
+    assert len(md) == 2 + 4 and "| EP | constant | 2/2 | 96.00 +- 1.41 | 95.00 - 97.00 |" in md[2]
+    assert len(_read_csv(tmp_path / "out" / "comparison.csv")) == 4
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000

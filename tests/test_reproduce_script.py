@@ -27,20 +27,26 @@ def script():
 def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_path):
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(script.GRIDS) == 7
+    assert len(lines) == len(script.GRIDS) == 11
     n_cells = {}
     for line, name in zip(lines, script.GRIDS):
         argv = shlex.split(line)[1:]
         args = build_parser().parse_args(argv)  # the real CLI accepts it
         assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
         assert args.out == str(tmp_path / "o" / "sweeps" / name)
-        assert args.dt_dists == "constant,uniform,normal,lognormal,gamma,cauchy"
+        family = name.startswith("family_")
+        assert args.dt_dists == ("constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
         base = load_config(args.config)
         n_cells[name] = len(make_grid(base, args.dt_dists.split(","), parse_seeds(args.seeds),
                                       [parse_set(s, base) for s in args.set]))
     assert n_cells == {"mnist_784-512-10": 30, "fashionmnist_784-512-10": 30, "stress_mnist": 576,
                        "stress_mnist_dtmean": 90, "stress_mnist_dtmean_sym": 90,
-                       "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30}
+                       "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30,
+                       "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6}
+    algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
+             for line, name in zip(lines, script.GRIDS) if name.startswith("family_")}
+    assert algos == {"family_mnist_ep": "ep", "family_mnist_ep_adapt": "ep", "family_mnist_chl": "chl",
+                     "family_mnist_chl_adapt": "chl"}
     assert "/fashion-mnist" in lines[1] and "train.nudging=symmetric" in lines[4]
 
 
@@ -65,8 +71,8 @@ def test_bad_input_is_one_line_exit_2(script, capsys, tmp_path):
 
 def test_a_real_run_writes_sweeps_and_reports_and_resumes(script, capsys, tmp_path, monkeypatch):
     # a digits grid (embedded data; data_dir is ignored for digits) stands in for MNIST
-    monkeypatch.setattr(script, "GRIDS", {"tiny": ("models/digits.toml", "mnist", "0", ("train.t1=10,20",))})
-    monkeypatch.setattr(script, "LAWS", "constant,lognormal")
+    monkeypatch.setattr(script, "GRIDS", {"tiny": ("models/digits.toml", "mnist", "0", ("train.t1=10,20",),
+                                                   "constant,lognormal")})
     (tmp_path / "data" / "mnist").mkdir(parents=True)
     argv = ["--data-root", str(tmp_path / "data"), "--out-root", str(tmp_path), "--epochs", "1",
             "--n-train", "100", "--n-test", "50", "--no-progress"]
