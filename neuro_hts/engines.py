@@ -33,7 +33,8 @@ from .dynamics import RelaxStatus, cost, predict_scores
 from .errors import ConfigError
 from .registry import Registry
 
-__all__ = ["BatchStats", "EvalResult", "Engine", "FloatEngine", "ENGINES", "make_engine", "check_supported", "batch_scores"]
+__all__ = ["BatchStats", "EvalResult", "Engine", "FloatEngine", "ENGINES", "make_engine", "check_supported", "batch_scores",
+           "evaluate_batches"]
 
 
 @dataclass
@@ -75,6 +76,26 @@ class Engine(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def evaluate_batches(predict, x, labels, batch_size: int = 1000, progress=None) -> EvalResult:
+    """Accuracy of ``predict(x_batch) -> (classes, residuals in float units)`` over ``x`` in batches."""
+    n = x.shape[0]
+    preds = np.empty(n, dtype=np.int64)
+    resid = np.empty(n, dtype=np.float64)
+    bar = progress((n + batch_size - 1) // batch_size, "eval") if progress else None
+    try:
+        for start in range(0, n, batch_size):
+            p, r = predict(x[start : start + batch_size])
+            preds[start : start + len(p)] = p
+            resid[start : start + len(p)] = r
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    acc = float(np.mean(preds == labels)) if n else float("nan")
+    return EvalResult(acc, preds, resid)
 
 
 def batch_scores(net, free_states, y) -> tuple[float, int]:
@@ -142,23 +163,12 @@ class FloatEngine:
 
     def evaluate(self, net, x, labels, phase: Phase, batch_size: int = 1000, progress=None) -> EvalResult:
         """Free phase (``phase``: steps, gamma, tol) on every sample; accuracy of the argmax of the scores."""
-        n = x.shape[0]
-        preds = np.empty(n, dtype=np.int64)
-        resid = np.empty(n, dtype=np.float64)
-        bar = progress((n + batch_size - 1) // batch_size, "eval") if progress else None
-        try:
-            for start in range(0, n, batch_size):
-                xb = np.ascontiguousarray(x[start : start + batch_size], dtype=self.dtype)
-                free = self.backend.relax(net, xb, phase.steps, gamma=phase.gamma, tol=phase.tol, status_tol=self.status_tol)
-                preds[start : start + len(xb)] = predict_scores(net, free.states).argmax(axis=1)
-                resid[start : start + len(xb)] = free.residual
-                if bar:
-                    bar.update(1)
-        finally:
-            if bar:
-                bar.close()
-        acc = float(np.mean(preds == labels)) if n else float("nan")
-        return EvalResult(acc, preds, resid)
+        def predict(xb):
+            free = self.backend.relax(net, np.ascontiguousarray(xb, dtype=self.dtype), phase.steps, gamma=phase.gamma,
+                                      tol=phase.tol, status_tol=self.status_tol)
+            return predict_scores(net, free.states).argmax(axis=1), free.residual
+
+        return evaluate_batches(predict, x, labels, batch_size, progress)
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()

@@ -266,6 +266,15 @@ def _markdown(data, sweep_dir) -> str:
     return "\n".join(text) + "\n"
 
 
+def _stack(curves) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs 1..E and the (runs, E) matrix of per-epoch values, NaN past a run's last epoch."""
+    E = max(c.size for c in curves)
+    M = np.full((len(curves), E), np.nan)
+    for i, c in enumerate(curves):
+        M[i, : c.size] = c
+    return np.arange(1, E + 1), M
+
+
 def _plot_curves(data, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -290,11 +299,7 @@ def _plot_curves(data, path: Path) -> None:
             curves = [c for c in curves if c.size]
             if not curves:
                 continue
-            E = max(c.size for c in curves)
-            M = np.full((len(curves), E), np.nan)
-            for i, c in enumerate(curves):
-                M[i, : c.size] = c
-            ep = np.arange(1, E + 1)
+            ep, M = _stack(curves)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(M, axis=0)
             ax.plot(ep, 100 * mean, color=colors[g["dist"]], label=f"{g['dist']} ({len(curves)})", linewidth=1.4)
@@ -524,11 +529,7 @@ def write_comparison(sweeps: dict, out_dir) -> list[dict]:
             cs = [c for c in curves.get((label, dist, st), []) if c.size]
             if not cs:
                 continue
-            E = max(c.size for c in cs)
-            M = np.full((len(cs), E), np.nan)
-            for j, c in enumerate(cs):
-                M[j, : c.size] = c
-            ep = np.arange(1, E + 1)
+            ep, M = _stack(cs)
             ax.plot(ep, 100 * np.nanmean(M, axis=0), color=f"C{i}", marker="o", markersize=3, linewidth=1.4,
                     label=f"{label} ({len(cs)})")
             ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=f"C{i}", alpha=0.18,

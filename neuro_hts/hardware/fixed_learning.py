@@ -506,23 +506,13 @@ def evaluate_fixed(net: Network, target: HardwareTarget, exponents, x, labels, t
     ``exponents``: the run's fixed exponents, or None to quantize ``net`` (nearest) for ``target``;
     ``gamma`` and ``tol``: the free phase's feedback gain and early-stop tolerance.
     """
-    from ..engines import EvalResult
+    from ..engines import evaluate_batches
 
     bundle = quantize_network(net.astype(np.float64), target) if exponents is None else bundle_on_grid(net, target, exponents)
     sim = FixedPointSimulator(bundle)
-    n = x.shape[0]
-    preds = np.empty(n, dtype=np.int64)
-    resid = np.empty(n, dtype=np.float64)
-    bar = progress((n + batch_size - 1) // batch_size, "eval") if progress else None
-    try:
-        for start in range(0, n, batch_size):
-            states, r = sim.relax(x[start : start + batch_size], t1, gamma=gamma, tol=tol)
-            preds[start : start + len(r)] = np.argmax(states[-1], axis=1)
-            resid[start : start + len(r)] = r / float(sim.one)
-            if bar:
-                bar.update(1)
-    finally:
-        if bar:
-            bar.close()
-    acc = float(np.mean(preds == labels)) if n else float("nan")
-    return EvalResult(acc, preds, resid)
+
+    def predict(xb):
+        states, r = sim.relax(xb, t1, gamma=gamma, tol=tol)
+        return np.argmax(states[-1], axis=1), r / float(sim.one)
+
+    return evaluate_batches(predict, x, labels, batch_size, progress)
