@@ -28,7 +28,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import vectorize
+from numba import njit, vectorize
 
 from ..errors import ConfigError
 
@@ -39,6 +39,8 @@ __all__ = [
     "saturate",
     "wrap",
     "leaky_decay_step",
+    "neuron_step",
+    "neuron_update",
     "multiplicative_decay",
     "dt_to_decay",
     "decay_to_dt",
@@ -168,6 +170,44 @@ def leaky_decay_step(s, target_drive, decay, decay_bits):
     if p < 0:
         return s - ((-p) >> decay_bits)
     return s + (p >> decay_bits)
+
+
+@njit(cache=True, inline="always")
+def neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, one, act, table, table_lo):
+    """The one integer HTS neuron update (every int64 scalar; Numba kernels and Lava models call it)::
+
+        h   <- saturate(h, IB)                                           synaptic input + bias
+        h   <- saturate(h + tz(beta_int * (y - s), D), IB)               nudge (beta_int != 0)
+        sig  = clip(h, 0, 2**S)  (act 0)  |  table[clip(h - table_lo)]   (act 1, sigmoid4 table)
+        s   <- saturate(leaky_decay_step(s, sig, decay, D), SB)
+
+    ``tz`` is :func:`shift_right_round_toward_zero` (toward zero, so +beta and -beta nudges
+    mirror each other); ``table`` and ``table_lo`` are ``fixed_sim.sigmoid4_table`` and its
+    first input (unused for act 0); ``one = 2**S``.
+    """
+    h = saturate(h, input_bits)
+    if beta_int != 0:
+        h = saturate(h + shift_right_round_toward_zero(beta_int * (y - s), decay_bits), input_bits)
+    if act == 0:
+        sig = min(max(h, 0), one)
+    else:
+        idx = h - table_lo
+        if idx < 0:
+            idx = 0
+        elif idx >= table.shape[0]:
+            idx = table.shape[0] - 1
+        sig = table[idx]
+    return saturate(leaky_decay_step(s, sig, decay, decay_bits), state_bits)
+
+
+@njit(cache=True)
+def neuron_update(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, one, act, table, table_lo):
+    """:func:`neuron_step` over 1-D int64 arrays (one layer of one sample); returns the new states."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = neuron_step(s[i], h[i], y[i], beta_int, decay[i], decay_bits, input_bits, state_bits, one, act,
+                             table, table_lo)
+    return out
 
 
 @vectorize(_I3, nopython=True, cache=True)

@@ -83,7 +83,7 @@ from numba import njit
 from ..errors import ConfigError
 from .fixed_point import (
     leaky_decay_step,
-    saturate,
+    neuron_step,
     shift_right_floor,
     shift_right_round_nearest,
     shift_right_round_toward_zero,
@@ -189,7 +189,6 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     tmp_down = [np.empty_like(s) for s in states]
     scratch = [np.empty(s.shape[1], dtype=np.int64) for s in states]
     residual = np.zeros(B, dtype=np.int64)
-    n_table = table.shape[0]
     nudge = beta_int != 0
     one_d = np.int64(1) << decay_bits
     scale_down = gamma_int != one_d
@@ -216,6 +215,7 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
             dec = decays[l]
+            b_int = beta_int if (top and nudge) else 0
             for b in range(B):
                 for i in range(s.shape[1]):
                     h = up[b, i]
@@ -224,20 +224,9 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
                         if scale_down:
                             d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
                         h += d
-                    h = saturate(h, input_bits)
-                    if top and nudge:
-                        h = saturate(h + shift_right_round_toward_zero(beta_int * (y_int[b, i] - s[b, i]), decay_bits),
-                                     input_bits)
-                    if act == 0:
-                        sig = min(max(h, 0), one)
-                    else:
-                        idx = h - table_lo
-                        if idx < 0:
-                            idx = 0
-                        elif idx >= n_table:
-                            idx = n_table - 1
-                        sig = table[idx]
-                    new[b, i] = saturate(leaky_decay_step(s[b, i], sig, dec[i], decay_bits), state_bits)
+                    yv = y_int[b, i] if top else 0
+                    new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
+                                            act, table, table_lo)
         if has_anchor:
             for l in range(L):
                 new = news[l]

@@ -24,8 +24,9 @@ the input clamped; block steps ``t_free+1 .. t_free+t_nudge`` are the nudged pha
 (``beta`` applied by output layers), continuing from the free state.
 
 The ``fixed_pt`` models implement :mod:`neuro_hts.hardware.fixed_sim`'s integer semantics
-with the SAME helpers (:mod:`neuro_hts.hardware.fixed_point`); the Dense connections carry
-the shifts (``weight_exp``). The ``floating_pt`` models implement
+by calling the SAME neuron update, :func:`neuro_hts.hardware.fixed_point.neuron_update`
+(saturate, nudge, activation, leaky decay step, saturate: written once); the Dense
+connections carry the shifts (``weight_exp``). The ``floating_pt`` models implement
 :func:`neuro_hts.dynamics.leaky_update` with :func:`neuro_hts.dynamics.mse_nudge` inside
 sigma, in float64.
 """
@@ -50,12 +51,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 
 from neuro_hts.activations import get_activation  # noqa: E402
 from neuro_hts.dynamics import leaky_update, mse_nudge  # noqa: E402
-from neuro_hts.hardware.fixed_point import (  # noqa: E402
-    leaky_decay_step,
-    saturate,
-    shift_right_round_nearest,
-    shift_right_round_toward_zero,
-)
+from neuro_hts.hardware.fixed_point import neuron_update, shift_right_round_nearest  # noqa: E402
 from neuro_hts.hardware.fixed_sim import SIGMOID4_LO, sigmoid4_table  # noqa: E402
 
 __all__ = [
@@ -227,7 +223,9 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
         if self.activation == "sigmoid4":
             self.table = sigmoid4_table(self.S)
             self.table_lo = SIGMOID4_LO * self.one
-        elif self.activation != "hard_sigmoid":
+        elif self.activation == "hard_sigmoid":
+            self.table, self.table_lo = np.zeros(1, dtype=np.int64), 0
+        else:
             raise ValueError(f"unsupported activation {self.activation!r}")
 
     def _zero(self):
@@ -239,18 +237,14 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
         return np.left_shift(s, self.F - self.S)
 
     def _update(self, a_in, y):
-        s = self.s.astype(np.int64)
-        h = saturate(np.asarray(a_in, dtype=np.int64) + self.bias, self.IB)
-        if y is not None:
-            beta = int(self.beta[0])
-            if beta != 0:
-                h = saturate(h + shift_right_round_toward_zero(beta * (np.asarray(y, dtype=np.int64) - s), self.D),
-                             self.IB)
-        if self.activation == "hard_sigmoid":
-            sig = np.clip(h, 0, self.one)
-        else:
-            sig = self.table[np.clip(h - self.table_lo, 0, self.table.shape[0] - 1)]
-        return saturate(leaky_decay_step(s, sig, self.decay, self.D), self.SB)
+        """:func:`neuro_hts.hardware.fixed_point.neuron_update`, the update the Numba simulator runs."""
+        s = np.ascontiguousarray(self.s, dtype=np.int64)
+        h = np.asarray(a_in, dtype=np.int64) + self.bias
+        beta = int(self.beta[0]) if y is not None else 0
+        yv = np.asarray(y, dtype=np.int64) if y is not None else np.zeros_like(s)
+        return neuron_update(s, h, yv, np.int64(beta), np.ascontiguousarray(self.decay, dtype=np.int64),
+                             np.int64(self.D), np.int64(self.IB), np.int64(self.SB), np.int64(self.one),
+                             np.int64(0 if self.activation == "hard_sigmoid" else 1), self.table, np.int64(self.table_lo))
 
 
 @implements(proc=HTSLayer, protocol=LoihiProtocol)
