@@ -134,15 +134,52 @@ def _input_drive_kernel(x, rx, W1, b1, energy, act, out):
 
 @njit(cache=True, fastmath=_REASSOC)
 def _dot_nt_small(a, W, out):
-    """out = a @ W.T by dot products (for a small number of rows of W)."""
+    """out = a @ W.T by dot products (for a small number of rows of W).
+
+    Register-blocked: two samples times four rows of W per pass over the inputs, so each
+    loaded W element serves two products and each loaded input four (eight independent
+    vectorised sums; the reassociation flags let LLVM vectorise them). About twice as
+    fast as one dot product at a time for a 50 x 512 input and a 10-row W.
+    """
     B, m = a.shape
     n = W.shape[0]
     zero = out.dtype.type(0.0)
-    for b in range(B):
+    B2 = B - B % 2
+    n4 = n - n % 4
+    for b in range(0, B2, 2):
+        a0 = a[b]
+        a1 = a[b + 1]
+        for i in range(0, n4, 4):
+            w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            for j in range(m):
+                x0 = a0[j]
+                x1 = a1[j]
+                s00 += x0 * w0[j]
+                s01 += x0 * w1[j]
+                s02 += x0 * w2[j]
+                s03 += x0 * w3[j]
+                s10 += x1 * w0[j]
+                s11 += x1 * w1[j]
+                s12 += x1 * w2[j]
+                s13 += x1 * w3[j]
+            out[b, i], out[b, i + 1], out[b, i + 2], out[b, i + 3] = s00, s01, s02, s03
+            out[b + 1, i], out[b + 1, i + 1], out[b + 1, i + 2], out[b + 1, i + 3] = s10, s11, s12, s13
+        for i in range(n4, n):
+            wi = W[i]
+            s0 = s1 = zero
+            for j in range(m):
+                s0 += a0[j] * wi[j]
+                s1 += a1[j] * wi[j]
+            out[b, i] = s0
+            out[b + 1, i] = s1
+    for b in range(B2, B):
+        ab = a[b]
         for i in range(n):
+            wi = W[i]
             acc = zero
             for j in range(m):
-                acc += a[b, j] * W[i, j]
+                acc += ab[j] * wi[j]
             out[b, i] = acc
 
 
@@ -219,29 +256,43 @@ def _update_layer(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt,
 
 
 @njit(cache=True)
-def _residual_into(new, old, residual):
-    """residual[b] <- max(residual[b], max_j |new[b, j] - old[b, j]|); NaN sticks (as np.max)."""
+def _residual_into(new, old, residual, fbuf, ibuf):
+    """residual[b] <- max(residual[b], max_j |new[b, j] - old[b, j]|); NaN sticks (as np.max).
+
+    ``fbuf`` is a float scratch row (>= n entries) and ``ibuf`` the same memory viewed as
+    signed integers of the same width. The maximum is taken over the bit patterns: for
+    values >= 0 (|d| has its sign bit clear) they order as the floats do, with +inf
+    above every finite value and any NaN above +inf, so one integer max (which LLVM
+    vectorises, unlike a NaN-aware float max) finds the largest |d| or a NaN.
+    """
     B, n = new.shape
+    if n == 0:
+        return
     for b in range(B):
-        res = residual[b]
-        bad = False
         for j in range(n):
-            d = abs(new[b, j] - old[b, j])
-            res = d if d > res else res
-            bad |= d != d
-        if bad:
+            fbuf[j] = abs(new[b, j] - old[b, j])
+        top = ibuf[0]
+        for j in range(1, n):
+            top = max(top, ibuf[j])
+        ibuf[0] = top
+        d = fbuf[0]
+        res = residual[b]
+        if d != d or res != res:
             res = np.nan
+        elif d > res:
+            res = d
         residual[b] = res
 
 
 @njit(cache=True)
-def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual):
+def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual, fbuf, ibuf):
     """Run ``n_steps`` >= 1 synchronous steps from ``s_init``; returns 0 or 1, the buffer holding the result.
 
     Step t reads the states of step t-1 (``s_init``, then alternately ``buf0``/``buf1``)
     and writes the other buffer; ``s_init`` is never written. ``rbuf`` holds rho(s) in
     the energy form. ``residual`` (zeros on entry) receives the last step's
-    max_l max_j |s_t - s_{t-1}| per sample.
+    max_l max_j |s_t - s_{t-1}| per sample (``fbuf``/``ibuf``: scratch of
+    :func:`_residual_into`, as wide as the widest relaxed layer).
     """
     n_dyn = len(s_init)
     top = n_dyn - 1
@@ -287,7 +338,7 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
             _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, mode, ny, beta, dts[i], energy, act, nxt[i])
         if t == n_steps - 1:
             for i in range(n_dyn):
-                _residual_into(nxt[i], cur[i], residual)
+                _residual_into(nxt[i], cur[i], residual, fbuf, ibuf)
         cur = nxt
     return (n_steps - 1) % 2
 
@@ -495,8 +546,11 @@ class NumbaBackend:
         buf0 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
         buf1 = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes)
         rbuf = tuple(np.empty((B, n), dtype=self.dtype) for n in sizes) if energy else buf1
+        fbuf = np.empty(max(sizes), dtype=self.dtype)
+        ibuf = fbuf.view(np.int32 if self.dtype == np.float32 else np.int64)
         which = _relax_kernel(
-            Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual
+            Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce,
+            residual, fbuf, ibuf,
         )
         return RelaxResult(list(buf1 if which else buf0), residual, n_steps)
 
