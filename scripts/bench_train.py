@@ -276,6 +276,29 @@ def run_worker(args, labels) -> int:
     return 0
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat (Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    v = [int(f) for f in fields]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    steal = v[7] if len(v) > 7 else 0
+    return (sum(v[:8]) - idle - steal) / ticks, steal / ticks
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = stat[stat.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Spinner:
     """A process spinning on one core (``python -c "while True: pass"``), started and killed here."""
 
@@ -284,10 +307,18 @@ class Spinner:
         time.sleep(0.5)
         return self
 
+    def cpu(self) -> float:
+        return _proc_cpu(self.proc.pid)
+
     def __exit__(self, *exc):
         self.proc.kill()
         self.proc.wait()
         return False
+
+
+class _NoSpinner(contextlib.nullcontext):
+    def __enter__(self):
+        return None
 
 
 def _worker_cmd(args, label: str, threads: int | None) -> list[str]:
@@ -308,20 +339,34 @@ def run_compare(args, labels) -> int:
     loads = ["idle", "busy"] if args.busy_core else ["idle"]
     # (backend, version, load) -> list of samples/s
     rates: dict[tuple[str, str, str], list[float]] = {}
+    # (load) -> per worker run: CPU (cores) used by other processes, and steal (cores)
+    others: dict[str, list[float]] = {}
+    steals: dict[str, list[float]] = {}
     seen: dict[str, set[str]] = {}
     blas_seen: dict[tuple[str, str], list] = {}
     env0 = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for rep in range(args.repeats):
         for load in loads:
-            ctx = Spinner() if load == "busy" else contextlib.nullcontext()
-            with ctx:
+            ctx = Spinner() if load == "busy" else _NoSpinner()
+            with ctx as spin:
                 for label in labels:
                     for version in versions:
                         tree, threads = VERSIONS[version]
                         env = dict(env0, PYTHONPATH=str(trees[tree]))
+                        t0, c0 = time.perf_counter(), _cpu_times()
+                        ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        s0 = spin.cpu() if spin else 0.0
                         r = subprocess.run(
                             _worker_cmd(args, label, threads), env=env, capture_output=True, text=True, cwd="/"
                         )
+                        wall, c1 = time.perf_counter() - t0, _cpu_times()
+                        ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                        mine = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) + (
+                            (spin.cpu() - s0) if spin else 0.0
+                        )
+                        if c0 and c1:
+                            others.setdefault(load, []).append(max(0.0, (c1[0] - c0[0] - mine) / wall))
+                            steals.setdefault(load, []).append((c1[1] - c0[1]) / wall)
                         if r.returncode != 0:
                             print(f"error: worker {label} {version} failed:\n{r.stderr}", file=sys.stderr)
                             return 1
@@ -348,6 +393,13 @@ def run_compare(args, labels) -> int:
     )
     for version, files in seen.items():
         print(f"# {version}: imported {', '.join(sorted(files))}")
+    for load in loads:
+        if others.get(load):
+            o, st = others[load], steals[load]
+            print(
+                f"# {load}: CPU of other processes during the worker runs {statistics.median(o):.2f} cores "
+                f"(median; max {max(o):.2f}), steal {statistics.median(st):.2f} cores (max {max(st):.2f})"
+            )
     for (version, load), blas in sorted(blas_seen.items()):
         libs = "; ".join(f"{b['lib']} {b['threads']} threads" for b in blas)
         print(f"# {version} ({load}): BLAS {libs}")
