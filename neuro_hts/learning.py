@@ -18,8 +18,40 @@ from .registry import Registry
 __all__ = ["SGD", "Adam", "OPTIMIZERS", "make_optimizer", "BatchStats", "ep_phases", "ep_train_step"]
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernels():
+    """The fused update kernels (imported on first use: importing Numba takes a while)."""
+    from .backends import _optim_kernels
+
+    return _optim_kernels
+
+
+def _fusable(p, *others) -> bool:
+    """Whether the fused kernels can update ``p`` with ``others`` (gradient, state):
+    float32 or float64 arrays of one dtype and shape, all C-contiguous, ``p`` and the
+    state writable. Anything else takes the NumPy formulation (same formula; it also
+    casts a gradient of another dtype)."""
+    return (
+        isinstance(p, np.ndarray)
+        and p.dtype in _FLOATS
+        and p.flags.c_contiguous
+        and p.flags.writeable
+        and all(
+            isinstance(a, np.ndarray) and a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous
+            for a in others
+        )
+    )
+
+
 class SGD:
-    """theta <- theta - lr_l * v,  v <- momentum * v + g  (plain SGD when momentum = 0)."""
+    """theta <- theta - lr_l * v,  v <- momentum * v + g  (plain SGD when momentum = 0).
+
+    Float32/float64 parameters whose gradients have the same dtype are updated by one
+    fused compiled loop per array (:mod:`neuro_hts.backends._optim_kernels`), with the
+    same roundings as the NumPy formulation (bit-identical results); others by NumPy.
+    """
 
     kind = "sgd"
 
@@ -35,12 +67,20 @@ class SGD:
         if self.momentum:
             if "v" not in self.state:
                 self.state["v"] = [np.zeros_like(p) for p in params]
-            for v, g in zip(self.state["v"], grads):
-                v *= self.momentum
-                v += g
-            grads = self.state["v"]
+            for p, g, v, lr in zip(params, grads, self.state["v"], lrs):
+                if _fusable(p, g) and _fusable(v, g):
+                    dt = p.dtype.type
+                    _kernels().momentum_update(p.reshape(-1), g.reshape(-1), v.reshape(-1), dt(self.momentum), dt(lr))
+                else:
+                    v *= self.momentum
+                    v += g
+                    p -= p.dtype.type(lr) * v.astype(p.dtype, copy=False)
+            return
         for p, g, lr in zip(params, grads, lrs):
-            p -= p.dtype.type(lr) * g.astype(p.dtype, copy=False)
+            if _fusable(p, g):
+                _kernels().sgd_update(p.reshape(-1), g.reshape(-1), p.dtype.type(lr))
+            else:
+                p -= p.dtype.type(lr) * g.astype(p.dtype, copy=False)
 
     def state_dict(self) -> dict:
         return {k: [a.copy() for a in v] for k, v in self.state.items()}
@@ -50,7 +90,15 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba) with per-layer learning rates and bias correction."""
+    """Adam (Kingma & Ba) with per-layer learning rates and bias correction.
+
+    p -= (lr / c1) * m / (sqrt(v / c2) + eps), c1 = 1 - beta1^t, c2 = 1 - beta2^t, in the
+    parameters' dtype. Float32/float64 parameters whose gradients have the same dtype are
+    updated by one fused compiled loop per array (reads g, m, v, p once, writes m, v, p;
+    :mod:`neuro_hts.backends._optim_kernels`), with the same roundings as the NumPy
+    formulation below it, so both give bit-identical results; others (e.g. float64
+    gradients for float32 parameters) take the NumPy formulation.
+    """
 
     kind = "adam"
 
@@ -71,12 +119,19 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
-        if "buf" not in self.state:
-            self.state["buf"] = [np.empty_like(p) for p in params]
-        # In place, no temporaries: large per-step allocations were returned to the OS
-        # and faulted back in every step (half the training speed on MNIST).
-        for p, g, m, v, buf, lr in zip(params, grads, self.state["m"], self.state["v"], self.state["buf"], lrs):
+        for i, (p, g, m, v, lr) in enumerate(zip(params, grads, self.state["m"], self.state["v"], lrs)):
             dt = p.dtype.type
+            if _fusable(p, g) and _fusable(m, g) and _fusable(v, g):
+                _kernels().adam_update(
+                    p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                    dt(b1), dt(1.0 - b1), dt(b2), dt(1.0 - b2), dt(1.0 / c2), dt(self.eps), dt(lr / c1),
+                )
+                continue
+            if "buf" not in self.state:
+                self.state["buf"] = [np.empty_like(q) for q in params]
+            buf = self.state["buf"][i]
+            # In place, no temporaries: large per-step allocations were returned to the OS
+            # and faulted back in every step (half the training speed on MNIST).
             m *= dt(b1)
             np.multiply(g, dt(1.0 - b1), out=buf, casting="unsafe")
             m += buf
