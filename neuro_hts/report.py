@@ -266,6 +266,20 @@ def _markdown(data, sweep_dir) -> str:
     return "\n".join(text) + "\n"
 
 
+def _style_accuracy_axes(ax, title: str, legend_title: str, legend_size: int) -> None:
+    """Title, labels, grid and integer epoch ticks of a test-accuracy-per-epoch panel."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch", fontsize=9)
+    ax.set_ylabel("test accuracy (%)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=8)
+    if ax.get_lines():
+        ax.legend(fontsize=legend_size, loc="lower right", title=legend_title, title_fontsize=legend_size)
+
+
 def _stack(curves) -> tuple[np.ndarray, np.ndarray]:
     """Epochs 1..E and the (runs, E) matrix of per-epoch values, NaN past a run's last epoch."""
     E = max(c.size for c in curves)
@@ -276,8 +290,6 @@ def _stack(curves) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _plot_curves(data, path: Path) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     from .plotting import _figure_class
 
     Figure, Canvas = _figure_class()
@@ -306,14 +318,7 @@ def _plot_curves(data, path: Path) -> None:
             ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=colors[g["dist"]],
                             alpha=0.18, linewidth=0)
         title = ", ".join(f"{key.rsplit('.', 1)[-1]}={v}" for key, v in zip(data["keys"], combo)) or "all cells"
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch", fontsize=9)
-        ax.set_ylabel("test accuracy (%)", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=8)
-        if ax.get_lines():
-            ax.legend(fontsize=7, loc="lower right", title="dist (seeds)", title_fontsize=7)
+        _style_accuracy_axes(ax, title, "dist (seeds)", 7)
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].set_axis_off()
     fig.suptitle("Test accuracy per epoch: mean over seeds, band = min..max", fontsize=11)
@@ -516,8 +521,6 @@ def write_comparison(sweeps: dict, out_dir) -> list[dict]:
                   f"| {_num(r['free_steps_last'])} | {_num(r['epoch_seconds_last'])} |")
     _write_text(out_dir / "comparison.md", "\n".join(md) + "\n")
 
-    from matplotlib.ticker import MaxNLocator
-
     Figure, Canvas = _figure_class()
     panels = list(dict.fromkeys((d, st) for (_, d, st) in curves))
     fig = Figure(figsize=(5.6 * len(panels), 4.0), layout="constrained")
@@ -534,14 +537,7 @@ def write_comparison(sweeps: dict, out_dir) -> list[dict]:
                     label=f"{label} ({len(cs)})")
             ax.fill_between(ep, 100 * np.nanmin(M, axis=0), 100 * np.nanmax(M, axis=0), color=f"C{i}", alpha=0.18,
                             linewidth=0)
-        ax.set_title(f"dt law: {dist}" + (f" ({', '.join(st)})" if st else ""), fontsize=10)
-        ax.set_xlabel("epoch", fontsize=9)
-        ax.set_ylabel("test accuracy (%)", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=8)
-        if ax.get_lines():
-            ax.legend(fontsize=8, loc="lower right", title="algorithm (seeds)", title_fontsize=8)
+        _style_accuracy_axes(ax, f"dt law: {dist}" + (f" ({', '.join(st)})" if st else ""), "algorithm (seeds)", 8)
     fig.suptitle("Test accuracy per epoch: mean over seeds, band = min..max", fontsize=11)
     with atomic_path(out_dir / "comparison.png", suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
