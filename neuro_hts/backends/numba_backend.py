@@ -7,17 +7,24 @@ Same interface and semantics as :class:`~neuro_hts.backends.numpy_ref.NumpyBacke
 * the constant input drive W_1 x + b_1 is computed once per phase (or reused when the
   caller passes ``drive1``, as :func:`neuro_hts.learning.ep_phases` does);
 * each step is two kinds of work: the matrix products between relaxed layers (``np.dot``
-  into preallocated outputs, i.e. BLAS gemm; plain vectorised dot products for the
-  bottom-up drive of a layer of <= 12 neurons such as a 10-class output, where they beat
-  a gemm call) and one fused elementwise loop per layer (drive + top-down + nudge +
-  activation + leaky/energy update), compiled branch-free per form and activation; the
-  residual is computed after the last step only;
+  into preallocated outputs, i.e. BLAS gemm; register-blocked vectorised dot products,
+  two samples by four rows per pass, for the bottom-up drive of a layer of <= 12
+  neurons such as a 10-class output, where they beat a gemm call) and one fused
+  elementwise loop per layer (drive + top-down + nudge + activation + leaky/energy
+  update), compiled branch-free per form and activation; the residual is computed after
+  the last step only (a vectorised integer max over the bit patterns);
+* sparse inputs: the input drive and the layer-1 weight gradient are formed from the
+  nonzero entries of r_0 only when that is cheaper than the dense gemm (MNIST pixels
+  are ~80 % zeros; see "sparse input" below and ``NumbaBackend(input_sparsity=...)``);
 * ``ep_gradients`` forms every weight gradient with one gemm:
   r_l^a r_{l-1}^a^T - r_l^b r_{l-1}^b^T = [r_l^a - r_l^b ; r_l^b]^T [r_{l-1}^a ; r_{l-1}^a - r_{l-1}^b]
   (rows stacked over the batch), which for layer 1, where r_0 = x (or rho(x)) is the same
   in both phases, is the single product (r_1^a - r_1^b)^T r_0. Subtracting the two
   equilibria before the product also avoids the cancellation of two nearly equal
   products in float32.
+
+BLAS threads: all kernels are single-threaded except the BLAS calls; one BLAS thread is
+the right setting on small machines (:mod:`neuro_hts._threads`).
 
 Private kernels take arrays only (tuples of arrays for the layers, so any depth works);
 :class:`NumbaBackend` validates and converts. Network arrays that already have the
@@ -136,11 +143,18 @@ def _softmax_rows(z):
 # _use_sparse), when a weight or coefficient is not finite (0 * inf and 0 * NaN are NaN
 # in the dense product, and the sparse path never forms them), and for small problems.
 
-#: cost of the sparse paths in units of one dense multiply-add (fitted on the benchmark
-#: machine, BENCHMARKS.md): sparse if a * nnz + b * U < B * n_0, with nnz the nonzero
-#: entries of r_0 and U its nonzero columns
+#: cost of the sparse paths in units of one dense multiply-add: sparse if
+#: a * nnz + b * U < B * n_0, with nnz the nonzero entries of r_0 and U its nonzero
+#: columns. Drive: fitted on the benchmark machine (BENCHMARKS.md) with random sparse
+#: inputs; MNIST batches of 50 (nnz ~ 7,500, U ~ 475 of 784) take the sparse path, which
+#: measured 0.60-0.65 ms against 0.68-0.75 ms for the gemm inside the training loop (and
+#: 0.26-0.44 against 0.49-0.59 ms with warm caches). Gradient: the sparse path was as
+#: fast or faster alone (0.34-0.48 against 0.43-0.53 ms) but slower inside the training
+#: loop for MNIST (0.69 against 0.63 ms: its scatter into the fresh gradient array and
+#: the transposed scratch cost more with cold caches), so the constants are set to keep
+#: MNIST on the gemm and use the sparse path only for inputs a good deal sparser.
 _SPARSE_DRIVE_COST = (2.4, 16.6)
-_SPARSE_GRAD_COST = (3.6, 23.0)
+_SPARSE_GRAD_COST = (5.0, 40.0)
 #: below this many dense multiply-adds (B n_0 n_1) the dense path is always taken
 _SPARSE_MIN_MACS = 1 << 20
 # input-sparsity modes of the kernels
@@ -156,6 +170,24 @@ def _use_sparse(mode, nnz, U, B, n0, n, cost_nnz, cost_cols):
     if mode == _SPARSE_NEVER or B * n0 * n < _SPARSE_MIN_MACS:
         return False
     return cost_nnz * nnz + cost_cols * U < B * n0
+
+
+@njit(cache=True)
+def _may_use_sparse(mode, r0, n, cost_nnz, cost_cols):
+    """A cheap first look before the structure is built: False when the dense path is
+    certain (forced, a small problem, or too many nonzeros even for the smallest
+    possible union, U >= nnz / B)."""
+    if mode == _SPARSE_ALWAYS:
+        return True
+    B, n0 = r0.shape
+    if mode == _SPARSE_NEVER or B * n0 * n < _SPARSE_MIN_MACS:
+        return False
+    nnz = 0
+    for b in range(B):
+        row = r0[b]
+        for k in range(n0):
+            nnz += row[k] != 0
+    return cost_nnz * nnz + cost_cols * (nnz // B) < B * n0
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -346,10 +378,10 @@ def _drive_from(r0, W1, b1, mode, sp, out):
     B, n0 = r0.shape
     n = W1.shape[0]
     U = 0
-    sparse = mode != _SPARSE_NEVER
+    c0, c1 = _SPARSE_DRIVE_COST
+    sparse = _may_use_sparse(mode, r0, n, c0, c1)
     if sparse:
         U, nnz = _sparse_structure(r0, used, uidx, upos, ptr, cols, vals)
-        c0, c1 = _SPARSE_DRIVE_COST
         sparse = _use_sparse(mode, nnz, U, B, n0, n, c0, c1) and _all_finite(W1)
     if sparse:
         _gather_transposed(W1, uidx, U, T)
@@ -379,10 +411,10 @@ def _layer1_gradient(A, r0, mode, sp, out):
     B, n0 = r0.shape
     n = A.shape[1]
     U = 0
-    sparse = mode != _SPARSE_NEVER
+    c0, c1 = _SPARSE_GRAD_COST
+    sparse = _may_use_sparse(mode, r0, n, c0, c1)
     if sparse:
         U, nnz = _sparse_structure(r0, used, uidx, upos, ptr, cols, vals)
-        c0, c1 = _SPARSE_GRAD_COST
         sparse = _use_sparse(mode, nnz, U, B, n0, n, c0, c1) and _all_finite(A)
     if sparse:
         _csc_from_csr(ptr, cols, vals, U, cptr, crow, cval)
