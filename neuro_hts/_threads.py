@@ -4,14 +4,18 @@ Why one thread is the right default on small machines
 -----------------------------------------------------
 The matrix products of EP training are small: at batch 50 the largest is the input
 drive W_1 x of a 784-512-10 network (50 x 784 x 512, 40 MFLOP), the per-step products
-are 50 x 512 x 10. On a 2-vCPU machine one OpenBLAS thread runs that sgemm in about
-1 ms; two threads took about 5 ms with both cores idle and 10-27 ms when another
-process held the second core, because OpenBLAS splits the product in halves and then
-waits (spinning) for the slower half. The per-step kernels of the Numba backend are
-single-threaded anyway, so extra BLAS threads only add synchronisation, and a busy core
-stalls the whole product instead of slowing one half. Parallelism on such machines is
-better spent on independent runs (``neuro-hts sweep --workers``), each with one BLAS
-thread. On a large idle machine with big layers more threads can pay off; measure.
+are 50 x 512 x 10. OpenBLAS splits such a product between its threads and then waits
+(spinning) for the slowest part, so a second thread only pays off while the second core
+is free. Measured on a 2-vCPU VM (BENCHMARKS.md, "Speed-up of the Numba training step"):
+the 50 x 784 x 512 sgemm alone takes 0.59 ms on one thread and 0.32 ms on two with both
+cores idle, but with another process holding one core the two-thread product has a long
+tail (90th percentile 2.4 ms, against 0.65 ms on one thread); in training, where NumPy's
+and Numba's BLAS calls alternate with single-threaded kernels, the default two threads
+lost 61 % of the Numba backend's throughput (NumPy float64: 57 %) when one core was
+busy, and one thread lost none. The per-step kernels of the Numba backend are
+single-threaded anyway. Parallelism on such machines is better spent on independent
+runs (``neuro-hts sweep --workers``), each with one BLAS thread. On a large idle machine
+with big layers more threads can pay off; measure.
 
 Two BLAS libraries
 ------------------

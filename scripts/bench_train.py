@@ -203,6 +203,36 @@ class Runner:
         return elapsed
 
 
+#: the parts of one training step timed by Runner.breakdown, in order
+PARTS = ("batch copy", "input drive", "free phase", "nudged phase", "EP gradients", "loss and accuracy", "optimiser")
+
+
+def _breakdown_step(runner, idx, pc=time.perf_counter) -> list[float]:
+    """One training step split into PARTS, each timed (seconds). The same calls as
+    ep_train_step for one-sided nudging (neuro_hts.learning.ep_phases), one by one."""
+    from neuro_hts import dynamics
+
+    be, net, train = runner.backend, runner.net, runner.config.train
+    t = [pc()]
+    x, y = runner.x[idx], runner.y[idx]
+    t.append(pc())
+    drive1 = be.input_drive(net, x)
+    t.append(pc())
+    free = be.relax(net, x, train.t1, drive1=drive1)
+    t.append(pc())
+    nudged = be.relax(net, x, train.t2, free.states, y, train.beta, drive1=drive1)
+    t.append(pc())
+    gW, gb = be.ep_gradients(net, x, y, nudged.states, train.beta, free.states, 0.0)
+    t.append(pc())
+    scores = dynamics.predict_scores(net, free.states)
+    float(dynamics.cost(net, free.states, y).sum())
+    int((scores.argmax(axis=1) == y.argmax(axis=1)).sum())
+    t.append(pc())
+    runner.opt.step(net, gW, gb)
+    t.append(pc())
+    return [b - a for a, b in zip(t, t[1:])]
+
+
 def load_data(data_dir: str, n: int):
     from neuro_hts.data import load_dataset
 
@@ -270,9 +300,20 @@ def run_worker(args, labels) -> int:
         if args.warmup:
             r.train(args.warmup)
         blas = blas_summary()  # after the warm-up: Numba has loaded its BLAS by now
+        parts = []
         for _ in range(args.repeats):  # no pause: this process runs one backend only
-            r.rates.append(args.batches * B / r.train(args.batches))
-    print(json.dumps({"label": label, "rates": r.rates, "faults": r.faults, "neuro_hts": neuro_hts.__file__, "blas": blas}))
+            if args.breakdown:
+                for _ in range(args.batches):
+                    idx = r.order[r.next * B : (r.next + 1) * B]
+                    parts.append(_breakdown_step(r, idx))
+                    r.next = (r.next + 1) % r.n_batches
+                r.rates.append(args.batches * B / sum(map(sum, parts[-args.batches :])))
+            else:
+                r.rates.append(args.batches * B / r.train(args.batches))
+    out = {"label": label, "rates": r.rates, "faults": r.faults, "neuro_hts": neuro_hts.__file__, "blas": blas}
+    if args.breakdown:
+        out["parts_ms"] = [statistics.median(p[i] for p in parts) * 1e3 for i in range(len(PARTS))]
+    print(json.dumps(out))
     return 0
 
 
@@ -326,7 +367,7 @@ def _worker_cmd(args, label: str, threads: int | None) -> list[str]:
         sys.executable, str(Path(__file__).resolve()), "--worker", "--backends", label,
         "--batches", str(args.batches), "--warmup", str(args.warmup), "--repeats", "1",
         "--pause", str(args.pause), "--data-dir", args.data_dir, "--blas-threads", str(threads or 0),
-    ]
+    ] + (["--breakdown"] if args.breakdown else [])
 
 
 def run_compare(args, labels) -> int:
@@ -342,6 +383,7 @@ def run_compare(args, labels) -> int:
     # (load) -> per worker run: CPU (cores) used by other processes, and steal (cores)
     others: dict[str, list[float]] = {}
     steals: dict[str, list[float]] = {}
+    parts_ms: dict[tuple[str, str, str], list[list[float]]] = {}  # with --breakdown
     seen: dict[str, set[str]] = {}
     blas_seen: dict[tuple[str, str], list] = {}
     env0 = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -378,6 +420,8 @@ def run_compare(args, labels) -> int:
                         seen.setdefault(version, set()).add(str(where))
                         blas_seen[(version, load)] = out["blas"]
                         rates.setdefault((label, version, load), []).extend(out["rates"])
+                        if "parts_ms" in out:
+                            parts_ms.setdefault((label, version, load), []).append(out["parts_ms"])
                         print(
                             f"#   repeat {rep + 1}/{args.repeats} {load:4s} {label:13s} {version:11s} "
                             f"{out['rates'][0]:8.0f} samples/s",
@@ -412,6 +456,18 @@ def run_compare(args, labels) -> int:
                 v = rates[(label, version, load)]
                 med[(label, version, load)] = statistics.median(v)
                 print(f"| {label} | {version} | {load} | {statistics.median(v):.0f} | {min(v):.0f}-{max(v):.0f} |")
+    if parts_ms:
+        keys = sorted(parts_ms, key=lambda k: (labels.index(k[0]), loads.index(k[2]), versions.index(k[1])))
+        print("")
+        print("Per batch, ms (median over the batches of each process, then median over the processes):")
+        print("")
+        print("| part | " + " | ".join(f"{lb} {v} {ld}" for lb, v, ld in keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        cols = {k: [statistics.median(run[i] for run in parts_ms[k]) for i in range(len(PARTS))] for k in keys}
+        for i, part in enumerate(PARTS):
+            print(f"| {part} | " + " | ".join(f"{cols[k][i]:.3f}" for k in keys) + " |")
+        print("| sum | " + " | ".join(f"{sum(cols[k]):.3f}" for k in keys) + " |")
+        print("")
     for label in labels:
         for load in loads:
             if "new-1t" in versions:
@@ -448,6 +504,11 @@ def main(argv=None) -> int:
         "--versions", default=",".join(VERSIONS), help=f"with --compare-with: comma-separated, from {', '.join(VERSIONS)}"
     )
     parser.add_argument("--busy-core", action="store_true", help="with --compare-with: also run with one core held busy")
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="with --compare-with: time the parts of each step (drive, phases, gradients, optimiser) separately "
+        "(one-sided nudging only; the rates then exclude the Python glue of ep_train_step)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     labels = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -465,8 +526,8 @@ def main(argv=None) -> int:
         return run_worker(args, labels)
     if args.compare_with:
         return run_compare(args, labels)
-    if args.busy_core:
-        parser.error("--busy-core needs --compare-with")
+    if args.busy_core or args.breakdown:
+        parser.error("--busy-core and --breakdown need --compare-with")
     return run_in_process(args, labels)
 
 

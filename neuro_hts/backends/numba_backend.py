@@ -7,17 +7,24 @@ Same interface and semantics as :class:`~neuro_hts.backends.numpy_ref.NumpyBacke
 * the constant input drive W_1 x + b_1 is computed once per phase (or reused when the
   caller passes ``drive1``, as :func:`neuro_hts.learning.ep_phases` does);
 * each step is two kinds of work: the matrix products between relaxed layers (``np.dot``
-  into preallocated outputs, i.e. BLAS gemm; plain vectorised dot products for the
-  bottom-up drive of a layer of <= 12 neurons such as a 10-class output, where they beat
-  a gemm call) and one fused elementwise loop per layer (drive + top-down + nudge +
-  activation + leaky/energy update), compiled branch-free per form and activation; the
-  residual is computed after the last step only;
+  into preallocated outputs, i.e. BLAS gemm; register-blocked vectorised dot products,
+  two samples by four rows per pass, for the bottom-up drive of a layer of <= 12
+  neurons such as a 10-class output, where they beat a gemm call) and one fused
+  elementwise loop per layer (drive + top-down + nudge + activation + leaky/energy
+  update), compiled branch-free per form and activation; the residual is computed after
+  the last step only (a vectorised integer max over the bit patterns);
+* sparse inputs: the input drive and the layer-1 weight gradient can be formed from the
+  nonzero entries of r_0 only, which is taken automatically for inputs sparse enough to
+  gain from it (see "sparse input" below and ``NumbaBackend(input_sparsity=...)``);
 * ``ep_gradients`` forms every weight gradient with one gemm:
   r_l^a r_{l-1}^a^T - r_l^b r_{l-1}^b^T = [r_l^a - r_l^b ; r_l^b]^T [r_{l-1}^a ; r_{l-1}^a - r_{l-1}^b]
   (rows stacked over the batch), which for layer 1, where r_0 = x (or rho(x)) is the same
   in both phases, is the single product (r_1^a - r_1^b)^T r_0. Subtracting the two
   equilibria before the product also avoids the cancellation of two nearly equal
   products in float32.
+
+BLAS threads: all kernels are single-threaded except the BLAS calls; one BLAS thread is
+the right setting on small machines (:mod:`neuro_hts._threads`).
 
 Private kernels take arrays only (tuples of arrays for the layers, so any depth works);
 :class:`NumbaBackend` validates and converts. Network arrays that already have the
@@ -124,7 +131,8 @@ def _softmax_rows(z):
 # --------------------------------------------------------------------------------------
 # sparse input: the input drive W_1 r_0 and the layer-1 weight gradient from the nonzero
 # entries of r_0 only (MNIST: ~19 % of the pixels per image, ~61 % of the columns of a
-# batch of 50). Both products are computed in the transposed layout, where each input k
+# batch of 50; too dense to gain inside the training loop on the benchmark machine, see
+# the cost constants). Both products are computed in the transposed layout, where each input k
 # is a contiguous row W_1[:, k] of length n_1:
 #
 # * drive: T[u] = W_1[:, k_u] for the inputs k_u that are nonzero anywhere in the batch
@@ -138,11 +146,21 @@ def _softmax_rows(z):
 # _use_sparse), when a weight or coefficient is not finite (0 * inf and 0 * NaN are NaN
 # in the dense product, and the sparse path never forms them), and for small problems.
 
-#: cost of the sparse paths in units of one dense multiply-add (fitted on the benchmark
-#: machine, BENCHMARKS.md): sparse if a * nnz + b * U < B * n_0, with nnz the nonzero
-#: entries of r_0 and U its nonzero columns
-_SPARSE_DRIVE_COST = (2.4, 16.6)
-_SPARSE_GRAD_COST = (3.6, 23.0)
+#: cost of the sparse paths in units of one dense multiply-add: sparse if
+#: a * nnz + b * U < B * n_0, with nnz the nonzero entries of r_0 and U its nonzero
+#: columns. Measured on the benchmark machine (BENCHMARKS.md, "Speed-up of the Numba
+#: training step"): alone, with warm caches, the sparse drive of an MNIST batch of 50
+#: (nnz ~ 7,500, U ~ 475 of 784) took 0.26-0.44 ms against 0.49-0.59 ms for the gemm,
+#: and on random inputs of density 5 % / 10 % / 20 % / 30 % 0.25 / 0.28 / 0.39 / 0.60 ms
+#: against 0.49-0.57 ms. Inside the training loop, where W_1 has just been rewritten by
+#: the optimiser and the caches are cold, the MNIST drive was 0.60-0.65 against
+#: 0.68-0.75 ms with the second core idle but 0.77 against 0.70 ms with another process
+#: on it (the sparse loops are bound by cache bandwidth, the gemm by arithmetic), and the
+#: sparse gradient was slower in both cases (0.69 against 0.63 ms). The constants below
+#: therefore keep MNIST densities on the gemm and take the sparse paths for inputs of
+#: about 10 % density or less, where they are about twice as fast.
+_SPARSE_DRIVE_COST = (4.0, 25.0)
+_SPARSE_GRAD_COST = (5.0, 40.0)
 #: below this many dense multiply-adds (B n_0 n_1) the dense path is always taken
 _SPARSE_MIN_MACS = 1 << 20
 # input-sparsity modes of the kernels
@@ -158,6 +176,31 @@ def _use_sparse(mode, nnz, U, B, n0, n, cost_nnz, cost_cols):
     if mode == _SPARSE_NEVER or B * n0 * n < _SPARSE_MIN_MACS:
         return False
     return cost_nnz * nnz + cost_cols * U < B * n0
+
+
+@njit(cache=True)
+def _may_use_sparse(mode, r0, n, cost_nnz, cost_cols, used):
+    """A cheap first look before the structure is built (vectorised counts of the
+    nonzero entries and columns; ``used`` is uint8 scratch of n_0 entries): whether the
+    sparse path is worth building (:func:`_use_sparse` with the real nnz and U)."""
+    if mode == _SPARSE_ALWAYS:
+        return True
+    B, n0 = r0.shape
+    if mode == _SPARSE_NEVER or B * n0 * n < _SPARSE_MIN_MACS:
+        return False
+    for k in range(n0):
+        used[k] = 0
+    nnz = 0
+    for b in range(B):
+        row = r0[b]
+        for k in range(n0):
+            nz = row[k] != 0
+            nnz += nz
+            used[k] |= nz
+    U = 0
+    for k in range(n0):
+        U += used[k]
+    return _use_sparse(mode, nnz, U, B, n0, n, cost_nnz, cost_cols)
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -348,10 +391,10 @@ def _drive_from(r0, W1, b1, mode, sp, out):
     B, n0 = r0.shape
     n = W1.shape[0]
     U = 0
-    sparse = mode != _SPARSE_NEVER
+    c0, c1 = _SPARSE_DRIVE_COST
+    sparse = _may_use_sparse(mode, r0, n, c0, c1, used)
     if sparse:
         U, nnz = _sparse_structure(r0, used, uidx, upos, ptr, cols, vals)
-        c0, c1 = _SPARSE_DRIVE_COST
         sparse = _use_sparse(mode, nnz, U, B, n0, n, c0, c1) and _all_finite(W1)
     if sparse:
         _gather_transposed(W1, uidx, U, T)
@@ -381,10 +424,10 @@ def _layer1_gradient(A, r0, mode, sp, out):
     B, n0 = r0.shape
     n = A.shape[1]
     U = 0
-    sparse = mode != _SPARSE_NEVER
+    c0, c1 = _SPARSE_GRAD_COST
+    sparse = _may_use_sparse(mode, r0, n, c0, c1, used)
     if sparse:
         U, nnz = _sparse_structure(r0, used, uidx, upos, ptr, cols, vals)
-        c0, c1 = _SPARSE_GRAD_COST
         sparse = _use_sparse(mode, nnz, U, B, n0, n, c0, c1) and _all_finite(A)
     if sparse:
         _csc_from_csr(ptr, cols, vals, U, cptr, crow, cval)
@@ -771,9 +814,10 @@ class NumbaBackend:
 
     ``input_sparsity`` decides how the two products with the input, the input drive
     W_1 r_0 and the layer-1 weight gradient, are formed: ``"auto"`` (default) from the
-    nonzero entries of r_0 when that is cheaper (e.g. MNIST pixels, ~80 % zeros) and by
-    one dense gemm otherwise; ``"dense"`` always by gemm; ``"sparse"`` always from the
-    nonzero entries (except with non-finite weights, where only the dense product
+    nonzero entries of r_0 when the input is sparse enough for that to be cheaper (about
+    10 % nonzero or less; MNIST's ~19 % stays on the gemm, see _SPARSE_DRIVE_COST) and
+    by one dense gemm otherwise; ``"dense"`` always by gemm; ``"sparse"`` always from
+    the nonzero entries (except with non-finite weights, where only the dense product
     propagates 0 * inf as NaN). The results agree to rounding. Scratch buffers of the
     sparse path are kept per thread and reused from call to call.
     """
