@@ -312,6 +312,34 @@ def _scatter_transposed(T, uidx, U, out):
             out[j, uidx[u]] = T[u, j]
 
 
+@njit(cache=True, fastmath=_REASSOC, inline="always")
+def _accumulate_rows(acc, M, idx, vals, p, e):
+    """acc += sum_q vals[q] M[idx[q]] over q in p:e, eight (then four, then one) rows of M per pass
+    (the loop is bound by loads and stores, not FMAs)."""
+    n = acc.shape[0]
+    while p + 7 < e:
+        m0, m1, m2, m3 = M[idx[p]], M[idx[p + 1]], M[idx[p + 2]], M[idx[p + 3]]
+        m4, m5, m6, m7 = M[idx[p + 4]], M[idx[p + 5]], M[idx[p + 6]], M[idx[p + 7]]
+        v0, v1, v2, v3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
+        v4, v5, v6, v7 = vals[p + 4], vals[p + 5], vals[p + 6], vals[p + 7]
+        for j in range(n):
+            acc[j] += ((v0 * m0[j] + v1 * m1[j]) + (v2 * m2[j] + v3 * m3[j])) + (
+                (v4 * m4[j] + v5 * m5[j]) + (v6 * m6[j] + v7 * m7[j])
+            )
+        p += 8
+    while p + 3 < e:
+        m0, m1, m2, m3 = M[idx[p]], M[idx[p + 1]], M[idx[p + 2]], M[idx[p + 3]]
+        v0, v1, v2, v3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
+        for j in range(n):
+            acc[j] += (v0 * m0[j] + v1 * m1[j]) + (v2 * m2[j] + v3 * m3[j])
+        p += 4
+    while p < e:
+        m0, v0 = M[idx[p]], vals[p]
+        for j in range(n):
+            acc[j] += v0 * m0[j]
+        p += 1
+
+
 @njit(cache=True, fastmath=_REASSOC)
 def _sparse_rows_axpy(ptr, cols, vals, T, bias, out):
     """out[b] = bias + sum_p vals[p] T[cols[p]] over p in ptr[b]:ptr[b+1].
@@ -324,28 +352,7 @@ def _sparse_rows_axpy(ptr, cols, vals, T, bias, out):
         ob = out[b]
         for j in range(n):
             ob[j] = bias[j]
-        p, e = ptr[b], ptr[b + 1]
-        while p + 7 < e:
-            w0, w1, w2, w3 = T[cols[p]], T[cols[p + 1]], T[cols[p + 2]], T[cols[p + 3]]
-            w4, w5, w6, w7 = T[cols[p + 4]], T[cols[p + 5]], T[cols[p + 6]], T[cols[p + 7]]
-            v0, v1, v2, v3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
-            v4, v5, v6, v7 = vals[p + 4], vals[p + 5], vals[p + 6], vals[p + 7]
-            for j in range(n):
-                ob[j] += ((v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j])) + (
-                    (v4 * w4[j] + v5 * w5[j]) + (v6 * w6[j] + v7 * w7[j])
-                )
-            p += 8
-        while p + 3 < e:
-            w0, w1, w2, w3 = T[cols[p]], T[cols[p + 1]], T[cols[p + 2]], T[cols[p + 3]]
-            v0, v1, v2, v3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
-            for j in range(n):
-                ob[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j])
-            p += 4
-        while p < e:
-            w0, v0 = T[cols[p]], vals[p]
-            for j in range(n):
-                ob[j] += v0 * w0[j]
-            p += 1
+        _accumulate_rows(ob, T, cols, vals, ptr[b], ptr[b + 1])
 
 
 @njit(cache=True, fastmath=_REASSOC)
@@ -357,28 +364,7 @@ def _sparse_cols_accumulate(A, U, cptr, crow, cval, T):
         g = T[u]
         for j in range(n):
             g[j] = zero
-        p, e = cptr[u], cptr[u + 1]
-        while p + 7 < e:
-            a0, a1, a2, a3 = A[crow[p]], A[crow[p + 1]], A[crow[p + 2]], A[crow[p + 3]]
-            a4, a5, a6, a7 = A[crow[p + 4]], A[crow[p + 5]], A[crow[p + 6]], A[crow[p + 7]]
-            v0, v1, v2, v3 = cval[p], cval[p + 1], cval[p + 2], cval[p + 3]
-            v4, v5, v6, v7 = cval[p + 4], cval[p + 5], cval[p + 6], cval[p + 7]
-            for j in range(n):
-                g[j] += ((v0 * a0[j] + v1 * a1[j]) + (v2 * a2[j] + v3 * a3[j])) + (
-                    (v4 * a4[j] + v5 * a5[j]) + (v6 * a6[j] + v7 * a7[j])
-                )
-            p += 8
-        while p + 3 < e:
-            a0, a1, a2, a3 = A[crow[p]], A[crow[p + 1]], A[crow[p + 2]], A[crow[p + 3]]
-            v0, v1, v2, v3 = cval[p], cval[p + 1], cval[p + 2], cval[p + 3]
-            for j in range(n):
-                g[j] += (v0 * a0[j] + v1 * a1[j]) + (v2 * a2[j] + v3 * a3[j])
-            p += 4
-        while p < e:
-            a0, v0 = A[crow[p]], cval[p]
-            for j in range(n):
-                g[j] += v0 * a0[j]
-            p += 1
+        _accumulate_rows(g, A, crow, cval, cptr[u], cptr[u + 1])
 
 
 @njit(cache=True)
