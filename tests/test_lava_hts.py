@@ -17,6 +17,7 @@ child process is left and that Lava never entered the pytest process.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -309,6 +310,82 @@ def test_deploy_ctrl_c_stops_lava_and_exits_130(digits_bundle, tmp_path):
     while leftover_processes()[0] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftover_processes()[0] == []
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(240)
+def test_deploy_kill_9_on_the_leader_leaves_no_lava_process(digits_bundle):
+    """SIGKILL to the deploying process only (not its group): Lava's forked runtime
+    processes must die with it (neuro_hts.lava._lifeline), none may stay behind."""
+    _, bundle = digits_bundle
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuro_hts", "--no-progress", "deploy", str(bundle), "--n-samples", "360",
+         "--chunk", "2"],
+        cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    ISOLATED_SESSIONS.append(proc.pid)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None
+        time.sleep(1.0)
+        forked = [pid for pid in leftover_processes()[0] if pid != proc.pid]
+        assert len(forked) >= 5, forked  # the runtime is up
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while leftover_processes()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = leftover_processes()[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert left == [], left
+
+
+LIFELINE_SCRIPT = r"""
+import os, sys, time
+from neuro_hts.lava import _lifeline
+assert _lifeline.install() and _lifeline.install()
+pid = os.fork()
+if pid == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(grandchild, flush=True)
+    time.sleep(120)
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux only")
+def test_lifeline_children_and_grandchildren_die_with_a_killed_parent(tmp_path):
+    """Without Lava: a child and a grandchild forked after install() are gone within
+    seconds of SIGKILL to the root; without install() they would sleep for 120 s."""
+    script = tmp_path / "lifeline.py"
+    script.write_text(LIFELINE_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    ISOLATED_SESSIONS.append(proc.pid)
+    try:
+        pids = [int(proc.stdout.readline()) for _ in range(2)]
+        assert sorted(leftover_processes()[0]) == sorted([proc.pid, *pids])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while leftover_processes()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = leftover_processes()[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+    assert left == []
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -19,7 +19,9 @@ the same integer. The builder checks with Lava's own ``clip_weights``/``truncate
 that the weights survive unchanged, and that no accumulator can leave Lava's 32-bit
 ``a_buff`` (int32); either failure is a :class:`~neuro_hts.errors.ConfigError`.
 
-Lava's runtime is always stopped (``try/finally``), also on errors and ``KeyboardInterrupt``.
+Lava's runtime is always stopped (``try/finally``), also on errors and ``KeyboardInterrupt``;
+if this process is killed outright (SIGKILL), its forked processes die with it
+(:mod:`neuro_hts.lava._lifeline`).
 """
 
 from __future__ import annotations
@@ -212,6 +214,7 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     chunk = N if chunk is None else max(1, int(chunk))
 
     from neuro_hts.lava.proc import hts as P  # imports Lava (sets multiprocessing's start method to fork)
+    from neuro_hts.lava import _lifeline
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
@@ -286,6 +289,7 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
             recs.append(r)
 
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
+    _lifeline.install()  # the runtime's forked processes die with this one, also on kill -9
     seconds = 0.0
     with _deferred_interrupts() as interrupted:
         try:
