@@ -1,4 +1,4 @@
-"""Learning algorithms of the EP family as sequences of phases (MODEL.md, FAMILY.md 1-2).
+"""Learning algorithms of the EP family as sequences of phases (docs/MODEL.md, docs/FAMILY.md 1-2).
 
 An algorithm says WHAT to relax and WHICH two equilibria to contrast; an engine
 (:mod:`neuro_hts.engines`) says HOW (float or the target's integer arithmetic). One
@@ -19,13 +19,13 @@ Registered algorithms (:data:`ALGORITHMS`):
   ``(s^+beta, s^-beta)`` (divisor 2 beta) or random-sign ``(s^{+-beta}, s^0)``. It
   estimates the gradient of the cost (exact in the small-beta limit at a settled free
   phase: ``has_gradient = True``).
-* ``chl`` -- Contrastive Hebbian Learning (Movellan 1990; FAMILY.md section 1): free
+* ``chl`` -- Contrastive Hebbian Learning (Movellan 1990; docs/FAMILY.md section 1): free
   phase with feedback gain gamma, clamped phase from zeros (or from the free states)
   that runs ``clamp_delay`` steps as free and then holds the output at the one-hot
   target; the contrast has no 1/beta (it is the hard-clamp corner of EP, written here
   as ``beta_a - beta_b = 1``). Not an exact gradient.
 
-Adjusted adaptation (FAMILY.md section 2) is a modifier of either, :class:`Adapted`:
+Adjusted adaptation (docs/FAMILY.md section 2) is a modifier of either, :class:`Adapted`:
 after the nudged / clamped phase(s), ``K`` more steps with every layer pulled toward
 its own free-phase state, ``s <- (1 - c) step(s) + c s^free``
 (:func:`neuro_hts.dynamics.adapt_mix`), and the update taken from the adapted states.

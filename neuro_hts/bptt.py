@@ -1,6 +1,6 @@
 """Backpropagation through time of the free phase: the exact gradient EP approximates.
 
-The GDU property (MODEL.md): at a settled free phase and in the small-beta limit the EP
+The GDU property (docs/MODEL.md): at a settled free phase and in the small-beta limit the EP
 update equals the gradient that backpropagation through time (BPTT) computes on the
 free-phase relaxation. :func:`bptt_gradients` is that gradient, written by hand (vector-
 Jacobian products through :func:`neuro_hts.dynamics.relax_step`) so that the test of the

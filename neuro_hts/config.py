@@ -274,7 +274,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ChlConfig:
-    """Contrastive Hebbian Learning (``train.algorithm = "chl"``, FAMILY.md section 1).
+    """Contrastive Hebbian Learning (``train.algorithm = "chl"``, docs/FAMILY.md section 1).
 
     ``gamma``: feedback gain on every top-down term; ``clamp_delay``: steps of the clamped
     phase run as free before the output is held at the target (< t2); ``start``: the
@@ -288,7 +288,7 @@ class ChlConfig:
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Adjusted adaptation (FAMILY.md section 2) of EP or CHL: ``steps`` K (0: off) and ``coe`` c."""
+    """Adjusted adaptation (docs/FAMILY.md section 2) of EP or CHL: ``steps`` K (0: off) and ``coe`` c."""
 
     steps: int = 0
     coe: float = 0.1

@@ -1,7 +1,7 @@
 """Costs attached to a layer: their value, the nudge they exert, their scores and parameters.
 
 A cost C(s, y) sits on one layer. Nudging adds ``beta * nudge`` with
-``nudge = -dC/ds`` to that layer's drive (MODEL.md); EP's primitive carries ``-beta C``,
+``nudge = -dC/ds`` to that layer's drive (docs/MODEL.md); EP's primitive carries ``-beta C``,
 so a cost with parameters (a readout) contributes ``beta dC/dtheta`` to the estimate.
 
 Registered kinds (:data:`COSTS`; ``neuro-hts list``, ``model.output`` names one):

@@ -1,4 +1,4 @@
-"""Distributions of heterogeneous per-neuron time steps dt_i (MODEL.md, "Heterogeneous time steps").
+"""Distributions of heterogeneous per-neuron time steps dt_i (docs/MODEL.md, "Heterogeneous time steps").
 
 Every law is parameterised by its mean ``mu`` and standard deviation ``sigma`` (moment
 matching); laws without finite moments (Cauchy, Levy) take ``mu`` as location/median and

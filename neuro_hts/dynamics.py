@@ -1,4 +1,4 @@
-"""The equations of HTS-EP (MODEL.md), each in one function, in plain NumPy.
+"""The equations of HTS-EP (docs/MODEL.md), each in one function, in plain NumPy.
 
 This module is the readable reference (the oracle the fast backends are tested
 against). Shapes: a batch of B samples; ``x`` is (B, n_0); ``states[i]`` is s_{i+1},
@@ -223,7 +223,7 @@ def zero_states(net: Network, batch: int, dtype=None) -> list[np.ndarray]:
 
 
 def adapt_mix(s_step: np.ndarray, s_anchor: np.ndarray, coe: float) -> np.ndarray:
-    """s <- (1 - c) step(s) + c s^anchor   (adjusted adaptation, FAMILY.md section 2).
+    """s <- (1 - c) step(s) + c s^anchor   (adjusted adaptation, docs/FAMILY.md section 2).
 
     Written as two products so that c = 1 gives s^anchor exactly (and c = 0 the step).
     """
@@ -291,7 +291,7 @@ def relax(net: Network, x, n_steps: int, states=None, y=None, beta: float = 0.0,
 def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: float):
     """EP estimate of dL/dtheta from two equilibria (a: beta_a, b: beta_b), batch mean.
 
-    For relaxed layers (gradient *descent* direction, i.e. minus the update of MODEL.md
+    For relaxed layers (gradient *descent* direction, i.e. minus the update of docs/MODEL.md
     without lr; the products are each connection's ``param_grad``)::
 
         g_W_l = -( r_l^a (r_{l-1}^a)^T - r_l^b (r_{l-1}^b)^T ) / (beta_a - beta_b)
@@ -320,7 +320,7 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     return gW, gb
 
 
-#: dynamics forms -> their update rule (MODEL.md "Dynamics")
+#: dynamics forms -> their update rule (docs/MODEL.md "Dynamics")
 FORMS: Registry = Registry("dynamics form")
 FORMS.register("leaky", leaky_update)
 FORMS.register("energy", energy_update)

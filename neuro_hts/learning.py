@@ -1,6 +1,6 @@
 """EP learning: the three phases of one batch, and optimisers with per-layer rates.
 
-Phases (MODEL.md): free phase (beta = 0, T1 steps from s = 0) -> s^0; nudged phase
+Phases (docs/MODEL.md): free phase (beta = 0, T1 steps from s = 0) -> s^0; nudged phase
 (beta, T2 steps from s^0) -> s^beta; optionally -beta from s^0 (symmetric nudging).
 The update is the EP estimate of the loss gradient (:func:`neuro_hts.dynamics.ep_gradients`)
 fed to SGD (optional momentum) or Adam, which *descend* it, i.e.

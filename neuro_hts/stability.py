@@ -1,6 +1,6 @@
 """Training-stability metrics of a run (per run) and of a group of seeds (across runs).
 
-MODEL.md's claim is that heterogeneous time steps make EP training more stable; the paper
+docs/MODEL.md's claim is that heterogeneous time steps make EP training more stable; the paper
 gives no metric, so neuro-hts records these, each one function (all computed from a run's
 per-epoch history and status, so they can be recomputed from any run file):
 

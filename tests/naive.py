@@ -1,7 +1,7 @@
 """Slow, obviously correct references the engines are tested against (STUMPY's pattern).
 
 Plain Python: loops over samples and neurons, Python ints for the fixed-point
-arithmetic, written from MODEL.md and the module docstring of
+arithmetic, written from docs/MODEL.md and the module docstring of
 neuro_hts/hardware/fixed_sim.py without calling the package's kernels or helpers.
 """
 

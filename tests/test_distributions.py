@@ -1,4 +1,4 @@
-"""Distributions of the per-neuron time steps (MODEL.md, "Heterogeneous time steps").
+"""Distributions of the per-neuron time steps (docs/MODEL.md, "Heterogeneous time steps").
 
 Moment matching is checked on 200k unclipped samples from seeded generators. The
 tolerances are statistical: the standard error of the mean is sigma / sqrt(n) = 2.2e-3

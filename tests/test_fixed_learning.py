@@ -72,7 +72,7 @@ def test_integer_update_golden_values_exact_case():
         assert up.dq_weights[1].tolist() == [[8, 12]]
         # biases: lr * 2**-10 * 2**S = 0.5 state units per contrast unit
         assert up.dq_biases[0].tolist() == [0, 512] and up.dq_biases[1].tolist() == [512]
-    # the same in real units as MODEL.md's dW = lr / beta * (s^b s^b - s^0 s^0): 0.5 * 0.25 * 1.0 = 0.125
+    # the same in real units as docs/MODEL.md's dW = lr / beta * (s^b s^b - s^0 s^0): 0.5 * 0.25 * 1.0 = 0.125
     assert 16 * 2.0**-7 == 0.125
 
 

@@ -2,9 +2,9 @@
 
 1. ``bptt_gradients`` against central finite differences of the loss (float64), for
    every form x activation x output.
-2. GDU (MODEL.md): with heterogeneous lognormal dt, a settled free phase and small beta,
+2. GDU (docs/MODEL.md): with heterogeneous lognormal dt, a settled free phase and small beta,
    the symmetric EP estimate equals the BPTT gradient of the free phase.
-3. How it breaks, as MODEL.md predicts: the one-sided estimate carries an O(beta) error,
+3. How it breaks, as docs/MODEL.md predicts: the one-sided estimate carries an O(beta) error,
    an unsettled free phase adds a residual / beta bias to it, and with the hard sigmoid a
    beta large enough to move a unit across a kink breaks the small-beta expansion.
 

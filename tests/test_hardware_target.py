@@ -1,5 +1,5 @@
 """Hardware targets as data: the shipped TOML files load with the documented facts
-(LAVA.md), and every malformed variant is refused with one line naming file and key."""
+(docs/LAVA.md), and every malformed variant is refused with one line naming file and key."""
 
 from __future__ import annotations
 

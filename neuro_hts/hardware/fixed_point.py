@@ -1,7 +1,7 @@
 """The one shared set of Loihi-style integer arithmetic helpers.
 
 The Numba fixed-point kernels and the Lava ``fixed_pt`` ProcessModels must agree bit for
-bit (MODEL.md, "Loihi-style fixed point"), so both call these helpers and nothing else
+bit (docs/MODEL.md, "Loihi-style fixed point"), so both call these helpers and nothing else
 for shifts, rounding, saturation, wrapping and decays.
 
 The element-wise helpers are Numba ``@vectorize`` ufuncs with the single signature

@@ -1,6 +1,6 @@
 """Quantize a trained network for a hardware target: float network -> :class:`DeployBundle`.
 
-The pipeline (STYLE.md, "Rockpool"): design-rule checks (:mod:`.drc`) -> quantize -> bundle
+The pipeline (as in Rockpool): design-rule checks (:mod:`.drc`) -> quantize -> bundle
 file (:mod:`.bundle`). The input network is only read, never modified.
 
 Integer conventions of a bundle (layer ``l``, ``F = activation_frac_bits``):
