@@ -293,8 +293,9 @@ def _cmd_eval(args) -> int:
     cfg = state.config
     dataset = args.dataset or cfg.data.dataset
     data_dir = args.data_dir or cfg.data.data_dir
-    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None)
-    if data.x_test.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
+    images = len(state.network.shapes[0]) == 3  # an image input layer: keep (N, C, H, W)
+    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None, images=images)
+    if data.n_features != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     if args.backend:
         cfg = cfg.replace(train={"backend": args.backend})
