@@ -309,3 +309,12 @@ def test_digits_cnn_config_learns_the_digits(tmp_path):
     state = train(cfg.replace(train={"epochs": 6}), tmp_path / "cnn.h5")
     assert state.history["test_accuracy"][-1] >= 0.94
     assert state.network.dts[0].shape == (16, 4, 4) and state.network.dts[0].std() > 0.05
+
+
+def test_deploy_refuses_a_cnn_run_in_one_line(tmp_path, run_cli):
+    run = tmp_path / "cnn.h5"
+    code, _, err = run_cli(["train", "--config", str(MODELS / "digits_cnn.toml"), "--epochs", "1", "--n-train", "40",
+                            "--n-test", "20", "--t1", "5", "--t2", "2", "--out", str(run)])
+    assert code == 0, err
+    code, _, err = run_cli(["deploy", str(run), "--backend", "numba", "--arith", "float", "--n-samples", "5"])
+    assert code == 2 and "deploy runs dense chains" in err and err.count("\n") == 1
