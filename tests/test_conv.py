@@ -318,3 +318,16 @@ def test_deploy_refuses_a_cnn_run_in_one_line(tmp_path, run_cli):
     assert code == 0, err
     code, _, err = run_cli(["deploy", str(run), "--backend", "numba", "--arith", "float", "--n-samples", "5"])
     assert code == 2 and "deploy runs dense chains" in err and err.count("\n") == 1
+
+
+def test_cli_dt_per_channel_flag_gives_one_dt_per_feature_map(tmp_path, run_cli):
+    from neuro_hts.runfile import load_run
+
+    run = tmp_path / "pc.h5"
+    code, _, err = run_cli(["train", "--config", str(MODELS / "digits_cnn.toml"), "--epochs", "1", "--n-train", "20",
+                            "--n-test", "10", "--t1", "3", "--t2", "2", "--dt-per-channel", "--out", str(run)])
+    assert code == 0, err
+    state = load_run(run)
+    d = state.network.dts[0]
+    assert state.config.dt.per_channel is True and d.shape == (16, 4, 4)
+    assert np.all(d == d[:, :1, :1]) and len(np.unique(d)) > 8
