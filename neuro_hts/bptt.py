@@ -15,7 +15,7 @@ import numpy as np
 from . import dynamics
 from .activations import get_activation
 from .errors import ConfigError
-from .network import Network
+from .network import Network, bias_grad
 
 __all__ = ["bptt_gradients"]
 
@@ -50,6 +50,7 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float =
     """
     L = net.n_dynamic
     f_prime = get_activation(net.activation)[1]
+    conns = net.connections()
     r = [dynamics.presynaptic(net, s) for s in states]
     lam_s = [np.zeros_like(s) for s in states]
     lam_r = [np.zeros_like(s) for s in states]
@@ -65,14 +66,19 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float =
             a = a * ((u > 0.0) & (u < 1.0))
             lam_s[l - 1] += a * (1.0 - dt + dt * _SECOND_DERIVATIVES[net.activation](s) * h)
             delta = a * (dt * rp)
-        # h_l = W_l r_{l-1} + gamma W_{l+1}^T r_{l+1} + b_l
-        gW[l - 1] += delta.T @ (r0 if l == 1 else r[l - 2])
-        gb[l - 1] += delta.sum(axis=0)
+        # h_l = A_l r_{l-1} + gamma A_{l+1}^T r_{l+1} + b_l, each A a connection's (piecewise)
+        # linear map; a max-pooling A_l is fixed by the argmax of conv(r_{l-1}) (its derivative
+        # through the argmax is zero almost everywhere)
+        pre = r0 if l == 1 else r[l - 2]
+        ctx = conns[l - 1].context(pre)
+        gW[l - 1] += conns[l - 1].outer(delta, pre, ctx)["weight"]
+        gb[l - 1] += bias_grad(delta)
         if l > 1:
-            lam_r[l - 2] += delta @ net.weights[l - 1]
+            lam_r[l - 2] += conns[l - 1].apply_T(delta, ctx)
         if l < L:
-            gW[l] += gamma * (r[l].T @ delta)
-            lam_r[l] += gamma * (delta @ net.weights[l].T)
+            up = conns[l].context(r[l - 1])  # A_{l+1} is fixed by the argmax of conv(r_l)
+            gW[l] += gamma * conns[l].outer(r[l], delta, up)["weight"]
+            lam_r[l] += gamma * conns[l].apply(delta, up)
     return [ls + _presynaptic_vjp(net, s, lr) for ls, s, lr in zip(lam_s, states, lam_r)]
 
 
@@ -102,7 +108,11 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
         dL/dr_l^t = delta_{l+1} W_{l+1} + gamma delta_{l-1} W_l^T   (terms that exist)
         dL/dW_l  += delta_l^T r_{l-1}^t + gamma (r_l^t)^T delta_{l-1}   (W_l acts bottom-up in
                                                                  h_l and top-down in h_{l-1})
-        dL/db_l  += sum_batch delta_l
+        dL/db_l  += sum_batch delta_l                                (and over a channel's pixels)
+
+    For a convolution read W_l v as A_l v = P(W_l * v) and W_l^T u as A_l^T u, with
+    ``outer`` its weight gradient (:class:`neuro_hts.connections.Conv2d`); max pooling's
+    A_l is the one fixed by the argmax of W_l * r_{l-1}^t at that step.
 
     r = s (leaky) or rho(s) (energy), r_0 = x (rho(x) in the energy form). dt_l is the
     per-neuron time-step vector. At a settled, contracting relaxation the sum over t tends
@@ -113,7 +123,7 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
     net : Network
         Any depth, ``leaky`` or ``energy`` form, ``hard_sigmoid`` or ``sigmoid4``,
         ``mse`` or ``ce`` output.
-    x : ndarray (B, n_0)
+    x : ndarray (B, n_0) or (B, *shape_0)
     y : ndarray (B, n_L), one-hot targets
     n_steps : int
         Free-phase steps T >= 0.
@@ -133,6 +143,7 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
     y = np.asarray(y, dtype=net.dtype)
     B = x.shape[0]
 
+    x = dynamics.as_input(net, x)
     drive1 = dynamics.input_drive(net, x)
     trajectory = [dynamics.zero_states(net, B, x.dtype)]
     for _ in range(int(n_steps)):

@@ -58,6 +58,8 @@ def _add_train_args(p):
     p.add_argument("--dt-min", type=float)
     p.add_argument("--dt-max", type=float)
     p.add_argument("--dt-layers", help="'hidden' (default), 'all', 'none' or indices like 1,2")
+    p.add_argument("--dt-per-channel", action="store_true", default=None,
+                   help="C x H x W layers: one dt per feature map instead of one per unit")
     p.add_argument("--algorithm", choices=_names("algorithms:ALGORITHMS"), help="learning rule (default ep)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -196,7 +198,8 @@ def _config_from_args(args):
             "activation": args.activation,
             "output": args.output,
         },
-        dt={"dist": args.dt_dist, "mean": args.dt_mean, "std": args.dt_std, "dt_min": args.dt_min, "dt_max": args.dt_max, "layers": args.dt_layers},
+        dt={"dist": args.dt_dist, "mean": args.dt_mean, "std": args.dt_std, "dt_min": args.dt_min, "dt_max": args.dt_max, "layers": args.dt_layers,
+            "per_channel": args.dt_per_channel},
         train={
             "algorithm": args.algorithm,
             "t1_tol": args.t1_tol,
@@ -225,7 +228,7 @@ def _config_from_args(args):
 #: train flags that --resume cannot change (the stored config is used; only --epochs may grow)
 _RESUME_FIXED = (
     "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
-    "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "batch_size", "t1", "t2",
+    "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
     "adapt_coe", "blas_threads",
@@ -293,8 +296,9 @@ def _cmd_eval(args) -> int:
     cfg = state.config
     dataset = args.dataset or cfg.data.dataset
     data_dir = args.data_dir or cfg.data.data_dir
-    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None)
-    if data.x_test.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
+    images = len(state.network.shapes[0]) == 3  # an image input layer: keep (N, C, H, W)
+    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None, images=images)
+    if data.n_features != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     if args.backend:
         cfg = cfg.replace(train={"backend": args.backend})

@@ -3,7 +3,7 @@
 A config has these sections, mirrored in the TOML files of ``models/``::
 
     [model]  arch, form, activation, output, init_scale
-    [dt]     dist, mean, std, dt_min, dt_max, layers, resample_each_epoch
+    [dt]     dist, mean, std, dt_min, dt_max, layers, resample_each_epoch, per_channel
     [train]  algorithm, epochs, batch_size, t1, t1_tol, t2, beta, nudging, optimizer, lr, ...
     [chl]    gamma, clamp_delay, start                 (algorithm = "chl")
     [adapt]  steps, coe                                (adjusted adaptation of ep or chl)
@@ -81,6 +81,13 @@ def _choice(section: str, name: str, value: str, options) -> None:
         raise ConfigError(f"[{section}] {name} must be one of {', '.join(names)}, got {value!r}")
 
 
+def _table(part) -> dict:
+    """A declared part (a spec dataclass or already a table) as its TOML table."""
+    if isinstance(part, ConnectionSpec):
+        return part.to_table()
+    return dataclasses.asdict(part) if dataclasses.is_dataclass(part) else part
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Network: layer sizes, dynamics form, activation and output cost.
@@ -108,8 +115,7 @@ class ModelConfig:
             object.__setattr__(self, k, tuple(getattr(self, k)))
         if self.layers or self.connections or self.costs:
             spec = NetworkSpec.from_tables(
-                *[[dataclasses.asdict(t) if dataclasses.is_dataclass(t) else t for t in getattr(self, k)]
-                  for k in ("layers", "connections", "costs")]
+                *[[_table(t) for t in getattr(self, k)] for k in ("layers", "connections", "costs")]
             )
             for k in ("layers", "connections", "costs"):
                 object.__setattr__(self, k, getattr(spec, k))
@@ -137,7 +143,10 @@ class ModelConfig:
 class DtConfig:
     """Per-neuron time steps. ``layers``: 'hidden' (paper), 'all', 'none', or indices '1,2'.
 
-    Layers that are not heterogeneous get the constant dt = ``mean``.
+    Layers that are not heterogeneous get the constant dt = ``mean``. Every unit of a
+    C x H x W layer gets its own dt; with ``per_channel = true`` one dt is drawn per
+    feature map (channel) and shared by its H x W units, for every law (layers of shape
+    [n] keep one dt per neuron).
     """
 
     dist: str = "lognormal"
@@ -147,11 +156,14 @@ class DtConfig:
     dt_max: float = DT_MAX
     layers: str = "hidden"
     resample_each_epoch: bool = False
+    per_channel: bool = False
 
     def __post_init__(self):
         for k in ("mean", "std", "dt_min", "dt_max"):
             _check_finite("dt", k, getattr(self, k))
         validate_dt_params(self.dist, self.mean, self.std, self.dt_min, self.dt_max)
+        if not isinstance(self.per_channel, bool):
+            raise ConfigError(f"[dt] per_channel must be true or false, got {self.per_channel!r}")
         if not (self.dt_min <= self.mean <= self.dt_max) and self.dist == "constant":
             raise ConfigError(f"[dt] constant dt {self.mean} lies outside [{self.dt_min}, {self.dt_max}]")
         if self.layers not in ("hidden", "all", "none"):
@@ -356,7 +368,7 @@ class Config:
         d = dataclasses.asdict(self)
         d["model"]["arch"] = list(self.model.arch)
         for k in ("layers", "connections", "costs"):  # JSON-normal: lists, not tuples
-            d["model"][k] = json.loads(json.dumps(d["model"][k]))
+            d["model"][k] = json.loads(json.dumps([_table(t) for t in getattr(self.model, k)]))
         d["train"]["lr"] = list(self.train.lr)
         return d
 

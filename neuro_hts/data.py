@@ -13,6 +13,10 @@ labels for
   the digest of the ``.gz`` but not of its content) and already decompressed idx files
   are accepted.
 
+Images come flattened to (N, D) by default; ``load_dataset(..., images=True)`` keeps their
+shape, (N, C, H, W) with C = 1 (:data:`IMAGE_SHAPES`), for networks whose input layer is
+an image (a view of the same C-contiguous data, so both layouts hold the same values).
+
 Nothing is downloaded and nothing is cached next to the data (data directories may be
 read-only); decoding the 60,000 MNIST images takes well under a second.
 """
@@ -39,6 +43,7 @@ __all__ = [
     "SYSTEM_DATA_DIRS",
     "DIGITS_SPLIT_SEED",
     "DIGITS_N_TEST",
+    "IMAGE_SHAPES",
     "Dataset",
     "load_dataset",
     "digits_split",
@@ -54,6 +59,9 @@ DATA_DIR_ENV = "NEURO_HTS_DATA_DIR"
 #: System directories searched last, each with one sub-directory per dataset
 #: (Debian's ``dataset-fashion-mnist`` installs into /usr/share/datasets/fashion-mnist).
 SYSTEM_DATA_DIRS = ("/usr/share/datasets", "/usr/local/share/datasets")
+
+#: (C, H, W) of each dataset's images (grey levels: one channel)
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
 
 #: Seed and test-set size of the fixed stratified split of the digits dataset.
 DIGITS_SPLIT_SEED = 20240229
@@ -162,9 +170,9 @@ class Dataset:
     Attributes
     ----------
     name : str
-    x_train : ndarray, shape (N_train, D), float32 in [0, 1], C-contiguous, read-only
+    x_train : ndarray, shape (N_train, D) or (N_train, C, H, W), float32 in [0, 1], C-contiguous, read-only
     y_train : ndarray, shape (N_train,), int64 in [0, n_classes)
-    x_test : ndarray, shape (N_test, D), float32 in [0, 1], C-contiguous, read-only
+    x_test : ndarray, shape (N_test, D) or (N_test, C, H, W), float32 in [0, 1], C-contiguous, read-only
     y_test : ndarray, shape (N_test,), int64 in [0, n_classes)
     n_classes : int
 
@@ -184,16 +192,21 @@ class Dataset:
         for part in ("train", "test"):
             x = getattr(self, f"x_{part}")
             y = getattr(self, f"y_{part}")
-            if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous:
-                raise DataError(f"{self.name}: x_{part} must be a C-contiguous 2-D float32 array")
+            if x.dtype != np.float32 or x.ndim not in (2, 4) or not x.flags.c_contiguous:
+                raise DataError(f"{self.name}: x_{part} must be a C-contiguous (N, D) or (N, C, H, W) float32 array")
             if y.dtype != np.int64 or y.shape != (x.shape[0],):
                 raise DataError(f"{self.name}: y_{part} must be int64 of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
-        if self.x_train.shape[1] != self.x_test.shape[1]:
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"{self.name}: train and test have different feature counts")
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """(D,) or (C, H, W): the shape of one sample."""
+        return tuple(int(v) for v in self.x_train.shape[1:])
 
     @property
     def n_train(self) -> int:
@@ -212,6 +225,8 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     n_train: int | None = None,
     n_test: int | None = None,
+    *,
+    images: bool = False,
 ) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`).
 
@@ -225,12 +240,14 @@ def load_dataset(
         then :data:`SYSTEM_DATA_DIRS`. Ignored for ``"digits"``.
     n_train, n_test : int, optional
         Keep only the first ``n_train`` training / ``n_test`` test samples.
+    images : bool
+        Keep the image shape: x is (N, C, H, W) (:data:`IMAGE_SHAPES`) instead of (N, D).
 
     Returns
     -------
     Dataset
-        Images flattened to (N, D) float32 in [0, 1] (pixel / 255, digits / 16),
-        labels int64.
+        Images flattened to (N, D) (or (N, C, H, W) with ``images``) float32 in [0, 1]
+        (pixel / 255, digits / 16), labels int64.
 
     Raises
     ------
@@ -256,6 +273,9 @@ def load_dataset(
         _to_unit_float(x_te, scale),
         np.array(y_te, dtype=np.int64),
     ]
+    if images:
+        arrays[0] = arrays[0].reshape(len(arrays[0]), *IMAGE_SHAPES[name])
+        arrays[2] = arrays[2].reshape(len(arrays[2]), *IMAGE_SHAPES[name])
     for a in arrays:
         a.flags.writeable = False
     return Dataset(name, *arrays, n_classes=n_classes)

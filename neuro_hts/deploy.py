@@ -117,6 +117,9 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
         raise ConfigError(f"{path} is a run file: fixed-point deployment needs a bundle (neuro-hts quantize)")
     if arith == "float" and net is None:
         net = bundle_as_network(bundle)
+    if net is not None and not net.is_dense:
+        raise ConfigError(f"{path}: deploy runs dense chains of [n] layers only (a conv network: neuro-hts eval, "
+                          "backend 'numpy')")
     if steps is None:
         if cfg is None:
             raise ConfigError(f"{path} does not record its training config: pass --steps")

@@ -1,8 +1,12 @@
 """The equations of HTS-EP (docs/MODEL.md), each in one function, in plain NumPy.
 
 This module is the readable reference (the oracle the fast backends are tested
-against). Shapes: a batch of B samples; ``x`` is (B, n_0); ``states[i]`` is s_{i+1},
-(B, n_{i+1}), for the relaxed layers; targets ``y`` are one-hot (B, n_L).
+against). Shapes: a batch of B samples; ``x`` is (B, *shape_0) (a flat (B, C*H*W) input
+of an image layer is viewed as (B, C, H, W)); ``states[i]`` is s_{i+1}, (B, *shape_{i+1}),
+for the relaxed layers ((n,) or (C, H, W), :attr:`Network.shapes`); targets ``y`` are
+one-hot (B, n_L). Every product goes through the network's connections
+(:mod:`neuro_hts.connections`: dense matrices, convolutions with pooling), so the
+equations below read W_l s as "connection l's drive" and W_l^T s as its feedback.
 
 Two dynamics forms:
 
@@ -33,7 +37,7 @@ import numpy as np
 from .activations import get_activation
 from .costs import COSTS, MSE
 from .costs import softmax as _softmax
-from .network import Network
+from .network import Network, bias_grad
 from .registry import Registry
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "relax_status",
     "adapt_mix",
     "presynaptic",
+    "as_input",
     "input_drive",
     "layer_drive",
     "leaky_update",
@@ -111,12 +116,22 @@ def presynaptic(net: Network, s: np.ndarray) -> np.ndarray:
     return s
 
 
+def as_input(net: Network, x: np.ndarray) -> np.ndarray:
+    """``x`` in the input layer's shape (B, *shape_0): a flat (B, C*H*W) batch of images is viewed as (B, C, H, W)."""
+    shape = net.shapes[0]
+    if x.shape[1:] == shape:
+        return x
+    if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+        return x.reshape(x.shape[0], *shape)
+    raise ValueError(f"x has shape {x.shape}, the input layer has shape {list(shape)}")
+
+
 def input_drive(net: Network, x: np.ndarray) -> np.ndarray:
     """Bottom-up drive of layer 1, W_1 x + b_1 (rho(x) in the energy form).
 
     Constant during a phase: compute once per phase, not once per step.
     """
-    return net.connections()[0].drive_post(presynaptic(net, x)) + net.biases[0]
+    return net.connections()[0].drive_post(presynaptic(net, as_input(net, x))) + net.bias_drive(1)
 
 
 def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, gamma: float = 1.0) -> np.ndarray:
@@ -124,14 +139,16 @@ def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, g
 
     ``r[i]`` is the presynaptic value of layer i+1 (see :func:`presynaptic`); ``drive1``
     is :func:`input_drive`. Each term is a connection's d phi / d r
-    (:mod:`neuro_hts.connections`). Layer n_dynamic gets no top-down term (with a softmax
-    readout the readout's influence enters only through nudging). ``gamma`` is CHL's
-    feedback gain (1: EP's symmetric feedback).
+    (:mod:`neuro_hts.connections`); the feedback W_{l+1}^T r_{l+1} of a max-pooling
+    convolution goes to the argmax of each window of conv(r_l), layer l's own current
+    state. Layer n_dynamic gets no top-down term (with a softmax readout the readout's
+    influence enters only through nudging). ``gamma`` is CHL's feedback gain (1: EP's
+    symmetric feedback).
     """
     conns = net.connections()
-    h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.biases[l - 1]
+    h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.bias_drive(l)
     if l < net.n_dynamic:
-        td = conns[l].drive_pre(r[l])
+        td = conns[l].drive_pre(r[l], r[l - 1])
         h = h + (td if gamma == 1.0 else gamma * td)
     return h
 
@@ -203,23 +220,29 @@ def primitive(net: Network, x: np.ndarray, states: list[np.ndarray]) -> np.ndarr
     """Phi = sum_l [ phi_l(r_{l-1}, r_l) + r_l^T b_l ] over relaxed layers, per sample (r = s or rho(s)).
 
     ``phi_l`` is connection l's term (:meth:`neuro_hts.connections.Connection.phi`:
-    r_l^T W_l r_{l-1} for a dense one).
+    r_l^T W_l r_{l-1} for a dense one, <r_l, P(W_l * r_{l-1})> for a convolution); the
+    bias term sums over a layer's units (a conv layer's b[c] over its feature map c).
     """
-    r = [presynaptic(net, x)] + [presynaptic(net, s) for s in states]
+    r = [presynaptic(net, as_input(net, x))] + [presynaptic(net, s) for s in states]
     phi = 0.0
     for l, conn in enumerate(net.connections(), start=1):
-        phi = phi + conn.phi(r[l - 1], r[l]) + r[l] @ net.biases[l - 1]
+        phi = phi + conn.phi(r[l - 1], r[l]) + _per_sample(r[l] * net.bias_drive(l))
     return phi
+
+
+def _per_sample(a: np.ndarray) -> np.ndarray:
+    """Sum over everything but the batch axis: (B, ...) -> (B,)."""
+    return a.reshape(a.shape[0], -1).sum(axis=1)
 
 
 def energy(net: Network, x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
     """E = 1/2 sum_l ||s_l||^2 - Phi(rho(s)), per sample (energy form)."""
-    return 0.5 * sum(np.sum(s**2, axis=-1) for s in states) - primitive(net, x, states)
+    return 0.5 * sum(_per_sample(s**2) for s in states) - primitive(net, x, states)
 
 
 def zero_states(net: Network, batch: int, dtype=None) -> list[np.ndarray]:
     dtype = dtype or net.dtype
-    return [np.zeros((batch, w.shape[0]), dtype=dtype) for w in net.weights[: net.n_dynamic]]
+    return [np.zeros((batch, *shape), dtype=dtype) for shape in net.shapes[1:]]
 
 
 def adapt_mix(s_step: np.ndarray, s_anchor: np.ndarray, coe: float) -> np.ndarray:
@@ -280,7 +303,7 @@ def relax(net: Network, x, n_steps: int, states=None, y=None, beta: float = 0.0,
     taken = 0
     for _ in range(n_steps):
         new = relax_step(net, states, drive1, y, beta, gamma=gamma, clamp=clamp, anchor=anchor, coe=coe)
-        residual = np.max(np.stack([np.abs(a - b).max(axis=1) for a, b in zip(new, states)]), axis=0)
+        residual = np.max(np.stack([np.abs(a - b).reshape(len(a), -1).max(axis=1) for a, b in zip(new, states)]), axis=0)
         states = new
         taken += 1
         if tol is not None and residual.max() <= tol:
@@ -305,13 +328,14 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     """
     B = x.shape[0]
     denom = beta_a - beta_b
-    ra = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_a]
-    rb = [presynaptic(net, x)] + [presynaptic(net, s) for s in states_b]
+    r0 = presynaptic(net, as_input(net, x))
+    ra = [r0] + [presynaptic(net, s) for s in states_a]
+    rb = [r0] + [presynaptic(net, s) for s in states_b]
     gW, gb = [], []
     for l, conn in enumerate(net.connections(), start=1):
         ga, gbb = conn.param_grad(ra[l - 1], ra[l]), conn.param_grad(rb[l - 1], rb[l])
         gW.append(-(ga["weight"] - gbb["weight"]) / (denom * B))
-        gb.append(-(ra[l] - rb[l]).sum(axis=0) / (denom * B))
+        gb.append(-bias_grad(ra[l] - rb[l]) / (denom * B))
     readout = net.cost()
     if readout.params():  # a cost with parameters: the primitive carries -beta C
         pa, pb = readout.param_grad(ra[-1], y), readout.param_grad(rb[-1], y)

@@ -132,7 +132,9 @@ class FloatEngine:
         return config
 
     def supports(self, net, algorithm) -> list[str]:
-        return list(algorithm.supports(net))
+        """The algorithm's reasons and the backend's (e.g. numba runs dense chains only)."""
+        backend = getattr(self.backend, "supports", None)
+        return list(algorithm.supports(net)) + (list(backend(net)) if backend is not None else [])
 
     def prepare(self, net) -> bool:
         """Nothing to do before the first batch in float arithmetic (returns False: no state to save)."""

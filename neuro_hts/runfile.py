@@ -16,7 +16,7 @@ from ._atomic import atomic_path
 from ._h5 import open_checked
 from .config import Config
 from .errors import ConfigError, RunFileError
-from .network import Network
+from .network import Network, network_spec
 from .stability import run_metrics
 
 __all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "RunState", "save_run", "load_run"]
@@ -117,7 +117,8 @@ def load_run(path: str | Path) -> RunState:
             dts.append(np.array(g["dt"]))
         la = f["layers"].attrs
         try:
-            net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]))
+            net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]),
+                          spec=network_spec(config))
         except ValueError as exc:
             raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
         if net.arch != config.model.arch:

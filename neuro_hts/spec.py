@@ -22,11 +22,32 @@ A TOML config may declare the parts explicitly instead of ``arch``::
     layer = "h1"
     classes = 10
 
+A convolutional network declares image layers ``shape = [C, H, W]`` and ``conv2d``
+connections with their options (any key of the kind's ``OPTIONS`` besides kind/pre/post)::
+
+    [[model.layers]]
+    name = "x"
+    shape = [1, 8, 8]
+    [[model.layers]]
+    name = "h1"
+    shape = [4, 3, 3]
+    [[model.connections]]
+    kind = "conv2d"
+    pre = "x"
+    post = "h1"
+    kernel = 3
+    pool = "max"        # "none" (default), "avg" or "max"
+    pool_size = 2       # pool_stride defaults to pool_size; stride 1 and padding 0 by default
+
+then a dense connection from ``h1`` (read as 36 values: the flatten) to a layer ``[n]``.
+
 Kinds come from the registries (:data:`neuro_hts.connections.CONNECTIONS`,
 :data:`neuro_hts.costs.COSTS`); a new kind is accepted here the moment it registers. The
-engines of this version run one family of networks, a chain of symmetric dense
-connections with one cost on its top (:meth:`NetworkSpec.chain` names the rule a network
-breaks); what they cannot run is refused with that reason, never approximated.
+reference engines (NumPy backend, float arithmetic) run a chain of symmetric connections,
+conv2d ones then dense ones, with one cost on a top layer of shape [n]
+(:meth:`NetworkSpec.chain_violations` names the rule a network breaks); the fast and
+fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`). What an
+engine cannot run is refused with that reason, never approximated.
 """
 
 from __future__ import annotations
@@ -74,14 +95,32 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class ConnectionSpec:
-    """A connection of a registered kind from layer ``pre`` to layer ``post``."""
+    """A connection of a registered kind from layer ``pre`` to layer ``post``, with its options.
+
+    ``options``: the kind's options as given (a dict or (key, value) pairs; stored sorted),
+    checked against the layer shapes by :meth:`NetworkSpec.options`.
+    """
 
     kind: str
     pre: str
     post: str
+    options: tuple = ()
 
     def __post_init__(self):
         CONNECTIONS.check(self.kind, "[[model.connections]] kind")
+        opts = dict(self.options.items() if isinstance(self.options, dict) else self.options)
+        bad = set(opts) - set(CONNECTIONS.get(self.kind).OPTIONS)
+        if bad:
+            raise ConfigError(f"unknown key(s) in [[model.connections]] {self.kind} {self.pre} -> {self.post}: "
+                              f"{', '.join(sorted(bad))}")
+        object.__setattr__(self, "options", tuple(sorted(opts.items())))
+
+    @property
+    def where(self) -> str:
+        return f"connection {self.kind} {self.pre} -> {self.post}"
+
+    def to_table(self) -> dict:
+        return {"kind": self.kind, "pre": self.pre, "post": self.post, **dict(self.options)}
 
 
 @dataclass(frozen=True)
@@ -143,8 +182,13 @@ class NetworkSpec:
             _keys(t, {"name", "shape", "activation"}, "layers")
             ls.append(LayerSpec(t.get("name"), t.get("shape"), t.get("activation")))
         for t in connections:
-            _keys(t, {"kind", "pre", "post"}, "connections")
-            cs.append(ConnectionSpec(t.get("kind"), t.get("pre"), t.get("post")))
+            if isinstance(t, dict) and isinstance(t.get("kind"), str) and t["kind"] in CONNECTIONS:
+                _keys(t, {"kind", "pre", "post", *CONNECTIONS.get(t["kind"]).OPTIONS}, "connections")
+                opts = {k: v for k, v in t.items() if k not in ("kind", "pre", "post")}
+            else:
+                _keys(t, {"kind", "pre", "post"}, "connections")
+                opts = {}
+            cs.append(ConnectionSpec(t.get("kind"), t.get("pre"), t.get("post"), opts))
         for t in costs:
             _keys(t, {"kind", "layer", "classes"}, "costs")
             ks.append(CostSpec(t.get("kind"), t.get("layer"), t.get("classes")))
@@ -155,36 +199,69 @@ class NetworkSpec:
         return {
             "layers": [{"name": l.name, "shape": list(l.shape), **({"activation": l.activation} if l.activation else {})}
                        for l in self.layers],
-            "connections": [{"kind": c.kind, "pre": c.pre, "post": c.post} for c in self.connections],
+            "connections": [c.to_table() for c in self.connections],
             "costs": [{"kind": c.kind, "layer": c.layer, **({"classes": c.classes} if c.classes else {})}
                       for c in self.costs],
         }
 
     # ------------------------------------------------------------------ what runs
+    def layer(self, name: str) -> LayerSpec:
+        return next(layer for layer in self.layers if layer.name == name)
+
+    def options(self, c: ConnectionSpec) -> dict:
+        """Connection ``c``'s options checked against its layers' shapes, defaults filled in (ConfigError otherwise)."""
+        return CONNECTIONS.get(c.kind).check(dict(c.options), self.layer(c.pre).shape, self.layer(c.post).shape, c.where)
+
     def chain_violations(self, activation: str) -> list[str]:
-        """Why this is not a chain of dense connections with one cost on its top (empty: it is)."""
+        """Why the reference engines cannot run this network (empty: they can).
+
+        It must be a chain in layer order of registered connections whose options fit the
+        layer shapes (conv2d between C x H x W layers, then dense ones: a dense connection
+        from an image layer reads it as a vector), with one cost on the top layer, of shape [n].
+        """
         reasons = []
         names = [layer.name for layer in self.layers]
         for layer in self.layers:
-            if len(layer.shape) != 1:
-                reasons.append(f"layer {layer.name!r} has shape {list(layer.shape)}: C x H x W layers need a convolution kind")
             if layer.activation not in (None, activation):
                 reasons.append(f"layer {layer.name!r}: a per-layer activation ({layer.activation}) differs from the model's ({activation})")
         want = [(names[i], names[i + 1]) for i in range(len(names) - 1)]
         got = [(c.pre, c.post) for c in self.connections]
         if got != want:
             reasons.append(f"connections {got} are not the chain {want} in layer order")
-        other = sorted({c.kind for c in self.connections} - {"dense"})
-        if other:
-            reasons.append(f"connection kind(s) {', '.join(other)}: the engines run dense chains only")
+        for c in self.connections:
+            try:
+                self.options(c)
+            except ConfigError as exc:
+                reasons.append(str(exc))
         if len(self.costs) != 1 or self.costs[0].layer != names[-1]:
             reasons.append(f"costs {[(c.kind, c.layer) for c in self.costs]}: exactly one cost, on the top layer {names[-1]!r}")
         elif self.costs[0].kind == "ce" and self.costs[0].classes is None:
             reasons.append("a 'ce' readout cost needs classes = <number of outputs>")
+        elif len(self.layers[-1].shape) != 1:
+            reasons.append(f"cost {self.costs[0].kind!r} on layer {names[-1]!r} of shape {list(self.layers[-1].shape)}: "
+                           "a cost reads a layer of shape [n]")
         return reasons
 
+    def dense_violations(self, activation: str) -> list[str]:
+        """Why this is not a chain of dense connections between layers of shape [n] (empty: it is)."""
+        reasons = self.chain_violations(activation)
+        for layer in self.layers:
+            if len(layer.shape) != 1:
+                reasons.append(f"layer {layer.name!r} has shape {list(layer.shape)}: C x H x W layers need the "
+                               "NumPy reference (backend 'numpy', arith 'float')")
+        other = sorted({c.kind for c in self.connections} - {"dense"})
+        if other:
+            reasons.append(f"connection kind(s) {', '.join(other)}: this path runs dense chains only")
+        return reasons
+
+    @property
+    def is_dense(self) -> bool:
+        """All layers of shape [n] and all connections dense (the fast and fixed-point paths' networks)."""
+        return all(len(layer.shape) == 1 for layer in self.layers) and all(c.kind == "dense" for c in self.connections)
+
     def chain(self, activation: str) -> tuple[tuple[int, ...], str]:
-        """``(arch, output)`` of the dense chain; ConfigError naming every broken rule otherwise."""
+        """``(arch, output)``: the layer sizes (C*H*W for an image layer), plus the classes of a
+        readout; ConfigError naming every broken rule of :meth:`chain_violations` otherwise."""
         reasons = self.chain_violations(activation)
         if reasons:
             raise ConfigError("the engines cannot run this network: " + "; ".join(reasons))

@@ -70,7 +70,8 @@ def _load_data(config: Config):
     from .data import load_dataset
 
     d = config.data
-    return load_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test)
+    images = len(config.model.spec.layers[0].shape) == 3  # an image input layer: keep (N, C, H, W)
+    return load_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test, images=images)
 
 
 def _mark_diverged(out: Path, reason: str) -> DivergenceError:
@@ -122,10 +123,11 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
     x_train = np.ascontiguousarray(data.x_train, dtype=engine.dtype)
     x_test = np.ascontiguousarray(data.x_test, dtype=engine.dtype)
     y_train = one_hot(data.y_train, data.n_classes, engine.dtype)
-    if net.arch[0] != x_train.shape[1] or net.arch[-1] != data.n_classes:
+    n_in = int(np.prod(x_train.shape[1:]))
+    if net.arch[0] != n_in or net.arch[-1] != data.n_classes or (x_train.ndim == 4 and x_train.shape[1:] != net.shapes[0]):
         raise ConfigError(
             f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
-            f"({x_train.shape[1]} inputs, {data.n_classes} classes)"
+            f"({n_in} inputs, {data.n_classes} classes)"
         )
     if state.optimizer_state:
         engine.load_state_dict(state.optimizer_state)

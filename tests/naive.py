@@ -164,3 +164,99 @@ def dense_apply_T(W, u):
         for j in range(n_in):
             out[b, j] = sum(W[i, j] * u[b, i] for i in range(n_out))
     return out
+
+
+def _conv_loops(W, v, stride, padding):
+    """(W * v)[b, o, y, x] = sum_{c,i,j} W[o,c,i,j] v[b, c, y*stride + i - padding, x*stride + j - padding] (zeros outside)."""
+    B, C, H, Wd = v.shape
+    O, _, k, _ = W.shape
+    ho, wo = (H + 2 * padding - k) // stride + 1, (Wd + 2 * padding - k) // stride + 1
+    out = np.zeros((B, O, ho, wo))
+    for b in range(B):
+        for o in range(O):
+            for y in range(ho):
+                for x in range(wo):
+                    acc = 0.0
+                    for c in range(C):
+                        for i in range(k):
+                            for j in range(k):
+                                yy, xx = y * stride + i - padding, x * stride + j - padding
+                                if 0 <= yy < H and 0 <= xx < Wd:
+                                    acc += W[o, c, i, j] * v[b, c, yy, xx]
+                    out[b, o, y, x] = acc
+    return out
+
+
+def _pool_windows(shape, size, stride):
+    """(y, x) -> list of (yy, xx) pixels of each pooling window of a (.., H, W) map."""
+    H, Wd = shape[-2:]
+    hp, wp = (H - size) // stride + 1, (Wd - size) // stride + 1
+    return {(y, x): [(y * stride + i, x * stride + j) for i in range(size) for j in range(size)]
+            for y in range(hp) for x in range(wp)}, hp, wp
+
+
+def _argmax_loops(z, size, stride):
+    """Position of the first maximum of each pooling window: dict (b, c, y, x) -> (yy, xx)."""
+    wins, _, _ = _pool_windows(z.shape, size, stride)
+    arg = {}
+    for b in range(z.shape[0]):
+        for c in range(z.shape[1]):
+            for (y, x), pix in wins.items():
+                best = pix[0]
+                for p in pix[1:]:
+                    if z[b, c, p[0], p[1]] > z[b, c, best[0], best[1]]:
+                        best = p
+                arg[b, c, y, x] = best
+    return arg
+
+
+def conv2d_apply(W, v, stride=1, padding=0, pool="none", pool_size=2, pool_stride=None):
+    """P(W * v) by loops: pool 'none', 'avg' (window mean) or 'max' (window maximum)."""
+    z = _conv_loops(W, v, stride, padding)
+    if pool == "none":
+        return z
+    pool_stride = pool_stride or pool_size
+    wins, hp, wp = _pool_windows(z.shape, pool_size, pool_stride)
+    out = np.zeros(z.shape[:2] + (hp, wp))
+    for b in range(z.shape[0]):
+        for c in range(z.shape[1]):
+            for (y, x), pix in wins.items():
+                vals = [z[b, c, p[0], p[1]] for p in pix]
+                out[b, c, y, x] = sum(vals) / len(vals) if pool == "avg" else max(vals)
+    return out
+
+
+def conv2d_apply_T(W, u, r_pre, stride=1, padding=0, pool="none", pool_size=2, pool_stride=None):
+    """A(r_pre)^T u by loops: unpool u (spread evenly, or put at the argmax of W * r_pre), then
+    the transposed convolution g[b,c,yy,xx] = sum W[o,c,i,j] z_u[b,o,y,x] over yy = y*stride + i - padding."""
+    B, C, H, Wd = r_pre.shape
+    O, _, k, _ = W.shape
+    ho, wo = (H + 2 * padding - k) // stride + 1, (Wd + 2 * padding - k) // stride + 1
+    if pool == "none":
+        zu = np.array(u, dtype=float)
+    else:
+        pool_stride = pool_stride or pool_size
+        wins, _, _ = _pool_windows((ho, wo), pool_size, pool_stride)
+        arg = _argmax_loops(_conv_loops(W, r_pre, stride, padding), pool_size, pool_stride) if pool == "max" else None
+        zu = np.zeros((B, O, ho, wo))
+        for b in range(B):
+            for o in range(O):
+                for (y, x), pix in wins.items():
+                    if pool == "avg":
+                        for p in pix:
+                            zu[b, o, p[0], p[1]] += u[b, o, y, x] / len(pix)
+                    else:
+                        p = arg[b, o, y, x]
+                        zu[b, o, p[0], p[1]] += u[b, o, y, x]
+    out = np.zeros((B, C, H, Wd))
+    for b in range(B):
+        for o in range(O):
+            for y in range(ho):
+                for x in range(wo):
+                    for c in range(C):
+                        for i in range(k):
+                            for j in range(k):
+                                yy, xx = y * stride + i - padding, x * stride + j - padding
+                                if 0 <= yy < H and 0 <= xx < Wd:
+                                    out[b, c, yy, xx] += W[o, c, i, j] * zu[b, o, y, x]
+    return out

@@ -13,7 +13,7 @@ import naive
 import numpy as np
 import pytest
 
-from neuro_hts.connections import CONNECTIONS, Dense
+from neuro_hts.connections import CONNECTIONS, Conv2d, Dense
 from neuro_hts.costs import COSTS, MSE, SoftmaxReadout
 
 EPS = 1e-6
@@ -23,10 +23,58 @@ def _dense(rng):
     return Dense.init(5, 4, rng=rng, scale=2.0), (5,), (4,)
 
 
-#: kind -> factory(rng) -> (connection, pre shape, post shape)
-EXAMPLES = {"dense": _dense}
-#: naive products per kind: (apply, apply_T) taking (connection, array)
-NAIVE = {"dense": (lambda c, v: naive.dense_apply(c.weight, v), lambda c, u: naive.dense_apply_T(c.weight, u))}
+def _dense_from_image(rng):
+    """A flatten: a dense connection reading a (2, 3, 3) layer as 18 values."""
+    return Dense(rng.uniform(-0.5, 0.5, (4, 18)), (2, 3, 3)), (2, 3, 3), (4,)
+
+
+def _conv(pre, c_out, k, **opts):
+    def make(rng):
+        w = rng.normal(0.0, 0.5, (c_out, pre[0], k, k))
+        conn = Conv2d(w, pre, **opts)
+        return conn, pre, conn.post_shape
+    return make
+
+
+#: case -> factory(rng) -> (connection, pre shape, post shape); every kind needs at least one
+EXAMPLES = {
+    "dense": _dense,
+    "dense-from-image": _dense_from_image,
+    "conv2d-none-pad1": _conv((2, 5, 5), 3, 3, padding=1),
+    "conv2d-stride2": _conv((2, 6, 6), 2, 2, stride=2),
+    "conv2d-avg": _conv((2, 6, 6), 3, 3, pool="avg", pool_size=2),
+    "conv2d-max": _conv((2, 6, 6), 3, 3, pool="max", pool_size=2),
+    "conv2d-max-overlap-pad1": _conv((1, 6, 6), 2, 3, padding=1, pool="max", pool_size=3, pool_stride=2),
+}
+CASES = list(EXAMPLES)
+
+
+def _naive_conv(c, fn, *args):
+    return fn(c.weight, *args, stride=c.stride, padding=c.padding, pool=c.pool, pool_size=c.pool_size,
+              pool_stride=c.pool_stride)
+
+
+#: naive products per kind: (apply(conn, v), apply_T(conn, u, r_pre)); apply_T takes the
+#: pre state that fixes max pooling's argmax
+NAIVE = {
+    "dense": (lambda c, v: naive.dense_apply(c.weight, v.reshape(len(v), -1)),
+              lambda c, u, r: naive.dense_apply_T(c.weight, u).reshape(len(u), *c.pre_shape)),
+    "conv2d": (lambda c, v: _naive_conv(c, naive.conv2d_apply, v),
+               lambda c, u, r: _naive_conv(c, naive.conv2d_apply_T, u, r)),
+}
+
+
+def _argmax_margin(conn, r_pre) -> float:
+    """Smallest gap between the largest and second largest value of a max-pooling window of
+    conv(r_pre) (inf without max pooling): finite differences of step eps are exact only if
+    no perturbation of size ~eps can move an argmax."""
+    if getattr(conn, "pool", None) != "max":
+        return np.inf
+    z = conn.conv(r_pre)
+    win = np.lib.stride_tricks.sliding_window_view(z, (conn.pool_size,) * 2, axis=(2, 3))
+    win = win[:, :, ::conn.pool_stride, ::conn.pool_stride].reshape(*win.shape[:2], -1, conn.pool_size ** 2)
+    top2 = np.sort(win, axis=-1)[..., -2:]
+    return float((top2[..., 1] - top2[..., 0]).min())
 
 COST_EXAMPLES = {
     "mse": lambda rng: (MSE(), 4),
@@ -51,20 +99,24 @@ def _fd(f, a):
 
 
 def test_every_registered_kind_has_an_example():
-    assert set(CONNECTIONS.names()) == set(EXAMPLES) == set(NAIVE)
+    kinds = {EXAMPLES[c](np.random.default_rng(0))[0].kind for c in CASES}
+    assert set(CONNECTIONS.names()) == kinds == set(NAIVE)
+    pools = {EXAMPLES[c](np.random.default_rng(0))[0].pool for c in CASES if c.startswith("conv2d")}
+    assert pools == {"none", "avg", "max"}
     assert set(COSTS.names()) == set(COST_EXAMPLES)
 
 
-@pytest.mark.parametrize("kind", CONNECTIONS.names())
-def test_drives_and_param_grads_are_finite_differences_of_phi(kind):
+@pytest.mark.parametrize("case", CASES)
+def test_drives_and_param_grads_are_finite_differences_of_phi(case):
     rng = np.random.default_rng(0)
-    conn, pre, post = EXAMPLES[kind](rng)
+    conn, pre, post = EXAMPLES[case](rng)
     r_pre, r_post = rng.uniform(0, 1, (3, *pre)), rng.uniform(0, 1, (3, *post))
+    assert _argmax_margin(conn, r_pre) > 1e-4  # away from argmax ties
     total = lambda: float(conn.phi(r_pre, r_post).sum())  # noqa: E731
     assert conn.phi(r_pre, r_post).shape == (3,)
     np.testing.assert_allclose(conn.drive_post(r_pre), _fd(total, r_post), rtol=1e-7, atol=1e-8)
     if conn.symmetric:
-        np.testing.assert_allclose(conn.drive_pre(r_post), _fd(total, r_pre), rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(conn.drive_pre(r_post, r_pre), _fd(total, r_pre), rtol=1e-7, atol=1e-8)
     grads = conn.param_grad(r_pre, r_post)
     assert set(grads) == set(conn.params())
     for name, p in conn.params().items():
@@ -72,11 +124,12 @@ def test_drives_and_param_grads_are_finite_differences_of_phi(kind):
         assert np.abs(grads[name]).max() > 1e-3  # not vacuous
 
 
-@pytest.mark.parametrize("kind", CONNECTIONS.names())
-def test_vjp_is_the_finite_difference_of_the_drive(kind):
+@pytest.mark.parametrize("case", CASES)
+def test_vjp_is_the_finite_difference_of_the_drive(case):
     rng = np.random.default_rng(1)
-    conn, pre, post = EXAMPLES[kind](rng)
+    conn, pre, post = EXAMPLES[case](rng)
     r_pre, g = rng.uniform(0, 1, (3, *pre)), rng.normal(size=(3, *post))
+    assert _argmax_margin(conn, r_pre) > 1e-4  # away from argmax ties
     total = lambda: float(np.sum(g * conn.drive_post(r_pre)))  # noqa: E731
     g_pre, g_params = conn.vjp(r_pre, g)
     np.testing.assert_allclose(g_pre, _fd(total, r_pre), rtol=1e-7, atol=1e-8)
@@ -84,14 +137,18 @@ def test_vjp_is_the_finite_difference_of_the_drive(kind):
         np.testing.assert_allclose(g_params[name], _fd(total, p), rtol=1e-7, atol=1e-8)
 
 
-@pytest.mark.parametrize("kind", CONNECTIONS.names())
-def test_products_equal_the_naive_loops(kind):
+@pytest.mark.parametrize("case", CASES)
+def test_products_equal_the_naive_loops(case):
     rng = np.random.default_rng(2)
-    conn, pre, post = EXAMPLES[kind](rng)
-    v, u = rng.normal(size=(3, *pre)), rng.normal(size=(3, *post))
-    apply, apply_T = NAIVE[kind]
+    conn, pre, post = EXAMPLES[case](rng)
+    v, u, r = rng.normal(size=(3, *pre)), rng.normal(size=(3, *post)), rng.uniform(0, 1, (3, *pre))
+    apply, apply_T = NAIVE[conn.kind]
     np.testing.assert_allclose(conn.drive_post(v), apply(conn, v), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(conn.drive_pre(u), apply_T(conn, u), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conn.drive_pre(u, r), apply_T(conn, u, r), rtol=1e-12, atol=1e-12)
+    # the adjoint identity <u, A(r) v> = <A(r)^T u, v> with one context for both sides
+    ctx = conn.context(r)
+    assert np.sum(u * conn.apply(v, ctx)) == pytest.approx(np.sum(conn.apply_T(u, ctx) * v), rel=1e-12)
+    assert np.abs(conn.drive_post(v)).max() > 1e-2 and np.abs(conn.drive_pre(u, r)).max() > 1e-2
 
 
 @pytest.mark.parametrize("kind", COSTS.names())
@@ -118,3 +175,25 @@ def test_golden_values():
     assert MSE().value(np.array([[0.5, 1.0]]), np.array([[1.0, 0.0]])).tolist() == [0.625]
     ro = SoftmaxReadout(np.zeros((2, 3)), np.zeros(2))
     assert ro.value(np.ones((1, 3)), np.array([[1.0, 0.0]])) == pytest.approx([np.log(2.0)])
+
+
+def test_conv2d_golden_values_and_max_pooling_routes_feedback_to_the_argmax():
+    # a 1x1 kernel of 2 on a 1 x 2 x 2 image, then max pooling of the single 2 x 2 window
+    conv = Conv2d(np.full((1, 1, 1, 1), 2.0), (1, 2, 2), pool="max", pool_size=2)
+    v = np.array([[[[0.1, 0.7], [0.3, 0.2]]]])
+    assert conv.post_shape == (1, 1, 1)
+    assert conv.drive_post(v).tolist() == [[[[1.4]]]]
+    # the feedback of the post unit lands on the argmax pixel (0, 1) of the current pre state only
+    assert conv.drive_pre(np.ones((1, 1, 1, 1)), v).tolist() == [[[[0.0, 2.0], [0.0, 0.0]]]]
+    moved = np.array([[[[0.1, 0.7], [0.9, 0.2]]]])
+    assert conv.drive_pre(np.ones((1, 1, 1, 1)), moved).tolist() == [[[[0.0, 0.0], [2.0, 0.0]]]]
+    avg = Conv2d(np.full((1, 1, 1, 1), 2.0), (1, 2, 2), pool="avg", pool_size=2)
+    assert avg.drive_post(v) == pytest.approx(np.array([[[[0.65]]]]))
+    assert avg.drive_pre(np.ones((1, 1, 1, 1)), v).tolist() == [[[[0.5, 0.5], [0.5, 0.5]]]]
+    with pytest.raises(ValueError, match="needs the context of the pre state"):
+        conv.apply_T(np.ones((1, 1, 1, 1)))
+    # a 3 x 3 kernel with padding 1 keeps the size; its weight gradient is the correlation
+    k = Conv2d(np.zeros((1, 1, 3, 3)), (1, 4, 4), padding=1)
+    assert k.post_shape == (1, 4, 4)
+    g = k.param_grad(np.ones((1, 1, 4, 4)), np.ones((1, 1, 4, 4)))["weight"][0, 0]
+    assert g.tolist() == [[9.0, 12.0, 9.0], [12.0, 16.0, 12.0], [9.0, 12.0, 9.0]]  # pixels each tap sees

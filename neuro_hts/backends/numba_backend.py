@@ -858,8 +858,17 @@ class NumbaBackend:
             raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
         return a
 
+    def supports(self, net) -> list[str]:
+        """Why the fused kernels cannot run ``net`` (empty: they can): they run dense chains of [n] layers."""
+        if getattr(net, "is_dense", True):
+            return []
+        return ["backend 'numba' runs dense chains of [n] layers only (conv2d and C x H x W layers: backend 'numpy')"]
+
     def _network(self, net):
         """(energy, act, ce, weights, biases, dts of the relaxed layers) as kernel arguments."""
+        reasons = self.supports(net)
+        if reasons:
+            raise ConfigError(reasons[0])
         if net.form not in _FORMS:
             raise ConfigError(f"unknown dynamics form {net.form!r}; choose one of {', '.join(_FORMS)}")
         if net.activation not in _ACTIVATIONS:

@@ -15,6 +15,10 @@ class NumpyBackend:
     def __init__(self, dtype=np.float64):
         self.dtype = np.dtype(dtype)
 
+    def supports(self, net) -> list[str]:
+        """The reference runs every network the package can describe (dense and conv2d chains)."""
+        return []
+
     def input_drive(self, net, x):
         return dynamics.input_drive(net, np.asarray(x, dtype=self.dtype))
 

@@ -143,7 +143,7 @@ def _check_network(path, text: str, bundle: DeployBundle) -> None:
         spec = NetworkSpec.from_tables(**json.loads(text))
     except (ConfigError, json.JSONDecodeError, TypeError) as exc:
         raise RunFileError(f"{path}: invalid stored network: {exc}") from None
-    reasons = spec.chain_violations(bundle.activation)
+    reasons = spec.dense_violations(bundle.activation)
     if reasons:
         raise RunFileError(f"{path}: this neuro-hts deploys dense chains only: " + "; ".join(reasons))
     if spec != bundle.spec:

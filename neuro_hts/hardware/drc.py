@@ -7,6 +7,9 @@ The rule name of a violation is its function name without ``check_``.
 
 Rules (see :data:`RULES`):
 
+* ``dense_chain``: this version deploys chains of dense connections between [n] layers;
+  a conv2d connection or a C x H x W layer is refused here (the other rules read dense
+  layers, so they are not run on such a network);
 * ``decay_range``: every dt must round to a decay in [1, 2**bits] (``dt_to_decay``);
 * ``layer_size``: a layer must fit in ``neurons_per_core * cores`` neurons (0: unlimited);
 * ``weight_range``: max|W| must be representable as ``max_int * 2**exponent_max``;
@@ -30,6 +33,7 @@ from .target import HardwareTarget
 __all__ = [
     "Violation",
     "RULES",
+    "check_dense_chain",
     "check_decay_range",
     "check_layer_size",
     "check_weight_range",
@@ -147,8 +151,18 @@ def check_graded_spikes(network: Network, target: HardwareTarget) -> list[Violat
     )]
 
 
+def check_dense_chain(network: Network, target: HardwareTarget) -> list[Violation]:
+    """Conv2d connections and C x H x W layers have no fixed-point form yet (issue 11, a later slice)."""
+    if getattr(network, "is_dense", True):
+        return []
+    kinds = sorted({c.kind for c in network.spec.connections} - {"dense"})
+    return [Violation("dense_chain", None, f"{target.name} deploys dense chains of [n] layers only; this network has "
+                      f"{', '.join(kinds) or 'dense'} connections and layers of shapes {[list(s) for s in network.shapes]}")]
+
+
 #: name -> rule, in the order they run.
 RULES = {
+    "dense_chain": check_dense_chain,
     "decay_range": check_decay_range,
     "layer_size": check_layer_size,
     "weight_range": check_weight_range,
@@ -159,8 +173,12 @@ RULES = {
 
 def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: bool = False) -> list[Violation]:
     """All violations of all rules (empty list: deployable). ``profile_mode`` skips ``decay_profiles``."""
-    out: list[Violation] = []
+    out: list[Violation] = check_dense_chain(network, target)
+    if out:  # the other rules read dense layers
+        return out
     for name, rule in RULES.items():
+        if name == "dense_chain":
+            continue
         if profile_mode and name == "decay_profiles":
             continue
         out.extend(rule(network, target))

@@ -96,6 +96,9 @@ class FixedEngine:
 
     def supports(self, net, algorithm) -> list[str]:
         reasons = list(algorithm.supports(net))
+        if not getattr(net, "is_dense", True):
+            reasons.append("arith 'fixed' runs dense chains of [n] layers only (conv2d and C x H x W layers: arith 'float' "
+                           "with backend 'numpy')")
         if net.form != "leaky" or net.output != "mse":
             reasons.append(f"arith 'fixed' needs the leaky form with an MSE output, got {net.form}/{net.output}")
         return reasons
@@ -108,6 +111,9 @@ class FixedEngine:
         """Fix the exponents from ``net`` (the initial network) and put it on the grid (nearest), in place."""
         from .drc import run_design_rules
 
+        if not getattr(net, "is_dense", True):
+            raise ConfigError("arith 'fixed' runs dense chains of [n] layers only (conv2d and C x H x W layers: arith "
+                              "'float' with backend 'numpy')")
         if net.form != "leaky" or net.output != "mse":
             raise ConfigError(f"arith 'fixed' needs the leaky form with an MSE output, got {net.form}/{net.output}")
         violations = run_design_rules(net.astype(np.float64), self.target)
