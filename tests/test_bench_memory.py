@@ -25,10 +25,11 @@ def test_ep_memory_is_flat_in_t1_and_bptt_grows_by_one_state_per_step(script):
     cfg = load_config(REPO / "models" / "digits.toml")
     batch = 16
     m = {t1: script.measure(cfg, t1, batch, 0) for t1 in (10, 40, 160)}
-    # EP: the same working memory whatever T1 (a few hundred bytes of slack for Python objects)
-    assert abs(m[160]["ep"] - m[10]["ep"]) < 4096, m
-    # BPTT stores every free-phase state of every relaxed layer (float64): at least that much per step
+    # one state of every relaxed layer (float64): what BPTT must keep per step
     per_step = sum(cfg.model.arch[1:]) * batch * 8
+    # EP: 150 more steps cost less than ONE state (NumPy's small-block caches and Python
+    # objects account for the few kB it varies by; there is no per-step growth)
+    assert abs(m[160]["ep"] - m[10]["ep"]) < per_step, m
     assert m[160]["bptt"] - m[40]["bptt"] >= 120 * per_step * 0.95, m
     assert m[40]["bptt"] - m[10]["bptt"] >= 30 * per_step * 0.95, m
     assert m[160]["bptt"] > 3 * m[160]["ep"], m

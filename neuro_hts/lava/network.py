@@ -214,7 +214,7 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     chunk = N if chunk is None else max(1, int(chunk))
 
     from neuro_hts.lava.proc import hts as P  # imports Lava (sets multiprocessing's start method to fork)
-    from neuro_hts.lava import _lifeline
+    from neuro_hts.lava._lifeline import install as _install_lifeline
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
@@ -289,7 +289,7 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
             recs.append(r)
 
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
-    _lifeline.install()  # the runtime's forked processes die with this one, also on kill -9
+    _install_lifeline()  # the runtime's forked processes die with this one, also on kill -9
     seconds = 0.0
     with _deferred_interrupts() as interrupted:
         try:
