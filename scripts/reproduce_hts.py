@@ -18,6 +18,9 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
   ``family_mnist_chl_adapt`` (RESULTS.md section 6): EP, EP + adjusted adaptation, CHL,
   CHL + adaptation; constant and lognormal dt x 3 seeds; MNIST 784-512-10; 6 runs each;
   ``scripts/family_figure.py`` draws them together
+* ``stress_adapt`` (RESULTS.md section 6b): the stressed setup of ``stress_mnist``, one-sided,
+  constant and lognormal dt x 3 seeds x T1 {20,30} x beta {0.1,0.2} x adaptation K {0,20};
+  48 runs; about 35 min with ``--workers 2``
 
 Usage::
 
@@ -46,6 +49,7 @@ STRESS_SETS = ("train.t1=20,30,60,100", "train.beta=0.05,0.1,0.2,0.5", "train.nu
 DTMEAN = "dt.mean=0.1,0.2,0.3,0.4,0.5"
 
 FAMILY_LAWS = "constant,lognormal"
+STRESS_ADAPT_SETS = ("train.t1=20,30", "train.beta=0.1,0.2", "adapt.steps=0,20")
 
 #: name -> (config relative to the repository, dataset directory name, seeds, --set values, dt laws)
 GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
@@ -58,6 +62,7 @@ GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
     "fashionmnist_784-256-256-10": ("models/repro/fashionmnist_784-256-256-10.toml", "fashion-mnist", "0-4", (), LAWS),
     **{f"family_mnist_{v}": (f"models/family/mnist_{v}.toml", "mnist", "0-2", (), FAMILY_LAWS)
        for v in ("ep", "ep_adapt", "chl", "chl_adapt")},
+    "stress_adapt": ("models/repro/stress_mnist.toml", "mnist", "0-2", STRESS_ADAPT_SETS, FAMILY_LAWS),
 }
 
 
