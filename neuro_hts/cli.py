@@ -34,6 +34,23 @@ def _tqdm_progress(enabled: bool):
     return factory
 
 
+def _same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links, ``..`` or a relative path)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_overwrite_input(out, *inputs) -> None:
+    """An output must never replace one of the command's inputs (not even with --force)."""
+    for inp in inputs:
+        if inp is not None and _same_file(out, inp):
+            raise ConfigError(f"output {out} is the input {inp}: writing it would destroy the input; choose another path")
+
+
 def _names(registry_path: str) -> list[str]:
     """Choice list of a registry (``"module:NAME"``), so the CLI never keeps its own tuple."""
     import importlib
@@ -109,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--backend", choices=_names("backends:BACKENDS"))
     p.add_argument("--t1", type=int, help="free-phase steps (default: the run's)")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples (default: the run's test set)")
     p.add_argument("--predictions", metavar="OUT.npy", help="save the predicted class of every test sample")
 
     p = sub.add_parser("plot-dt", help="histograms of dt_i for every distribution (paper's Figure 1)")
@@ -227,7 +245,7 @@ def _config_from_args(args):
 
 #: train flags that --resume cannot change (the stored config is used; only --epochs may grow)
 _RESUME_FIXED = (
-    "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
+    "config", "dataset", "n_train", "n_test", "arch", "form", "activation", "output",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
@@ -246,22 +264,26 @@ def _cmd_train(args) -> int:
         ignored = [k for k in _RESUME_FIXED if getattr(args, k) is not None]
         if ignored:
             flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-            raise ConfigError(f"--resume uses the run's stored config; only --epochs may change, not {flags}")
+            raise ConfigError(f"--resume uses the run's stored config; only --epochs (and --data-dir, where the data "
+                              f"moved) may change, not {flags}")
         from .runfile import load_run
 
         stored = load_run(args.resume).config
         epochs = args.epochs if args.epochs is not None else stored.train.epochs
         cfg = Config().replace(train={"epochs": epochs})
         out = Path(args.resume)
-        state = train(cfg, out, resume=True, progress=progress)
+        state = train(cfg, out, resume=True, progress=progress, data_dir=args.data_dir)
     else:
         if not args.out:
             raise ConfigError("train needs --out RUN.h5 (or --resume RUN.h5)")
         out = Path(args.out)
         if out.exists() and not args.force:
             raise ConfigError(f"{out} exists; pass --resume {out} to continue it or --force to overwrite")
+        for inp in (args.config, args.target):
+            if inp:
+                _refuse_overwrite_input(out, inp)
         cfg = _config_from_args(args)
-        state = train(cfg, out, progress=progress)
+        state = train(cfg, out, progress=progress, overwrite=args.force)
     hist = state.history
     acc = hist["test_accuracy"][-1] if hist.get("test_accuracy") else float("nan")
     print(f"trained {state.epochs_completed} epochs on {state.config.data.dataset}: test accuracy {acc:.4f}")
@@ -287,17 +309,24 @@ def _cmd_eval(args) -> int:
 
     from ._atomic import atomic_path
     from .algorithms import make_algorithm
-    from .data import load_dataset
+    from .data import load_recorded_dataset
     from .engines import make_engine
     from .learning import make_optimizer
-    from .runfile import load_run
+    from .runfile import load_run, status_line
 
+    if args.n_test is not None and args.n_test < 1:
+        raise ConfigError(f"--n-test must be >= 1, got {args.n_test}")
+    if args.t1 is not None and args.t1 < 1:
+        raise ConfigError("--t1 must be >= 1")
+    if args.predictions:
+        _refuse_overwrite_input(args.predictions, args.run)
     state = load_run(args.run)
     cfg = state.config
     dataset = args.dataset or cfg.data.dataset
-    data_dir = args.data_dir or cfg.data.data_dir
     images = len(state.network.shapes[0]) == 3  # an image input layer: keep (N, C, H, W)
-    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None, images=images)
+    n_test = args.n_test if args.n_test is not None else (cfg.data.n_test if dataset == cfg.data.dataset else None)
+    recorded = cfg.data.data_dir if dataset == cfg.data.dataset else None
+    data = load_recorded_dataset(dataset, recorded, args.data_dir, n_test=n_test, images=images)
     if data.n_features != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     if args.backend:
@@ -314,6 +343,9 @@ def _cmd_eval(args) -> int:
                          progress=_tqdm_progress(not args.no_progress))
     n_ok = int(np.sum(ev.predictions == data.y_test))
     where = f"fixed point ({cfg.train.target})" if engine.name == "fixed" else f"backend {engine.backend.name}"
+    print(status_line(state))
+    if state.status == "diverged":
+        logger.warning("%s diverged during training: %s", args.run, state.message)
     print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, {where}")
     if args.predictions:
         with atomic_path(args.predictions, suffix=".npy.tmp") as tmp:
@@ -348,13 +380,18 @@ def _cmd_quantize(args) -> int:
     from .hardware.quantize import quantize_network
     from .runfile import load_run
 
+    from .hardware.drc import check_deployable
+
     out = Path(args.out)
+    _refuse_overwrite_input(out, args.run)
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
     target = load_target(args.target)
     state = load_run(args.run)
+    if state.status == "diverged":
+        logger.warning("%s: %s", args.run, status_line(state))
     net = state.network
-    violations = run_design_rules(net, target, profile_mode=args.profile_mode)
+    violations = check_deployable(net, target) + run_design_rules(net, target, profile_mode=args.profile_mode)
     if violations:
         for v in violations:
             print(f"neuro-hts: error: {v}", file=sys.stderr)
@@ -364,6 +401,8 @@ def _cmd_quantize(args) -> int:
         "run_sha256": file_sha256(args.run),
         "run_config": state.config.to_json(),
         "epochs_completed": state.epochs_completed,
+        "run_status": state.status,
+        "run_message": state.message,
     }
     bundle = quantize_network(net, target, profile_mode=args.profile_mode, source=source)
     save_bundle(out, bundle)
@@ -378,8 +417,27 @@ def _cmd_quantize(args) -> int:
         if bundle.profile_mode:
             line += f" {bundle.max_dt_change(lb):>9.3e}"
         print(line)
+        _warn_exponent_bound(lb, target)
     print(f"bundle: {out}")
     return 0
+
+
+def _warn_exponent_bound(lb, target) -> None:
+    """Warn when a layer's shared exponent sits at the target's bound (its mantissas then use a sliver of the range)."""
+    import numpy as np
+
+    ws = target.weights
+    e = lb.weight_exponent
+    wm = lb.weight_mantissa
+    used = (int(wm.min()), int(wm.max())) if wm.size else (0, 0)
+    lo, hi = -(1 << ws.mantissa_bits), (1 << ws.mantissa_bits) - ws.lsb
+    if e == ws.exponent_min and max(abs(used[0]), abs(used[1])) < hi // 2:
+        logger.warning("layer %d: weight exponent held at %s's lower bound exponent_min = %d: mantissas use %d..%d of "
+                       "%d..%d, so the layer's weights lose precision (see docs/HARDWARE.md on the bound)",
+                       lb.index, target.name, e, used[0], used[1], lo, hi)
+    elif e == ws.exponent_max and int(np.max(np.abs(wm), initial=0)) >= hi:
+        logger.warning("layer %d: weight exponent held at %s's upper bound exponent_max = %d: weights saturate at "
+                       "+-%d * 2**%d", lb.index, target.name, e, hi, e)
 
 
 def _cmd_check_updates(args) -> int:
@@ -449,10 +507,14 @@ def _cmd_deploy(args) -> int:
         for bar in bars:
             bar.close()
     print(f"{args.net}: {args.backend} {args.arith}, {r.n_samples} samples x {r.n_steps} steps")
+    if r.source_status:
+        print(r.source_status)
     print(f"accuracy: {r.accuracy:.4f} ({int(round(r.accuracy * r.n_samples))}/{r.n_samples})")
     line = f"time: {r.seconds:.3f} s, {r.samples_per_second:.1f} samples/s"
     if r.lava_steps_per_second is not None:
         line += f", Lava {r.lava_steps_per_second:.0f} steps/s (incl. one load step per sample)"
+    if r.compile_seconds > 0:
+        line += f" (after a {r.compile_seconds:.2f} s warm-up / JIT compile, not counted)"
     print(line)
     return 0
 
@@ -534,6 +596,9 @@ def main(argv=None) -> int:
         return 130
     except OSError as exc:
         print(f"neuro-hts: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("neuro-hts: error: out of memory (a smaller --arch, --batch-size or --n-test fits)", file=sys.stderr)
         return 2
 
 

@@ -30,6 +30,8 @@ BUNDLE_SCHEMA_VERSION = 3  # 3: + the network's typed parts; 2: biases in state 
 BUNDLE_READ_VERSIONS = (2, 3)
 
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
+#: optional source attributes (absent in bundles written before they existed: "")
+_OPTIONAL_SOURCE_KEYS = ("run_status", "run_message")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -63,6 +65,8 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
             f.attrs["run_sha256"] = str(src.get("run_sha256", ""))
             f.attrs["run_config"] = str(src.get("run_config", ""))
             f.attrs["epochs_completed"] = np.int64(src.get("epochs_completed", -1))
+            for k in _OPTIONAL_SOURCE_KEYS:
+                f.attrs[k] = str(src.get(k, ""))
             f.attrs["profile_mode"] = bool(bundle.profile_mode)
             f.attrs["rounding"] = bundle.rounding
             f.attrs["network"] = json.dumps(bundle.spec.to_tables(), sort_keys=True)
@@ -86,8 +90,13 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
     return path
 
 
-def load_bundle(path: str | Path) -> DeployBundle:
-    """Read a bundle file; raise RunFileError with one clear line if it is not a valid one."""
+def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
+    """Read a bundle file; raise RunFileError with one clear line if it is not a valid one.
+
+    ``check`` (default): also run the target's value-range and design rules on the integers
+    (:func:`~neuro_hts.hardware.drc.bundle_violations`) and refuse, naming every broken rule
+    on one line, a bundle its own target cannot run (a hand-edited or foreign file).
+    """
     path = Path(path)
     with open_checked(path, BUNDLE_FORMAT, BUNDLE_READ_VERSIONS, "bundle") as f:
         try:
@@ -102,6 +111,9 @@ def load_bundle(path: str | Path) -> DeployBundle:
             wm = g["weight_mantissa"][()]
             if wm.ndim != 2 or not np.issubdtype(wm.dtype, np.integer):
                 raise RunFileError(f"{path}: layer {i}: weight_mantissa must be a 2-D integer array")
+            for name in ("bias", "decay") + (("decay_unbinned",) if "decay_unbinned" in g else ()):
+                if not np.issubdtype(g[name].dtype, np.integer):
+                    raise RunFileError(f"{path}: layer {i}: {name} must be an integer array, got {g[name].dtype}")
             layers.append(LayerBundle(
                 index=i,
                 weight_mantissa=_frozen(wm, np.int64),
@@ -117,6 +129,7 @@ def load_bundle(path: str | Path) -> DeployBundle:
             "run_sha256": str(source["run_sha256"]),
             "run_config": str(source["run_config"]),
             "epochs_completed": int(source["epochs_completed"]),
+            **{k: str(f.attrs.get(k, "")) for k in _OPTIONAL_SOURCE_KEYS},
         }
         bundle = DeployBundle(
             target=target,
@@ -132,7 +145,14 @@ def load_bundle(path: str | Path) -> DeployBundle:
         )
         if int(f.attrs["schema_version"]) >= 3:
             _check_network(path, str(f.attrs["network"]), bundle)
-        return bundle
+    if check:
+        from .drc import bundle_violations
+
+        violations = bundle_violations(bundle)
+        if violations:
+            raise RunFileError(f"{path}: the bundle breaks its target {target.name}'s rules: "
+                               + "; ".join(map(str, violations)))
+    return bundle
 
 
 def _check_network(path, text: str, bundle: DeployBundle) -> None:

@@ -505,7 +505,7 @@ def compare_run(
     ``data_dir`` to the run's; ``steps`` to the run's free-phase steps ``t1``. Other
     keyword arguments go to :func:`compare_network`.
     """
-    from ..data import load_dataset
+    from ..data import load_recorded_dataset
     from ..hardware.bundle import file_sha256
     from ..runfile import load_run
 
@@ -513,7 +513,7 @@ def compare_run(
     state = load_run(run_path)
     cfg = state.config
     net = state.network
-    data = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir,
+    data = load_recorded_dataset(cfg.data.dataset, cfg.data.data_dir, data_dir,
                         n_test=n_test if n_test is not None else cfg.data.n_test)
     if data.x_test.shape[1] != net.arch[0] or data.n_classes != net.arch[-1]:
         raise ConfigError(f"run {run_path} ({'-'.join(map(str, net.arch))}) does not fit dataset {cfg.data.dataset!r}")

@@ -423,7 +423,7 @@ def check_updates(run_path, target: str, *, batch_size: int = 50, lr: float | No
     Returns ``(rows, info)``: the :class:`UpdateComparison` rows and a dict describing the
     setup (run, target, dataset, batch size, learning rates, beta, nudging).
     """
-    from ..data import load_dataset, one_hot
+    from ..data import load_recorded_dataset, one_hot
     from ..runfile import load_run
     from .target import load_target
 
@@ -438,7 +438,7 @@ def check_updates(run_path, target: str, *, batch_size: int = 50, lr: float | No
     cfg = state.config
     if cfg.model.form != "leaky" or cfg.model.output != "mse":
         raise ConfigError(f"check-updates needs a leaky-form MSE run (the fixed-point simulator), got {cfg.model.form}/{cfg.model.output}")
-    data = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, n_train=cfg.data.n_train, n_test=1)
+    data = load_recorded_dataset(cfg.data.dataset, cfg.data.data_dir, data_dir, n_train=cfg.data.n_train, n_test=1)
     n = data.x_train.shape[0]
     if data.x_train.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {run_path} does not fit dataset {cfg.data.dataset!r}")
