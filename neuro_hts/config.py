@@ -277,9 +277,7 @@ class TrainConfig:
         if self.target and self.arith != "fixed":
             raise ConfigError(f"[train] target {self.target!r} is used only with arith = 'fixed' (--arith fixed); "
                               f"with arith = {self.arith!r} training would run in float")
-        if self.optimizer == "adam" and self.momentum != 0:
-            raise ConfigError(f"[train] momentum {self.momentum} is an SGD setting; Adam ignores it "
-                              f"(use adam_beta1, or optimizer = 'sgd')")
+
 
     def layer_lrs(self, n_layers: int, epoch: int = 0) -> tuple[float, ...]:
         """Per-layer learning rates for ``epoch`` (0-based).

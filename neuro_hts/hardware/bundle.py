@@ -66,7 +66,8 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
             f.attrs["run_config"] = str(src.get("run_config", ""))
             f.attrs["epochs_completed"] = np.int64(src.get("epochs_completed", -1))
             for k in _OPTIONAL_SOURCE_KEYS:
-                f.attrs[k] = str(src.get(k, ""))
+                if k in src:
+                    f.attrs[k] = str(src[k])
             f.attrs["profile_mode"] = bool(bundle.profile_mode)
             f.attrs["rounding"] = bundle.rounding
             f.attrs["network"] = json.dumps(bundle.spec.to_tables(), sort_keys=True)
@@ -129,7 +130,7 @@ def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
             "run_sha256": str(source["run_sha256"]),
             "run_config": str(source["run_config"]),
             "epochs_completed": int(source["epochs_completed"]),
-            **{k: str(f.attrs.get(k, "")) for k in _OPTIONAL_SOURCE_KEYS},
+            **{k: str(f.attrs[k]) for k in _OPTIONAL_SOURCE_KEYS if k in f.attrs},
         }
         bundle = DeployBundle(
             target=target,
