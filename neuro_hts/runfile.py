@@ -155,7 +155,7 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
     """Refuse a run whose values (not only shapes) are impossible, with one line naming the first.
 
     Weights, biases and optimiser arrays must be finite; every dt must lie in (0, 1];
-    ``epochs_completed`` must be >= 0 and every ``/history`` series that long; ``status``
+    ``epochs_completed`` must be >= 0 and no ``/history`` series longer; ``status``
     one of :data:`STATUSES` (docs/FORMAT.md, "Validation on load").
     """
     net = state.network
@@ -184,7 +184,7 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
     if e < 0:
         raise RunFileError(f"{path}: epochs_completed = {e} is negative")
     for k, v in state.history.items():
-        if len(v) != e:
+        if len(v) > e:
             raise RunFileError(f"{path}: history/{k} has {len(v)} entries for {e} completed epochs")
 
 
