@@ -390,7 +390,9 @@ def _train_summary(state, out) -> list[str]:
     if acc:
         best = max(range(len(acc)), key=lambda k: acc[k])
         lines[0] += f", best {acc[best]:.4f} at epoch {best + 1}"
-    verdict = ("diverged" if m["diverged"] else "never learned" if m["never_learned"] else "stable")
+    drop = m["best_accuracy"] - m["final_accuracy"]
+    verdict = ("diverged" if m["diverged"] else "never learned" if m["never_learned"]
+               else f"unstable (ended {100 * drop:.1f} points below its best)" if drop > 0.03 else "stable")
     res = m["residual_mean"]
     nc = m["frac_not_converged"]
     lines.append(f"stability: {verdict}; last epoch free-phase residual {res:.2e}" +
@@ -529,11 +531,9 @@ def _cmd_quantize(args) -> int:
 
     from .hardware import load_target
     from .hardware.bundle import file_sha256, save_bundle
-    from .hardware.drc import run_design_rules
+    from .hardware.drc import check_deployable, run_design_rules
     from .hardware.quantize import quantize_network
-    from .runfile import load_run
-
-    from .hardware.drc import check_deployable
+    from .runfile import load_run, status_line
 
     out = Path(args.out)
     _refuse_overwrite_input(out, args.run)

@@ -440,3 +440,85 @@ def test_subprocess_sigterm_prints_a_message_and_keeps_the_checkpoint(tmp_path):
     assert "neuro-hts: terminated (SIGTERM); the last epoch checkpoint is kept" in err
     assert "Traceback" not in err and "\r" not in err  # no tqdm carriage returns when stderr is a file
     assert not list(tmp_path.glob(".t.h5.*"))  # no stray temporary file
+
+
+# --------------------------------------------------------------------------- status is printed
+
+
+def test_eval_and_show_say_a_run_diverged(fixtures, tmp_path, capsys):
+    d = _stage(fixtures, tmp_path, ["diverged.h5"])
+    assert cli.main(["--no-progress", "eval", str(d / "diverged.h5")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == ("run status: DIVERGED after 1/1 epochs (non-finite states); "
+                                   "these are the weights of the last good epoch")
+    assert "test accuracy:" in out
+    assert cli.main(["--no-progress", "show", str(d / "diverged.h5")]) == 0
+    assert "run status: DIVERGED" in capsys.readouterr().out
+
+
+def test_deploy_prints_the_source_run_status_and_excludes_the_jit_compile(fixtures, tmp_path, capsys):
+    d = _stage(fixtures, tmp_path, ["diverged.h5"])
+    assert cli.main(["--no-progress", "quantize", str(d / "diverged.h5"), "--target", "loihi2", "--out", str(d / "b.h5")]) == 0
+    capsys.readouterr()
+    with h5py.File(d / "b.h5", "r") as f:
+        assert f.attrs["run_status"] == "diverged" and f.attrs["run_message"] == "non-finite states"
+    assert cli.main(["--no-progress", "deploy", str(d / "b.h5"), "--backend", "numba", "--n-samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "source run status: DIVERGED after 1 epochs (non-finite states)" in out
+    assert "warm-up / JIT compile, not counted" in out
+
+
+def test_quantize_refuses_nothing_deployable_and_a_hand_edited_bundle_cannot_be_loaded_silently(fixtures):
+    from neuro_hts.errors import RunFileError
+    from neuro_hts.hardware.bundle import load_bundle
+
+    with pytest.raises(RunFileError) as exc:
+        load_bundle(fixtures["b_mant.h5"])
+    assert "weight mantissas outside [-256, 254] of loihi2: 1 value(s), first [0] = 10000" in str(exc.value)
+    assert load_bundle(fixtures["b_mant.h5"], check=False).layers[0].weight_mantissa[0, 0] == 10000
+
+
+def test_check_updates_explains_undefined_cosines():
+    from neuro_hts.hardware.fixed_learning import UpdateComparison, format_update_table
+
+    rows = [UpdateComparison("W1", "nearest", float("nan"), 1.0, 1.0, 0.0, 2**-8, 0.2),
+            UpdateComparison("b1", "nearest", float("nan"), float("nan"), float("nan"), float("nan"), 2**-12, 0.0)]
+    lines = format_update_table(rows)
+    assert lines[-3].startswith("note: every cosine is undefined (NaN)")
+    assert "every fixed-point update rounded to 0 (nearest W1): the largest float update is 0.2 grid steps" in lines[-2]
+    assert "the float update itself is 0 (b1)" in lines[-1]
+
+
+def test_export_npz_holds_every_array_and_a_json_header(fixtures, tmp_path, capsys):
+    import json
+
+    from neuro_hts.runfile import load_run
+
+    d = _stage(fixtures, tmp_path, ["run.h5"])
+    assert cli.main(["--no-progress", "export", str(d / "run.h5")]) == 0
+    z = np.load(d / "run.npz")  # no pickle needed
+    header = json.loads(str(z["header"]))
+    state = load_run(d / "run.h5")
+    assert header["format"] == "neuro-hts-export" and header["arch"] == [64, 16, 10] and header["status"] == "complete"
+    for i, w in enumerate(state.network.weights, start=1):
+        assert np.array_equal(z[f"weight_{i}"], w) and np.array_equal(z[f"dt_{i}"], state.network.dts[i - 1])
+    assert header["arrays"]["weight_1"] == [16, 64]
+
+
+def test_print_config_is_loadable_toml_of_the_effective_config(tmp_path, capsys):
+    from neuro_hts.config import load_config
+
+    assert cli.main(["train", "--arch", "64-16-10", "--dt-mean", "0.2", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "eff.toml").write_text(text)
+    assert load_config(tmp_path / "eff.toml") == Config().replace(model={"arch": [64, 16, 10]}, dt={"mean": 0.2})
+
+
+def test_dry_run_checks_and_writes_nothing(fixtures, tmp_path, capsys):
+    d = _stage(fixtures, tmp_path, ["cfg.toml"])
+    before = _snapshot(d)
+    assert cli.main(["--no-progress", "train", "--config", str(d / "cfg.toml"), "--dry-run", "--out", str(d / "o.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "would train 64-16-10 (1,210 parameters" in out and "1437 training and 360 test samples" in out
+    assert out.rstrip().endswith(f"dry run: nothing written (would write {d / 'o.h5'})")
+    assert _snapshot(d) == before
