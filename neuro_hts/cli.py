@@ -337,8 +337,8 @@ def _cmd_train(args) -> int:
         ignored = [k for k in _RESUME_FIXED if getattr(args, k) is not None]
         if ignored:
             flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-            raise ConfigError(f"--resume uses the run's stored config; only --epochs (and --data-dir, where the data "
-                              f"moved) may change, not {flags}")
+            raise ConfigError(f"--resume uses the run's stored config; only --epochs may change, not {flags} "
+                              f"(and --data-dir, where the data moved)")
         from .runfile import load_run
 
         stored = load_run(args.resume).config
@@ -389,7 +389,7 @@ def _train_summary(state, out) -> list[str]:
              f"final test accuracy {m['final_accuracy']:.4f}"]
     if acc:
         best = max(range(len(acc)), key=lambda k: acc[k])
-        lines[0] += f", best {acc[best]:.4f} at epoch {best + 1}"
+        lines[0] += f" (best {acc[best]:.4f} at epoch {best + 1})"
     drop = m["best_accuracy"] - m["final_accuracy"]
     verdict = ("diverged" if m["diverged"] else "never learned" if m["never_learned"]
                else f"unstable (ended {100 * drop:.1f} points below its best)" if drop > 0.03 else "stable")

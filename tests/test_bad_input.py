@@ -5,8 +5,9 @@ Each case of :data:`CASES` runs ``neuro-hts`` in-process on copies of small fixt
 directory, and asserts: exit code 2, exactly one stderr line holding a specific message
 fragment, no traceback, nothing on stdout, and that no file in that directory was created,
 changed or removed. A few cases run a real subprocess (the real stderr, SIGTERM, logging).
-The kill -9 Lava case (no orphaned Lava process) is tests/test_lava_hts.py's
-``test_kill_9_leaves_no_lava_process``-style lifeline tests; it is not repeated here.
+The kill -9 Lava case (no orphaned Lava process) is covered by tests/test_lava_hts.py,
+``test_deploy_kill_9_on_the_leader_leaves_no_lava_process`` and
+``test_lifeline_children_and_grandchildren_die_with_a_killed_parent``; it is not repeated here.
 """
 
 from __future__ import annotations
