@@ -42,7 +42,6 @@ __all__ = [
     "core_slices",
     "run_design_rules",
     "check_deployable",
-    "bundle_violations",
     "DEPLOYABLE_FORMS",
     "DEPLOYABLE_OUTPUTS",
 ]
@@ -203,95 +202,4 @@ def check_deployable(network, target: HardwareTarget) -> list[Violation]:
     if network.output not in DEPLOYABLE_OUTPUTS:
         out.append(Violation("deployable", None, f"output {network.output!r} (softmax readout) has no fixed-point "
                              f"back-end (deploy runs {', '.join(DEPLOYABLE_OUTPUTS)})"))
-    return out
-
-
-def _first(bad: np.ndarray, values: np.ndarray) -> str:
-    i = int(np.flatnonzero(bad.ravel())[0])
-    return f"{int(bad.sum())} value(s), first [{i}] = {values.ravel()[i]}"
-
-
-def bundle_violations(bundle) -> list[Violation]:
-    """Every way a deploy bundle's integers break its own target (a hand-edited or third-party bundle).
-
-    Checked per layer: array shapes chain; weight mantissas in ``[-2**mantissa_bits,
-    2**mantissa_bits - lsb]`` and even on an even-only target; the exponent within
-    ``[exponent_min, exponent_max]``; decays (and unbinned decays) in ``[1, 2**decay.bits]``;
-    biases within ``state.input_bits`` (signed); dt finite in (0, 1]; the layer size and the
-    decay profiles per core. For the bundle: the fraction bits the target implies, graded
-    spikes and a deployable form/output (docs/FORMAT.md, "Validation on load").
-    """
-    from .quantize import activation_frac_bits, state_frac_bits
-
-    t = bundle.target
-    ws = t.weights
-    lo, hi = -(1 << ws.mantissa_bits), (1 << ws.mantissa_bits) - ws.lsb
-    bias_lim = (1 << (t.state.input_bits - 1)) - 1
-    scale = t.decay.scale
-    out: list[Violation] = []
-    prev = None
-    for lb in bundle.layers:
-        l = lb.index
-        wm = np.asarray(lb.weight_mantissa)
-        if wm.ndim != 2:
-            out.append(Violation("shape", l, f"weight_mantissa has shape {wm.shape}, expected 2-D"))
-            continue
-        n = wm.shape[0]
-        for name, a in (("bias", lb.bias), ("decay", lb.decay), ("dt", lb.dt)):
-            if np.shape(a) != (n,):
-                out.append(Violation("shape", l, f"{name} has shape {np.shape(a)}, expected ({n},)"))
-        if lb.decay_unbinned is not None and np.shape(lb.decay_unbinned) != (n,):
-            out.append(Violation("shape", l, f"decay_unbinned has shape {np.shape(lb.decay_unbinned)}, expected ({n},)"))
-        if prev is not None and wm.shape[1] != prev:
-            out.append(Violation("shape", l, f"weight_mantissa takes {wm.shape[1]} inputs, layer {l - 1} has {prev}"))
-        prev = n
-        bad = (wm < lo) | (wm > hi)
-        if bad.any():
-            out.append(Violation("weight_range", l, f"weight mantissas outside [{lo}, {hi}] of {t.name}: {_first(bad, wm)}"))
-        if ws.even:
-            odd = (wm % 2) != 0
-            if odd.any():
-                out.append(Violation("weight_even", l, f"{t.name} keeps even weight mantissas only: {_first(odd, wm)}"))
-        e = int(lb.weight_exponent)
-        if not ws.exponent_min <= e <= ws.exponent_max:
-            out.append(Violation("weight_exponent", l, f"weight exponent {e} outside [{ws.exponent_min}, "
-                                 f"{ws.exponent_max}] of {t.name}"))
-        for name, d in (("decay", lb.decay), ("decay_unbinned", lb.decay_unbinned)):
-            if d is None or np.shape(d) != (n,):
-                continue
-            d = np.asarray(d)
-            bad = (d < 1) | (d > scale)
-            if bad.any():
-                out.append(Violation("decay_range", l, f"{name} outside [1, {scale}] of the {t.decay.bits}-bit decays: "
-                                     f"{_first(bad, d)}"))
-        b = np.asarray(lb.bias)
-        if b.shape == (n,):
-            bad = np.abs(b) > bias_lim
-            if bad.any():
-                out.append(Violation("bias_range", l, f"biases outside the {t.state.input_bits}-bit synaptic input "
-                                     f"(|bias| <= {bias_lim}): {_first(bad, b)}"))
-        dt = np.asarray(lb.dt, dtype=np.float64)
-        if dt.shape == (n,):
-            bad = ~np.isfinite(dt) | (dt <= 0) | (dt > 1)
-            if bad.any():
-                out.append(Violation("dt_range", l, f"dt outside (0, 1]: {_first(bad, dt)}"))
-        lim = t.limits
-        if lim.cores > 0 and lim.neurons_per_core > 0 and n > lim.cores * lim.neurons_per_core:
-            out.append(Violation("layer_size", l, f"{n} neurons exceed {lim.cores} cores x {lim.neurons_per_core} neurons"))
-        if lim.decay_profiles_per_core > 0 and np.shape(lb.decay) == (n,):
-            d = np.asarray(lb.decay)
-            worst = max(np.unique(d[sl]).size for sl in core_slices(n, lim.neurons_per_core))
-            if worst > lim.decay_profiles_per_core:
-                out.append(Violation("decay_profiles", l, f"a core holds {worst} distinct decays, {t.name} allows "
-                                     f"{lim.decay_profiles_per_core}"))
-    if bundle.activation_frac_bits != activation_frac_bits(t):
-        out.append(Violation("frac_bits", None, f"activation_frac_bits {bundle.activation_frac_bits} is not the "
-                             f"{activation_frac_bits(t)} that {t.name} implies"))
-    if bundle.state_frac_bits != state_frac_bits(t):
-        out.append(Violation("frac_bits", None, f"state_frac_bits {bundle.state_frac_bits} is not the "
-                             f"{state_frac_bits(t)} that {t.name} implies"))
-    if bundle.rounding not in ("nearest", "stochastic"):
-        out.append(Violation("rounding", None, f"rounding {bundle.rounding!r} is not 'nearest' or 'stochastic'"))
-    out.extend(check_graded_spikes(bundle, t))
-    out.extend(check_deployable(bundle, t))
     return out
