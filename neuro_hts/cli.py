@@ -660,8 +660,6 @@ def _cmd_deploy(args) -> int:
         for bar in bars:
             bar.close()
     print(f"{args.net}: {args.backend} {args.arith}, {r.n_samples} samples x {r.n_steps} steps")
-    if r.source_status:
-        print(r.source_status)
     print(f"accuracy: {r.accuracy:.4f} ({int(round(r.accuracy * r.n_samples))}/{r.n_samples})")
     line = f"time: {r.seconds:.3f} s, {r.samples_per_second:.1f} samples/s"
     if r.lava_steps_per_second is not None:
@@ -669,6 +667,8 @@ def _cmd_deploy(args) -> int:
     if r.compile_seconds > 0:
         line += f" (after a {r.compile_seconds:.2f} s warm-up / JIT compile, not counted)"
     print(line)
+    if r.source_status:
+        print(r.source_status)
     return 0
 
 
