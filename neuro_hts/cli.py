@@ -18,20 +18,58 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("neuro_hts.cli")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Help that states every flag's default (when it has one that is not implied by the config)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or "default" in text:
+            return text
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit code 2)."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # noqa: D102
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bars_disabled(enabled: bool):
+    """tqdm's ``disable``: off when asked, and (None) off whenever stderr is not a terminal (no carriage returns in logs)."""
+    return None if enabled and sys.stderr.isatty() else True
 
 
 def _tqdm_progress(enabled: bool):
     from tqdm.auto import tqdm
 
     def factory(total, desc):
-        return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=(None if enabled else True), dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=_bars_disabled(enabled), dynamic_ncols=True)
 
     return factory
+
+
+def _same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links, ``..`` or a relative path)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_overwrite_input(out, *inputs) -> None:
+    """An output must never replace one of the command's inputs (not even with --force)."""
+    for inp in inputs:
+        if inp is not None and _same_file(out, inp):
+            raise ConfigError(f"output {out} is the input {inp}: writing it would destroy the input; choose another path")
 
 
 def _names(registry_path: str) -> list[str]:
@@ -42,45 +80,66 @@ def _names(registry_path: str) -> list[str]:
     return list(getattr(importlib.import_module(f"neuro_hts.{module}"), attr).names())
 
 
+def _dflt(section: str, key: str) -> str:
+    """' (default: V)': the value a flag takes when neither it nor --config sets it (the Config default)."""
+    from .config import Config
+
+    v = getattr(getattr(Config(), section), key)
+    if isinstance(v, tuple):
+        v = "-".join(map(str, v)) if key == "arch" else ",".join(f"{x:g}" for x in v)
+    return f" (default: {v})" if v not in (None, "") else " (default: not set)"
+
+
 def _add_train_args(p):
-    p.add_argument("--config", help="TOML config (models/*.toml); flags override it")
-    p.add_argument("--dataset", choices=_names("data:DATASETS"))
-    p.add_argument("--data-dir", help="directory holding the idx .gz files (MNIST / Fashion-MNIST)")
-    p.add_argument("--n-train", type=int, help="use only the first N training samples")
-    p.add_argument("--n-test", type=int, help="use only the first N test samples")
-    p.add_argument("--arch", help="layer sizes, e.g. 784-512-10")
-    p.add_argument("--form", choices=_names("dynamics:FORMS"))
-    p.add_argument("--activation", choices=_names("activations:ACTIVATIONS"))
-    p.add_argument("--output", choices=_names("dynamics:OUTPUTS"))
-    p.add_argument("--dt-dist", help="a dt law: " + ", ".join(_names("distributions:_REGISTRY")))
-    p.add_argument("--dt-mean", type=float)
-    p.add_argument("--dt-std", type=float)
-    p.add_argument("--dt-min", type=float)
-    p.add_argument("--dt-max", type=float)
+    p.add_argument("--config", help="TOML config (models/*.toml); flags override it (default: built-in defaults)")
+    p.add_argument("--dataset", choices=_names("data:DATASETS"), help="dataset" + _dflt("data", "dataset"))
+    p.add_argument("--data-dir", help="directory holding the idx .gz files (MNIST / Fashion-MNIST)"
+                   " (default: $NEURO_HTS_DATA_DIR, then the system data directories)")
+    p.add_argument("--n-train", type=int, help="use only the first N training samples (default: all)")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples (default: all)")
+    p.add_argument("--arch", help="layer sizes, e.g. 784-512-10" + _dflt("model", "arch"))
+    p.add_argument("--form", choices=_names("dynamics:FORMS"), help="dynamics form" + _dflt("model", "form"))
+    p.add_argument("--activation", choices=_names("activations:ACTIVATIONS"), help="activation" + _dflt("model", "activation"))
+    p.add_argument("--output", choices=_names("dynamics:OUTPUTS"), help="output cost" + _dflt("model", "output"))
+    p.add_argument("--dt-dist", help="a dt law: " + ", ".join(_names("distributions:_REGISTRY")) + _dflt("dt", "dist"))
+    p.add_argument("--dt-mean", type=float, help="mean of the dt law" + _dflt("dt", "mean"))
+    p.add_argument("--dt-std", type=float, help="standard deviation of the dt law" + _dflt("dt", "std"))
+    p.add_argument("--dt-min", type=float, help="dt values are clipped to >= this" + _dflt("dt", "dt_min"))
+    p.add_argument("--dt-max", type=float, help="dt values are clipped to <= this" + _dflt("dt", "dt_max"))
     p.add_argument("--dt-layers", help="'hidden' (default), 'all', 'none' or indices like 1,2")
     p.add_argument("--dt-per-channel", action="store_true", default=None,
                    help="C x H x W layers: one dt per feature map instead of one per unit")
     p.add_argument("--algorithm", choices=_names("algorithms:ALGORITHMS"), help="learning rule (default ep)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--t1", type=int, help="free-phase steps")
+    p.add_argument("--epochs", type=int, help="epochs to train" + _dflt("train", "epochs"))
+    p.add_argument("--batch-size", type=int, help="samples per batch" + _dflt("train", "batch_size"))
+    p.add_argument("--t1", type=int, help="free-phase steps" + _dflt("train", "t1"))
     p.add_argument("--t1-tol", type=float, help="end the free phase once every sample's residual is <= this (at most --t1 steps)")
-    p.add_argument("--t2", type=int, help="nudged (ep) or clamped (chl) phase steps")
-    p.add_argument("--beta", type=float)
-    p.add_argument("--nudging", choices=list(_names_nudging()))
+    p.add_argument("--t2", type=int, help="nudged (ep) or clamped (chl) phase steps" + _dflt("train", "t2"))
+    p.add_argument("--beta", type=float, help="nudging strength" + _dflt("train", "beta"))
+    p.add_argument("--nudging", choices=list(_names_nudging()), help="nudging sign scheme" + _dflt("train", "nudging"))
     p.add_argument("--chl-gamma", type=float, help="CHL's feedback gain on every top-down term (default 1)")
     p.add_argument("--clamp-delay", type=int, help="CHL: steps of the clamped phase run as free before clamping (default 0)")
     p.add_argument("--adapt-steps", type=int, help="adjusted adaptation: K steps pulled toward the free state (0: off)")
     p.add_argument("--adapt-coe", type=float, help="adjusted adaptation's mixing coefficient c (default 0.1)")
-    p.add_argument("--optimizer", choices=_names("learning:OPTIMIZERS"))
-    p.add_argument("--lr", help="learning rate, or one per layer: 5e-4,5e-4")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--backend", choices=_names("backends:BACKENDS"))
+    p.add_argument("--optimizer", choices=_names("learning:OPTIMIZERS"), help="optimiser" + _dflt("train", "optimizer"))
+    p.add_argument("--lr", help="learning rate, or one per layer: 5e-4,5e-4" + _dflt("train", "lr"))
+    p.add_argument("--momentum", type=float, help="SGD momentum (optimizer sgd only)" + _dflt("train", "momentum"))
+    p.add_argument("--seed", type=int, help="random seed (init, dt, shuffling, nudging)" + _dflt("train", "seed"))
+    p.add_argument("--backend", choices=_names("backends:BACKENDS"), help="float backend" + _dflt("train", "backend"))
     p.add_argument("--blas-threads", type=int, help="BLAS threads while training (default 1; 0: the library's default)")
     p.add_argument("--arith", choices=_names("engines:ENGINES"), help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
     p.add_argument("--target", help="hardware target for --arith fixed: a name (loihi2) or a .toml path")
     p.add_argument("--update-rounding", choices=["nearest", "stochastic"], help="rounding of fixed-point weight updates (default stochastic)")
+
+
+def _add_common(p, top: bool) -> None:
+    """-v / --no-progress / --threads: before the command (top) or after it (a sub-parser; SUPPRESS keeps the top's value)."""
+    kw = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging", **({"default": False} if top else kw))
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is "
+                   "not a terminal)", **({"default": False} if top else kw))
+    p.add_argument("--threads", type=int, metavar="N", help="BLAS and Numba threads (default: BLAS 1 while training, "
+                   "the libraries' defaults otherwise)", **({"default": None} if top else kw))
 
 
 def _names_nudging():
@@ -90,15 +149,44 @@ def _names_nudging():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="neuro-hts", description="Equilibrium Propagation with heterogeneous per-neuron time steps (HTS-EP)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"neuro-hts {__version__}")
+    _add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND", title="commands (neuro-hts COMMAND --help for each)")
+    _orig_add = sub.add_parser
+
+    def add_parser(name, **kw):  # every subcommand also takes -v / --no-progress / --threads after its name
+        sp = _orig_add(name, **kw)
+        _add_common(sp, top=False)
+        return sp
+
+    sub.add_parser = add_parser
 
     p = sub.add_parser("train", help="train an HTS-EP network; checkpoints every epoch")
     _add_train_args(p)
     p.add_argument("--out", help="run file to write (HDF5)")
     p.add_argument("--resume", metavar="RUN.h5", help="continue an interrupted run (optionally with a larger --epochs)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective config (defaults, --config and flags merged) as TOML and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, data and network, print what would be trained, write nothing")
+
+    p = sub.add_parser("show", help="a run file at a glance: config, status, per-epoch table")
+    p.add_argument("run", help="run file (HDF5)")
+
+    p = sub.add_parser("plot", help="figure of one run: training curves, residual, per-layer weights and dt")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--out", help="figure (png, pdf or svg; default: <run stem>.png next to the run)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    p = sub.add_parser("export", help="a run's weights, biases and dts for other tools (NPZ with a JSON header)")
+    p.add_argument("run", help="run file (HDF5)")
+    p.add_argument("--format", choices=["npz"], default="npz", help="output format")
+    p.add_argument("--out", help="file to write (default: <run stem>.npz next to the run)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
     p = sub.add_parser("list", help="what is registered: connection kinds, costs, algorithms, dt laws, engines, targets, ...")
@@ -106,19 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="test accuracy of a run file")
     p.add_argument("run", help="run file (HDF5)")
     p.add_argument("--dataset", choices=_names("data:DATASETS"))
-    p.add_argument("--data-dir")
-    p.add_argument("--backend", choices=_names("backends:BACKENDS"))
+    p.add_argument("--data-dir", help="dataset directory (default: the run's; where it moved, $NEURO_HTS_DATA_DIR)")
+    p.add_argument("--backend", choices=_names("backends:BACKENDS"), help="float backend (default: the run's)")
     p.add_argument("--t1", type=int, help="free-phase steps (default: the run's)")
+    p.add_argument("--n-test", type=int, help="use only the first N test samples (default: the run's test set)")
     p.add_argument("--predictions", metavar="OUT.npy", help="save the predicted class of every test sample")
 
     p = sub.add_parser("plot-dt", help="histograms of dt_i for every distribution (paper's Figure 1)")
     p.add_argument("--out", required=True, help="PNG file")
-    p.add_argument("--dt-mean", type=float, default=0.3)
-    p.add_argument("--dt-std", type=float, default=0.1)
-    p.add_argument("--dt-min", type=float, default=1e-3)
-    p.add_argument("--dt-max", type=float, default=0.5)
+    p.add_argument("--dt-mean", type=float, default=0.3, help="mean of every law")
+    p.add_argument("--dt-std", type=float, default=0.1, help="standard deviation of every law")
+    p.add_argument("--dt-min", type=float, default=1e-3, help="lower clip")
+    p.add_argument("--dt-max", type=float, default=0.5, help="upper clip")
     p.add_argument("--n", type=int, default=100_000, help="samples per distribution")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
     p = sub.add_parser("quantize", help="design-rule check a run and write its fixed-point deploy bundle")
     p.add_argument("run", help="run file (HDF5)")
@@ -168,15 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-levels", type=int, help="also bin decays to K levels per core (default: the target's limit, if any)")
     p.add_argument("--lava-samples", type=int, default=0, help="also run the first N samples in Lava (0: skip)")
     p.add_argument("--tolerance", type=float, default=0.5, help="accuracy drop (points) that counts as within float")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per evaluation batch")
     p.add_argument("--out-dir", help="where compare.csv and compare.png go (default: <run stem>_compare/ next to the run)")
 
     p = sub.add_parser("check-updates", help="fixed-point vs float EP weight update of a run on one training batch")
     p.add_argument("run", help="run file (HDF5)")
     p.add_argument("--target", required=True, help="hardware target: a name (loihi2) or a .toml path")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=50, help="samples in the training batch")
     p.add_argument("--lr", type=float, help="plain-SGD learning rate of the compared update (default: the run's)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="dataset directory (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="batch choice and stochastic rounding")
     return parser
 
@@ -227,7 +316,7 @@ def _config_from_args(args):
 
 #: train flags that --resume cannot change (the stored config is used; only --epochs may grow)
 _RESUME_FIXED = (
-    "config", "dataset", "data_dir", "n_train", "n_test", "arch", "form", "activation", "output",
+    "config", "dataset", "n_train", "n_test", "arch", "form", "activation", "output",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
@@ -241,31 +330,119 @@ def _cmd_train(args) -> int:
 
     progress = _tqdm_progress(not args.no_progress)
     if args.resume:
+        if args.print_config or args.dry_run:
+            raise ConfigError("--print-config and --dry-run describe a new run; use neuro-hts show RUN.h5 for a stored one")
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume continues the run in place; do not pass a different --out")
         ignored = [k for k in _RESUME_FIXED if getattr(args, k) is not None]
         if ignored:
             flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
-            raise ConfigError(f"--resume uses the run's stored config; only --epochs may change, not {flags}")
+            raise ConfigError(f"--resume uses the run's stored config; only --epochs may change, not {flags} "
+                              f"(and --data-dir, where the data moved)")
         from .runfile import load_run
 
         stored = load_run(args.resume).config
         epochs = args.epochs if args.epochs is not None else stored.train.epochs
         cfg = Config().replace(train={"epochs": epochs})
         out = Path(args.resume)
-        state = train(cfg, out, resume=True, progress=progress)
+        state = train(cfg, out, resume=True, progress=progress, data_dir=args.data_dir)
     else:
-        if not args.out:
-            raise ConfigError("train needs --out RUN.h5 (or --resume RUN.h5)")
-        out = Path(args.out)
-        if out.exists() and not args.force:
-            raise ConfigError(f"{out} exists; pass --resume {out} to continue it or --force to overwrite")
         cfg = _config_from_args(args)
-        state = train(cfg, out, progress=progress)
+        if args.print_config:
+            from .runview import config_toml
+
+            sys.stdout.write(config_toml(cfg))
+            return 0
+        if not args.out and not args.dry_run:
+            raise ConfigError("train needs --out RUN.h5 (or --resume RUN.h5)")
+        out = Path(args.out) if args.out else None
+        if out is not None:
+            for inp in (args.config, args.target):
+                if inp:
+                    _refuse_overwrite_input(out, inp)
+            if out.exists() and not args.force:
+                raise ConfigError(f"{out} exists; pass --resume {out} to continue it or --force to overwrite")
+        if args.dry_run:
+            from .training import dry_run
+
+            for line in dry_run(cfg):
+                print(line)
+            print(f"dry run: nothing written{f' (would write {out})' if out else ''}")
+            return 0
+        state = train(cfg, out, progress=progress, overwrite=args.force)
+    for line in _train_summary(state, out):
+        print(line)
+    return 0
+
+
+def _train_summary(state, out) -> list[str]:
+    """The closing lines of train: final and best accuracy (with its epoch), stability, residual, the file."""
+    import math
+
+    from .runfile import status_line
+    from .stability import run_metrics
+
     hist = state.history
-    acc = hist["test_accuracy"][-1] if hist.get("test_accuracy") else float("nan")
-    print(f"trained {state.epochs_completed} epochs on {state.config.data.dataset}: test accuracy {acc:.4f}")
-    print(f"run file: {out}")
+    acc = hist.get("test_accuracy") or []
+    m = run_metrics(hist, state.status, int(state.network.arch[-1]))
+    lines = [f"trained {state.epochs_completed} epochs on {state.config.data.dataset}: "
+             f"final test accuracy {m['final_accuracy']:.4f}"]
+    if acc:
+        best = max(range(len(acc)), key=lambda k: acc[k])
+        lines[0] += f" (best {acc[best]:.4f} at epoch {best + 1})"
+    drop = m["best_accuracy"] - m["final_accuracy"]
+    verdict = ("diverged" if m["diverged"] else "never learned" if m["never_learned"]
+               else f"unstable (ended {100 * drop:.1f} points below its best)" if drop > 0.03 else "stable")
+    res = m["residual_mean"]
+    nc = m["frac_not_converged"]
+    lines.append(f"stability: {verdict}; last epoch free-phase residual {res:.2e}" +
+                 (f", {100 * nc:.1f}% of samples not converged (residual > {state.config.train.residual_tol:g})"
+                  if not math.isnan(nc) else ""))
+    if not math.isnan(nc) and nc > 0.5:
+        lines.append("note: most free phases did not settle; a larger --t1 (or a smaller --dt-mean) helps")
+    lines.append(status_line(state))
+    lines.append(f"run file: {out}")
+    return lines
+
+
+def _cmd_show(args) -> int:
+    from .runfile import load_run
+    from .runview import show_lines
+
+    state = load_run(args.run)
+    for line in show_lines(args.run, state):
+        print(line)
+    return 0
+
+
+def _out_for(args, suffix: str) -> Path:
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run.with_suffix(suffix)
+    _refuse_overwrite_input(out, args.run)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    return out
+
+
+def _cmd_plot(args) -> int:
+    from .runfile import load_run
+    from .runview import plot_run
+
+    out = _out_for(args, ".png")
+    state = load_run(args.run)
+    path = plot_run(state, out, title=f"{args.run}: " + ", ".join([state.config.data.dataset, "-".join(map(str, state.network.arch))]))
+    print(f"figure: {path}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .runfile import load_run
+    from .runview import export_npz
+
+    out = _out_for(args, ".npz")
+    state = load_run(args.run)
+    path = export_npz(state, out, source=str(args.run))
+    print(f"exported {args.run} ({state.network.n_layers} layers, {state.status}) as {args.format}: {path}")
     return 0
 
 
@@ -287,17 +464,24 @@ def _cmd_eval(args) -> int:
 
     from ._atomic import atomic_path
     from .algorithms import make_algorithm
-    from .data import load_dataset
+    from .data import load_recorded_dataset
     from .engines import make_engine
     from .learning import make_optimizer
-    from .runfile import load_run
+    from .runfile import load_run, status_line
 
+    if args.n_test is not None and args.n_test < 1:
+        raise ConfigError(f"--n-test must be >= 1, got {args.n_test}")
+    if args.t1 is not None and args.t1 < 1:
+        raise ConfigError("--t1 must be >= 1")
+    if args.predictions:
+        _refuse_overwrite_input(args.predictions, args.run)
     state = load_run(args.run)
     cfg = state.config
     dataset = args.dataset or cfg.data.dataset
-    data_dir = args.data_dir or cfg.data.data_dir
     images = len(state.network.shapes[0]) == 3  # an image input layer: keep (N, C, H, W)
-    data = load_dataset(dataset, data_dir, n_test=cfg.data.n_test if dataset == cfg.data.dataset else None, images=images)
+    n_test = args.n_test if args.n_test is not None else (cfg.data.n_test if dataset == cfg.data.dataset else None)
+    recorded = cfg.data.data_dir if dataset == cfg.data.dataset else None
+    data = load_recorded_dataset(dataset, recorded, args.data_dir, n_test=n_test, images=images)
     if data.n_features != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     if args.backend:
@@ -314,6 +498,9 @@ def _cmd_eval(args) -> int:
                          progress=_tqdm_progress(not args.no_progress))
     n_ok = int(np.sum(ev.predictions == data.y_test))
     where = f"fixed point ({cfg.train.target})" if engine.name == "fixed" else f"backend {engine.backend.name}"
+    print(status_line(state))
+    if state.status == "diverged":
+        logger.warning("%s diverged during training: %s", args.run, state.message)
     print(f"test accuracy: {ev.accuracy:.4f} ({n_ok}/{len(data.y_test)}) on {dataset}, T1={t1}, {where}")
     if args.predictions:
         with atomic_path(args.predictions, suffix=".npy.tmp") as tmp:
@@ -344,17 +531,20 @@ def _cmd_quantize(args) -> int:
 
     from .hardware import load_target
     from .hardware.bundle import file_sha256, save_bundle
-    from .hardware.drc import run_design_rules
+    from .hardware.drc import check_deployable, run_design_rules
     from .hardware.quantize import quantize_network
-    from .runfile import load_run
+    from .runfile import load_run, status_line
 
     out = Path(args.out)
+    _refuse_overwrite_input(out, args.run)
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
     target = load_target(args.target)
     state = load_run(args.run)
+    if state.status == "diverged":
+        logger.warning("%s: %s", args.run, status_line(state))
     net = state.network
-    violations = run_design_rules(net, target, profile_mode=args.profile_mode)
+    violations = check_deployable(net, target) + run_design_rules(net, target, profile_mode=args.profile_mode)
     if violations:
         for v in violations:
             print(f"neuro-hts: error: {v}", file=sys.stderr)
@@ -364,6 +554,8 @@ def _cmd_quantize(args) -> int:
         "run_sha256": file_sha256(args.run),
         "run_config": state.config.to_json(),
         "epochs_completed": state.epochs_completed,
+        "run_status": state.status,
+        "run_message": state.message,
     }
     bundle = quantize_network(net, target, profile_mode=args.profile_mode, source=source)
     save_bundle(out, bundle)
@@ -378,8 +570,27 @@ def _cmd_quantize(args) -> int:
         if bundle.profile_mode:
             line += f" {bundle.max_dt_change(lb):>9.3e}"
         print(line)
+        _warn_exponent_bound(lb, target)
     print(f"bundle: {out}")
     return 0
+
+
+def _warn_exponent_bound(lb, target) -> None:
+    """Warn when a layer's shared exponent sits at the target's bound (its mantissas then use a sliver of the range)."""
+    import numpy as np
+
+    ws = target.weights
+    e = lb.weight_exponent
+    wm = lb.weight_mantissa
+    used = (int(wm.min()), int(wm.max())) if wm.size else (0, 0)
+    lo, hi = -(1 << ws.mantissa_bits), (1 << ws.mantissa_bits) - ws.lsb
+    if e == ws.exponent_min and max(abs(used[0]), abs(used[1])) < hi // 2:
+        logger.warning("layer %d: weight exponent held at %s's lower bound exponent_min = %d: mantissas use %d..%d of "
+                       "%d..%d, so the layer's weights lose precision (see docs/HARDWARE.md on the bound)",
+                       lb.index, target.name, e, used[0], used[1], lo, hi)
+    elif e == ws.exponent_max and int(np.max(np.abs(wm), initial=0)) >= hi:
+        logger.warning("layer %d: weight exponent held at %s's upper bound exponent_max = %d: weights saturate at "
+                       "+-%d * 2**%d", lb.index, target.name, e, hi, e)
 
 
 def _cmd_check_updates(args) -> int:
@@ -394,7 +605,7 @@ def _cmd_check_updates(args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "list": _cmd_list, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
+_COMMANDS = {"train": _cmd_train, "show": _cmd_show, "plot": _cmd_plot, "export": _cmd_export, "list": _cmd_list, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
 
 
 def _cmd_compare(args) -> int:
@@ -440,7 +651,7 @@ def _cmd_deploy(args) -> int:
             # to set multiprocessing's start method, and a tqdm bar fixes it
             if not bars:
                 bars.append(tqdm(total=args.n_samples, desc=f"{args.backend} {args.arith}", unit="sample",
-                                 leave=False, dynamic_ncols=True))
+                                 leave=False, dynamic_ncols=True, disable=_bars_disabled(True)))
             bars[0].update(done - bars[0].n)
     try:
         r = deploy(args.net, backend=args.backend, arith=args.arith, n_samples=args.n_samples, steps=args.steps,
@@ -453,7 +664,11 @@ def _cmd_deploy(args) -> int:
     line = f"time: {r.seconds:.3f} s, {r.samples_per_second:.1f} samples/s"
     if r.lava_steps_per_second is not None:
         line += f", Lava {r.lava_steps_per_second:.0f} steps/s (incl. one load step per sample)"
+    if r.compile_seconds > 0:
+        line += f" (after a {r.compile_seconds:.2f} s warm-up / JIT compile, not counted)"
     print(line)
+    if r.source_status:
+        print(r.source_status)
     return 0
 
 
@@ -473,7 +688,7 @@ def _cmd_sweep(args) -> int:
     if not args.no_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cells), desc="sweep", unit="run", dynamic_ncols=True)
+        bar = tqdm(total=len(cells), desc="sweep", unit="run", dynamic_ncols=True, disable=_bars_disabled(True))
 
     def progress(res):
         if bar is not None:
@@ -517,24 +732,75 @@ def _cmd_report(args) -> int:
 _COMMANDS["report"] = _cmd_report
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the command unwinds (atomic writes stay atomic)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _set_threads(n):
+    """--threads N: N BLAS threads for the whole command, and N Numba threads (at most what Numba started)."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    if n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+    from ._threads import blas_threads
+
+    return blas_threads(n)
+
+
 def main(argv=None) -> int:
+    import signal
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("numba").setLevel(logging.WARNING)
+    kept = "; the last epoch checkpoint is kept (continue with --resume)" if args.command == "train" else ""
+    previous = None
     try:
-        return _COMMANDS[args.command](args)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave SIGTERM alone
+        pass
+    try:
+        if args.command == "train" and args.threads is not None and getattr(args, "blas_threads", None) is None \
+                and not args.resume:
+            args.blas_threads = args.threads  # training sets its own BLAS count: --threads is it
+        with _set_threads(args.threads):
+            return _COMMANDS[args.command](args)
     except NeuroHTSError as exc:
         print(f"neuro-hts: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = "; the last epoch checkpoint is kept (continue with --resume)" if args.command == "train" else ""
         print(f"neuro-hts: interrupted{kept}", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"neuro-hts: terminated (SIGTERM){kept}", file=sys.stderr)
+        return 143
     except OSError as exc:
         print(f"neuro-hts: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("neuro-hts: error: out of memory (a smaller --arch, --batch-size or --n-test fits)", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

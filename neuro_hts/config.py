@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
+#: largest dense network (weights + biases) a config may describe: 100 M parameters, 0.75 GiB in
+#: float64 (MNIST's 784-512-10 has 407k); larger sizes are typos that would exhaust memory
+MAX_PARAMETERS = 100_000_000
 UPDATE_ROUNDINGS = ("nearest", "stochastic")
 
 
@@ -123,6 +126,12 @@ class ModelConfig:
             if (arch, output) != (self.arch, self.output):
                 raise ConfigError(f"[model] arch {'-'.join(map(str, self.arch))} / output {self.output!r} do not match the "
                                   f"declared layers ({'-'.join(map(str, arch))} / {output!r}); declare one or the other")
+        if not self.layers:
+            n_params = sum(a * b + b for a, b in zip(self.arch[:-1], self.arch[1:]))
+            if n_params > MAX_PARAMETERS:
+                raise ConfigError(f"[model] arch {'-'.join(map(str, self.arch))} has {n_params:,} parameters "
+                                  f"({n_params * 8 / 2**30:.1f} GiB in float64); this neuro-hts allows at most "
+                                  f"{MAX_PARAMETERS:,}")
         _choice("model", "form", self.form, FORMS)
         _choice("model", "output", self.output, OUTPUTS)
         _choice("model", "activation", self.activation, ACTIVATIONS)
@@ -202,13 +211,15 @@ class TrainConfig:
 
     algorithm: str = "ep"
     epochs: int = 10
-    batch_size: int = 50
-    t1: int = 30
-    t2: int = 10
-    beta: float = 0.1
-    nudging: str = "one-sided"
+    # defaults that train well on the embedded digits (models/digits.toml, measured in
+    # README.md "Quick start"); the paper's MNIST settings live in models/*.toml
+    batch_size: int = 20
+    t1: int = 60
+    t2: int = 15
+    beta: float = 0.5
+    nudging: str = "symmetric"
     optimizer: str = "adam"
-    lr: tuple[float, ...] = (5e-4,)
+    lr: tuple[float, ...] = (1.5e-3,)
     lr_schedule: str = "constant"
     lr_min: float = 1e-5
     momentum: float = 0.0
@@ -265,6 +276,10 @@ class TrainConfig:
             raise ConfigError(f"[train] target must be a string, got {self.target!r}")
         if self.arith == "fixed" and not self.target:
             raise ConfigError("[train] arith = 'fixed' needs a hardware target (target = 'loihi2' or a .toml path)")
+        if self.target and self.arith != "fixed":
+            raise ConfigError(f"[train] target {self.target!r} is used only with arith = 'fixed' (--arith fixed); "
+                              f"with arith = {self.arith!r} training would run in float")
+
 
     def layer_lrs(self, n_layers: int, epoch: int = 0) -> tuple[float, ...]:
         """Per-layer learning rates for ``epoch`` (0-based).
@@ -429,7 +444,11 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{p}: invalid TOML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text TOML file (binary or not UTF-8; a run file goes to --resume or eval)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a TOML config file") from None
     try:
         return Config.from_dict(raw)
     except ConfigError as exc:

@@ -46,6 +46,7 @@ __all__ = [
     "IMAGE_SHAPES",
     "Dataset",
     "load_dataset",
+    "load_recorded_dataset",
     "digits_split",
     "read_idx",
     "one_hot",
@@ -343,6 +344,28 @@ def _load_digits():
     y = np.asarray(bunch.target, dtype=np.int64)
     train_idx, test_idx = digits_split(y)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10
+
+
+def load_recorded_dataset(name: str, recorded_dir, override_dir=None, **kwargs) -> Dataset:
+    """Load the dataset a run file recorded, even after its files moved.
+
+    ``override_dir`` (a user's ``--data-dir``) wins. Otherwise the recorded directory is
+    tried first; when it no longer holds the files, the usual search (``$NEURO_HTS_DATA_DIR``,
+    then :data:`SYSTEM_DATA_DIRS`) is used instead. This is safe because every idx file is
+    checksum-verified: whatever directory it comes from, it is the same data.
+    """
+    if override_dir is not None or recorded_dir is None or name == "digits":
+        return load_dataset(name, override_dir if override_dir is not None else recorded_dir, **kwargs)
+    try:
+        return load_dataset(name, recorded_dir, **kwargs)
+    except DataError as first:
+        try:
+            data = load_dataset(name, None, **kwargs)
+        except DataError:
+            raise first from None
+        log.info("%s: the recorded data_dir %s no longer holds the files; using the verified copy found via "
+                 "$%s or the system directories", name, recorded_dir, DATA_DIR_ENV)
+        return data
 
 
 # --------------------------------------------------------------------------- idx files

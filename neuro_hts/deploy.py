@@ -46,6 +46,10 @@ class DeployResult:
     predictions: np.ndarray
     seconds: float  # wall time of the relaxation itself
     lava_steps_per_second: float | None  # Lava time steps (incl. one load step per sample) per second
+    #: one line on the source run's status (complete / incomplete / DIVERGED), "" if unknown
+    source_status: str = ""
+    #: seconds of one-time set-up before the timed relaxation (Numba's JIT compile on a warm-up sample)
+    compile_seconds: float = 0.0
 
     @property
     def samples_per_second(self) -> float:
@@ -80,7 +84,11 @@ def load_deployable(path):
         cfg = Config.from_json(cfg_json) if cfg_json else None
         return bundle, None, cfg
     if fmt == FORMAT_NAME:
+        from .runfile import status_line
+
         state = load_run(path)
+        state.network.meta["status_line"] = status_line(state)
+        state.network.meta["status"] = state.status
         return None, state.network, state.config
     raise RunFileError(f"{path} is neither a neuro-hts deploy bundle nor a run file")
 
@@ -104,7 +112,7 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     ``steps``: free-phase steps (default: the source run's ``t1``); ``progress(done)`` is
     called with the number of samples done.
     """
-    from .data import load_dataset
+    from .data import load_recorded_dataset
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -113,6 +121,7 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     if n_samples is not None and n_samples < 1:
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     bundle, net, cfg = load_deployable(path)
+    status = _bundle_status(bundle) if bundle is not None else net.meta.get("status_line", "")
     if arith == "fixed" and bundle is None:
         raise ConfigError(f"{path} is a run file: fixed-point deployment needs a bundle (neuro-hts quantize)")
     if arith == "float" and net is None:
@@ -129,8 +138,8 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     name = dataset or (cfg.data.dataset if cfg is not None else None)
     if name is None:
         raise ConfigError(f"{path} does not record its dataset: pass --dataset")
-    ddir = data_dir if data_dir is not None else (cfg.data.data_dir if cfg is not None else None)
-    data = load_dataset(name, ddir, n_test=n_samples)
+    recorded = cfg.data.data_dir if cfg is not None and name == cfg.data.dataset else None
+    data = load_recorded_dataset(name, recorded, data_dir, n_test=n_samples)
     x = np.asarray(data.x_test, dtype=np.float64)
     labels = np.asarray(data.y_test)
     n_in = (bundle.layers[0].weight_mantissa.shape[1] if bundle is not None else net.weights[0].shape[1])
@@ -139,6 +148,7 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     N = x.shape[0]
 
     lava_sps = None
+    compile_seconds = 0.0
     if backend == "lava":
         from .lava import run_inference
 
@@ -146,22 +156,42 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
         r = run_inference(source, x, steps, arith=arith, chunk=chunk, progress=progress)
         pred, seconds, lava_sps = r.predictions, r.seconds, r.steps_per_second
     else:
-        t0 = time.perf_counter()
         if arith == "fixed":
             from .hardware.fixed_sim import FixedPointSimulator
 
-            pred = FixedPointSimulator(bundle).predict(x, steps)
+            sim = FixedPointSimulator(bundle)
+            run = lambda xs: sim.predict(xs, steps)  # noqa: E731
         else:
             from .backends import get_backend
 
-            pred = np.argmax(get_backend("numba").relax(net, x, steps).states[-1], axis=1)
+            be = get_backend("numba")
+            run = lambda xs: np.argmax(be.relax(net, xs, steps).states[-1], axis=1)  # noqa: E731
+        t0 = time.perf_counter()
+        run(x[:1])  # warm-up: the first call JIT-compiles, which is not throughput
+        compile_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = run(x)
         seconds = time.perf_counter() - t0
         if progress is not None:
             progress(N)
     acc = float(np.mean(pred == labels))
     logger.info("deploy %s/%s: %d samples, accuracy %.4f, %.3f s", backend, arith, N, acc, seconds)
     return DeployResult(backend=backend, arith=arith, n_samples=N, n_steps=int(steps), accuracy=acc,
-                        predictions=np.asarray(pred), seconds=seconds, lava_steps_per_second=lava_sps)
+                        predictions=np.asarray(pred), seconds=seconds, lava_steps_per_second=lava_sps,
+                        source_status=status, compile_seconds=compile_seconds)
+
+
+def _bundle_status(bundle) -> str:
+    """The source run's status as recorded at quantize time ("" for bundles without it)."""
+    src = bundle.source or {}
+    st, msg, e = src.get("run_status", ""), src.get("run_message", ""), src.get("epochs_completed", -1)
+    if not st:
+        return f"source run: {e} epochs (status not recorded)" if e >= 0 else ""
+    if st == "diverged":
+        return f"source run status: DIVERGED after {e} epochs ({msg or 'no reason recorded'})"
+    if st == "running":
+        return f"source run status: incomplete, {e} epochs (interrupted or in progress)"
+    return f"source run status: {st}, {e} epochs"
 
 
 def _json_default(o):  # pragma: no cover - only for debugging output

@@ -154,6 +154,10 @@ for _name, _fn in [
 ]:
     register_distribution(_name, _fn)
 
+#: the laws shipped with neuro-hts (their out-of-range draws are clipped, as in the paper);
+#: a user-registered law must return positive finite values
+BUILTIN = frozenset(_REGISTRY.names())
+
 
 def validate_dt_params(dist: str, mu: float, sigma: float, dt_min: float, dt_max: float) -> None:
     """Raise ConfigError naming the first invalid parameter."""
@@ -195,5 +199,19 @@ def sample_dt(
     """
     validate_dt_params(dist, mu, sigma, dt_min, dt_max)
     raw = sample_unclipped(dist, n, rng, mu, sigma)
+    if dist not in BUILTIN:
+        bad = ~np.isfinite(raw) | (raw <= 0)
+        if bad.any():
+            raise ConfigError(f"dt law {dist!r} returned {int(bad.sum())} of {n} values that are NaN, infinite or <= 0 "
+                              f"(first: {raw[np.flatnonzero(bad)[0]]!r}); a sampler must return positive finite "
+                              f"time steps")
     raw = np.where(np.isnan(raw), dt_max, raw)
     return np.clip(raw, dt_min, dt_max)
+
+
+def clipped_fraction(dist: str, n: int, rng: np.random.Generator, mu: float, sigma: float, dt_min: float,
+                     dt_max: float) -> float:
+    """Fraction of ``n`` unclipped draws of ``dist`` that fall outside ``[dt_min, dt_max]``."""
+    raw = sample_unclipped(dist, n, rng, mu, sigma)
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(~((raw >= dt_min) & (raw <= dt_max))))

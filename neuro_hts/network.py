@@ -16,6 +16,7 @@ of its weights, as before.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +24,13 @@ import numpy as np
 from .connections import CONNECTIONS, Dense
 from .costs import COSTS, Cost, SoftmaxReadout
 from .distributions import sample_dt
+from .errors import ConfigError
 from .spec import NetworkSpec
 
 __all__ = ["Network", "init_network", "sample_network_dts", "rng_streams", "bias_shape", "bias_drive", "bias_grad",
-           "network_spec"]
+           "network_spec", "CLIP_WARN_FRACTION"]
+
+logger = logging.getLogger(__name__)
 
 
 def bias_shape(layer_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -189,10 +193,30 @@ def _sample_layer_dt(dtc, shape, rng) -> np.ndarray:
     return sample_dt(dtc.dist, n, rng, dtc.mean, dtc.std, dtc.dt_min, dtc.dt_max).reshape(shape)
 
 
-def sample_network_dts(config, arch: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
+#: warn when more than this fraction of a heterogeneous layer's dt sits at dt_min or dt_max
+CLIP_WARN_FRACTION = 0.10
+
+
+def _check_spread(dtc, l: int, d: np.ndarray, warn: bool) -> None:
+    """Refuse a law that clipping turned into one value; warn when much of it was clipped."""
+    if dtc.dist == "constant" or d.size < 2:
+        return
+    law = f"dt law {dtc.dist!r} (mean {dtc.mean:g}, std {dtc.std:g}) clipped to [{dtc.dt_min:g}, {dtc.dt_max:g}]"
+    if np.all(d == d.flat[0]):
+        raise ConfigError(f"[dt] {law} gives every neuron of layer {l} the same dt {float(d.flat[0]):g}: "
+                          f"a homogeneous network, not a {dtc.dist} one; put the mean inside the range or widen it")
+    frac = float(np.mean((d == dtc.dt_min) | (d == dtc.dt_max)))
+    if warn and frac > CLIP_WARN_FRACTION:
+        logger.warning("%s: %.1f%% of layer %d's time steps sit at a bound (clipped); the law is not what its "
+                       "parameters say", law, 100 * frac, l)
+
+
+def sample_network_dts(config, arch: tuple[int, ...], rng: np.random.Generator, *, warn: bool = True) -> list[np.ndarray]:
     """dt arrays for every layer: sampled for the heterogeneous layers, constant mean elsewhere.
 
-    Each has its layer's shape ((n,) or (C, H, W)); see :func:`_sample_layer_dt`.
+    Each has its layer's shape ((n,) or (C, H, W)); see :func:`_sample_layer_dt`. A
+    heterogeneous layer whose clipped law leaves one value is refused (ConfigError); more
+    than :data:`CLIP_WARN_FRACTION` of its values at a bound is logged as a warning.
     """
     dtc = config.dt
     n_layers = len(arch) - 1
@@ -203,7 +227,9 @@ def sample_network_dts(config, arch: tuple[int, ...], rng: np.random.Generator) 
         if l > n_dyn:
             dts.append(np.ones(shape))
         elif l in het:
-            dts.append(_sample_layer_dt(dtc, shape, rng))
+            d = _sample_layer_dt(dtc, shape, rng)
+            _check_spread(dtc, l, d, warn)
+            dts.append(d)
         else:
             dts.append(np.full(shape, float(np.clip(dtc.mean, dtc.dt_min, dtc.dt_max))))
     return dts

@@ -19,7 +19,8 @@ from .errors import ConfigError, RunFileError
 from .network import Network, network_spec
 from .stability import run_metrics
 
-__all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "RunState", "save_run", "load_run"]
+__all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "STATUSES", "RunState", "save_run", "load_run", "status_line",
+           "check_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ HISTORY_KEYS = (
     "epoch_seconds",
     "free_steps_mean",
 )
+
+
+#: values of the ``status`` attribute
+STATUSES = ("running", "complete", "diverged")
 
 
 @dataclass
@@ -129,7 +134,7 @@ def load_run(path: str | Path) -> RunState:
         opt_state = {}
         for k, g in f.get("optimizer", {}).items():
             opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]
-        return RunState(
+        state = RunState(
             config=config,
             network=net,
             epochs_completed=int(f.attrs["epochs_completed"]),
@@ -138,4 +143,58 @@ def load_run(path: str | Path) -> RunState:
             status=str(f.attrs.get("status", "running")),
             message=str(f.attrs.get("message", "")),
         )
+    check_values(state, path)
+    return state
+
+
+def _count_bad(a: np.ndarray) -> int:
+    return int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+
+
+def check_values(state: RunState, path: str | Path = "run") -> None:
+    """Refuse a run whose values (not only shapes) are impossible, with one line naming the first.
+
+    Weights, biases and optimiser arrays must be finite; every dt must lie in (0, 1];
+    ``epochs_completed`` must be >= 0 and no ``/history`` series longer; ``status``
+    one of :data:`STATUSES` (docs/FORMAT.md, "Validation on load").
+    """
+    net = state.network
+    for name, arrs in (("weight", net.weights), ("bias", net.biases), ("dt", net.dts)):
+        for i, a in enumerate(arrs, start=1):
+            if not np.issubdtype(np.asarray(a).dtype, np.floating):
+                raise RunFileError(f"{path}: layer {i} {name} has dtype {np.asarray(a).dtype}, expected floats")
+            bad = _count_bad(a)
+            if bad:
+                raise RunFileError(f"{path}: layer {i} {name} holds {bad} NaN or infinite value(s); "
+                                   f"the file is damaged or was edited")
+    for i, d in enumerate(net.dts, start=1):
+        out = (d <= 0) | (d > 1)
+        if out.any():
+            j = int(np.flatnonzero(out.ravel())[0])
+            raise RunFileError(f"{path}: layer {i} dt[{j}] = {float(d.ravel()[j]):.6g} lies outside (0, 1] "
+                               f"({int(out.sum())} value(s)); every time step must be in (0, 1]")
+    for k, arrs in state.optimizer_state.items():
+        for j, a in enumerate(arrs):
+            a = np.asarray(a)
+            if np.issubdtype(a.dtype, np.floating) and _count_bad(a):
+                raise RunFileError(f"{path}: optimizer state {k}[{j}] holds NaN or infinite values")
+    if state.status not in STATUSES:
+        raise RunFileError(f"{path}: status {state.status!r} is not one of {', '.join(STATUSES)}")
+    e = state.epochs_completed
+    if e < 0:
+        raise RunFileError(f"{path}: epochs_completed = {e} is negative")
+    for k, v in state.history.items():
+        if len(v) > e:
+            raise RunFileError(f"{path}: history/{k} has {len(v)} entries for {e} completed epochs")
+
+
+def status_line(state: RunState) -> str:
+    """One line on how a run ended: complete, interrupted (resumable) or diverged (with the reason)."""
+    e, total = state.epochs_completed, state.config.train.epochs
+    if state.status == "diverged":
+        return f"run status: DIVERGED after {e}/{total} epochs ({state.message or 'no reason recorded'}); " \
+               f"these are the weights of the last good epoch"
+    if state.status == "running":
+        return f"run status: incomplete, {e}/{total} epochs (interrupted or in progress; resumable with --resume)"
+    return f"run status: complete, {e}/{total} epochs"
 

@@ -20,6 +20,8 @@ Engines:
 
 from __future__ import annotations
 
+import contextlib
+
 import itertools
 import json
 import logging
@@ -249,7 +251,41 @@ def run_sweep(base: Config, cells: list[Cell], out_dir, *, engine: str = "local"
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out_dir, base, cells)
+    with sweep_lock(out_dir):
+        _write_manifest(out_dir, base, cells)
+        return _run_cells(base, cells, out_dir, engine, workers, scheduler, progress)
+
+
+LOCK_NAME = ".sweep.lock"
+
+
+@contextlib.contextmanager
+def sweep_lock(out_dir):
+    """Hold an exclusive lock on a sweep directory; a second sweep on it is refused with one line.
+
+    The lock is an ``flock`` on ``<out>/.sweep.lock`` (released by the kernel when the
+    process ends, even on kill -9); the file records the holder's pid for the message.
+    """
+    import fcntl
+    import os
+
+    path = Path(out_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"another sweep (pid {holder}) is running on {out_dir}; wait for it to finish "
+                              f"(cells it completed are then skipped) or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _run_cells(base, cells, out_dir, engine, workers, scheduler, progress) -> list[dict]:
     base_json = base.to_json()
     results: list[dict] = []
 

@@ -67,11 +67,11 @@ def evaluate(backend, net: Network, x: np.ndarray, labels: np.ndarray, t1: int, 
 
 
 def _load_data(config: Config):
-    from .data import load_dataset
+    from .data import load_recorded_dataset
 
     d = config.data
     images = len(config.model.spec.layers[0].shape) == 3  # an image input layer: keep (N, C, H, W)
-    return load_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test, images=images)
+    return load_recorded_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test, images=images)
 
 
 def _mark_diverged(out: Path, reason: str) -> DivergenceError:
@@ -83,7 +83,8 @@ def _mark_diverged(out: Path, reason: str) -> DivergenceError:
     return DivergenceError(f"{reason}; the last good checkpoint (epoch {last.epochs_completed}) is kept in {out}")
 
 
-def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None, progress: ProgressFactory | None = None) -> RunState:
+def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None, progress: ProgressFactory | None = None,
+          overwrite: bool = False, data_dir: str | None = None) -> RunState:
     """Train a network with its algorithm and engine, checkpointing it to ``out`` after every epoch.
 
     The algorithm (``train.algorithm``, adapted when ``adapt.steps > 0``) says which phases
@@ -92,11 +93,25 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
     ``config.train.epochs`` as the new total). Raises DivergenceError when a free phase
     reports DIVERGED or the weights become non-finite, after marking the last good
     checkpoint as diverged.
+
+    A new run refuses to replace an existing ``out`` unless ``overwrite=True``.
+    ``data_dir`` (resume only): a new location of the run's data files (they moved); the
+    files are checksum-verified on load, so the run stays the same (the stored config
+    records the new directory).
     """
     out = Path(out)
     progress = progress or _no_progress
+    if not resume and out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; resume it (resume=True, --resume) or pass overwrite=True (--force) to replace it")
+    if not resume and config.train.optimizer == "adam" and config.train.momentum != 0:
+        raise ConfigError(f"momentum {config.train.momentum} is an SGD setting that Adam ignores; use optimizer 'sgd' "
+                          f"(--optimizer sgd) or drop --momentum (Adam's own is adam_beta1)")
+    if data_dir is not None and not resume:
+        raise ConfigError("data_dir= is for resume; a new run takes config.data.data_dir")
     if resume:
         state = load_run(out)
+        if data_dir is not None:
+            state.config = state.config.replace(data={"data_dir": str(data_dir)})
         if state.status == "diverged":
             raise RunFileError(f"{out} holds a diverged run ({state.message}); start a new run instead")
         if config.train.epochs < state.epochs_completed:
@@ -129,6 +144,9 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
             f"({n_in} inputs, {data.n_classes} classes)"
         )
+    if tc.batch_size > x_train.shape[0]:
+        raise ConfigError(f"batch size {tc.batch_size} is larger than the {x_train.shape[0]} training samples of "
+                          f"{data.name!r}: every epoch would be one partial batch")
     if state.optimizer_state:
         engine.load_state_dict(state.optimizer_state)
     elif engine.prepare(net):  # e.g. the fixed engine puts a new network on its weight grid
@@ -142,7 +160,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         for epoch in range(state.epochs_completed, tc.epochs):
             t0 = time.perf_counter()
             if config.dt.resample_each_epoch and epoch > 0:
-                new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch))
+                new_dts = sample_network_dts(config, net.arch, rng_streams(tc.seed, "dt", epoch), warn=False)
                 for d, nd in zip(net.dts, new_dts):
                     d[...] = nd
             engine.lrs = tc.layer_lrs(net.n_layers, epoch)
@@ -197,3 +215,41 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         state.status = "complete"
         save_run(out, state)
     return state
+
+
+def dry_run(config: Config) -> list[str]:
+    """Check everything a new run needs without training or writing: lines describing the run.
+
+    Builds the engine and the initial network (the dt laws are sampled and checked), loads
+    the data and checks that the network and the batch size fit it; raises the same
+    one-line errors :func:`train` would.
+    """
+    tc = config.train
+    if tc.optimizer == "adam" and tc.momentum != 0:
+        raise ConfigError(f"momentum {tc.momentum} is an SGD setting that Adam ignores; use optimizer 'sgd' "
+                          f"(--optimizer sgd) or drop --momentum (Adam's own is adam_beta1)")
+    engine = make_engine(config, make_optimizer(tc, len(config.model.arch) - 1))
+    config = engine.canonical_config(config)
+    net = init_network(config, engine.dtype)
+    algorithm = make_algorithm(config)
+    check_supported(engine, net, algorithm)
+    data = _load_data(config)
+    n_in = int(np.prod(data.x_train.shape[1:]))
+    if net.arch[0] != n_in or net.arch[-1] != data.n_classes:
+        raise ConfigError(f"--arch {'-'.join(map(str, net.arch))} does not fit dataset {data.name!r} "
+                          f"({n_in} inputs, {data.n_classes} classes)")
+    if tc.batch_size > data.x_train.shape[0]:
+        raise ConfigError(f"batch size {tc.batch_size} is larger than the {data.x_train.shape[0]} training samples of "
+                          f"{data.name!r}: every epoch would be one partial batch")
+    n_params = sum(int(w.size) + int(b.size) for w, b in zip(net.weights, net.biases))
+    return [
+        f"would train {'-'.join(map(str, net.arch))} ({n_params:,} parameters, {config.model.form}/"
+        f"{config.model.activation}/{config.model.output}) with {tc.algorithm} on {data.name}: "
+        f"{data.x_train.shape[0]} training and {data.x_test.shape[0]} test samples",
+        f"{tc.epochs} epochs of {-(-data.x_train.shape[0] // tc.batch_size)} batches of {tc.batch_size}, "
+        f"T1={tc.t1}, T2={tc.t2}, {tc.optimizer} lr {','.join(f'{v:g}' for v in tc.lr)}, "
+        f"{engine.name} engine" + (f" ({tc.target})" if tc.target else f" (backend {tc.backend})"),
+        f"dt: {config.dt.dist} mean {config.dt.mean:g} std {config.dt.std:g} in [{config.dt.dt_min:g}, "
+        f"{config.dt.dt_max:g}] on layers {config.dt.layers}: sampled means "
+        + ", ".join(f"{float(np.mean(d)):.3f}" for d in net.dts[: net.n_dynamic]),
+    ]

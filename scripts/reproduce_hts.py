@@ -30,7 +30,9 @@ Usage::
         [--dry-run]                                            # print the commands only
 
 ``DIR`` holds ``mnist/`` and ``fashion-mnist/`` with the original idx ``.gz`` files.
-Sweeps go to ``OUT_ROOT/sweeps/<name>``, reports to ``OUT_ROOT/results/<name>``. With
+Sweeps go to ``OUT_ROOT/sweeps/<name>``, reports to ``OUT_ROOT/results/<name>``
+(``OUT_ROOT``: ``.`` for the full grids, ``runs/smoke`` for a shortened smoke run, which
+is refused outright where it would replace the repository's committed ``results/``). With
 ``--workers N`` (N > 1) each worker is limited to one BLAS thread. Exit code: 0 when every
 grid finished, 1 when a cell failed, 2 on bad input, 130 when interrupted.
 """
@@ -87,7 +89,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="directory holding mnist/ and fashion-mnist/")
     p.add_argument("--only", help=f"comma-separated grid names (default: all): {', '.join(GRIDS)}")
-    p.add_argument("--out-root", default=".", help="sweeps/ and results/ go here (default: .)")
+    p.add_argument("--out-root", help="sweeps/ and results/ go here (default: . for the full grids; runs/smoke "
+                   "when --seeds/--epochs/--n-train/--n-test shorten them, so a smoke run never replaces results/)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes per grid (default 1)")
     p.add_argument("--engine", choices=["local", "dask"], default="local")
     p.add_argument("--scheduler", help="Dask scheduler address (with --engine dask)")
@@ -107,6 +110,13 @@ def main(argv=None) -> int:
     if unknown or not names:
         print(f"reproduce_hts: error: unknown grid(s) {', '.join(unknown) or '(none given)'} "
               f"(known: {', '.join(GRIDS)})", file=sys.stderr)
+        return 2
+    smoke = any(getattr(args, k) is not None for k in ("seeds", "epochs", "n_train", "n_test"))
+    if args.out_root is None:
+        args.out_root = "runs/smoke" if smoke else "."
+    if smoke and (Path(args.out_root) / "results").resolve() == (REPO / "results").resolve():
+        print(f"reproduce_hts: error: a shortened run (--seeds/--epochs/--n-train/--n-test) would overwrite the "
+              f"committed tables in {REPO / 'results'}; pass another --out-root (default runs/smoke)", file=sys.stderr)
         return 2
     needed = {GRIDS[n][1] for n in names}
     missing = [d for d in sorted(needed) if not (Path(args.data_root) / d).is_dir()]

@@ -351,7 +351,7 @@ def test_eval_prints_accuracy_and_saves_predictions(trained_run, tmp_path, run_c
     pred_path = tmp_path / "out" / "pred.npy"
     code, out, err = run_cli(["eval", str(trained_run), "--predictions", str(pred_path)])
     assert code == 0, err
-    m = re.search(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\) on digits, T1=30", out)
+    m = re.search(r"test accuracy: (\d\.\d{4}) \((\d+)/(\d+)\) on digits, T1=60", out)  # the default T1
     assert m, out
     pred = np.load(pred_path)
     labels = load_dataset("digits", n_test=150).y_test

@@ -17,10 +17,11 @@ import numpy as np
 from .._atomic import atomic_path
 from .._h5 import open_checked
 from ..errors import ConfigError, RunFileError
-from .quantize import DeployBundle, LayerBundle, _frozen
+from .drc import Violation, check_deployable, check_graded_spikes, core_slices
+from .quantize import DeployBundle, LayerBundle, _frozen, activation_frac_bits, state_frac_bits
 from .target import target_from_dict
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle", "load_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle", "load_bundle", "bundle_violations"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ BUNDLE_SCHEMA_VERSION = 3  # 3: + the network's typed parts; 2: biases in state 
 BUNDLE_READ_VERSIONS = (2, 3)
 
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
+#: optional source attributes (absent in bundles written before they existed: "")
+_OPTIONAL_SOURCE_KEYS = ("run_status", "run_message")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -63,6 +66,9 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
             f.attrs["run_sha256"] = str(src.get("run_sha256", ""))
             f.attrs["run_config"] = str(src.get("run_config", ""))
             f.attrs["epochs_completed"] = np.int64(src.get("epochs_completed", -1))
+            for k in _OPTIONAL_SOURCE_KEYS:
+                if k in src:
+                    f.attrs[k] = str(src[k])
             f.attrs["profile_mode"] = bool(bundle.profile_mode)
             f.attrs["rounding"] = bundle.rounding
             f.attrs["network"] = json.dumps(bundle.spec.to_tables(), sort_keys=True)
@@ -86,8 +92,13 @@ def save_bundle(path: str | Path, bundle: DeployBundle) -> Path:
     return path
 
 
-def load_bundle(path: str | Path) -> DeployBundle:
-    """Read a bundle file; raise RunFileError with one clear line if it is not a valid one."""
+def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
+    """Read a bundle file; raise RunFileError with one clear line if it is not a valid one.
+
+    ``check`` (default): also run the target's value-range and design rules on the integers
+    (:func:`~neuro_hts.hardware.bundle.bundle_violations`) and refuse, naming every broken rule
+    on one line, a bundle its own target cannot run (a hand-edited or foreign file).
+    """
     path = Path(path)
     with open_checked(path, BUNDLE_FORMAT, BUNDLE_READ_VERSIONS, "bundle") as f:
         try:
@@ -102,6 +113,9 @@ def load_bundle(path: str | Path) -> DeployBundle:
             wm = g["weight_mantissa"][()]
             if wm.ndim != 2 or not np.issubdtype(wm.dtype, np.integer):
                 raise RunFileError(f"{path}: layer {i}: weight_mantissa must be a 2-D integer array")
+            for name in ("bias", "decay") + (("decay_unbinned",) if "decay_unbinned" in g else ()):
+                if not np.issubdtype(g[name].dtype, np.integer):
+                    raise RunFileError(f"{path}: layer {i}: {name} must be an integer array, got {g[name].dtype}")
             layers.append(LayerBundle(
                 index=i,
                 weight_mantissa=_frozen(wm, np.int64),
@@ -117,6 +131,7 @@ def load_bundle(path: str | Path) -> DeployBundle:
             "run_sha256": str(source["run_sha256"]),
             "run_config": str(source["run_config"]),
             "epochs_completed": int(source["epochs_completed"]),
+            **{k: str(f.attrs[k]) for k in _OPTIONAL_SOURCE_KEYS if k in f.attrs},
         }
         bundle = DeployBundle(
             target=target,
@@ -132,7 +147,12 @@ def load_bundle(path: str | Path) -> DeployBundle:
         )
         if int(f.attrs["schema_version"]) >= 3:
             _check_network(path, str(f.attrs["network"]), bundle)
-        return bundle
+    if check:
+        violations = bundle_violations(bundle)
+        if violations:
+            raise RunFileError(f"{path}: the bundle breaks its target {target.name}'s rules: "
+                               + "; ".join(map(str, violations)))
+    return bundle
 
 
 def _check_network(path, text: str, bundle: DeployBundle) -> None:
@@ -148,3 +168,93 @@ def _check_network(path, text: str, bundle: DeployBundle) -> None:
         raise RunFileError(f"{path}: this neuro-hts deploys dense chains only: " + "; ".join(reasons))
     if spec != bundle.spec:
         raise RunFileError(f"{path}: the stored network does not match the bundle's layers {bundle.arch}")
+
+
+def _first(bad: np.ndarray, values: np.ndarray) -> str:
+    i = int(np.flatnonzero(bad.ravel())[0])
+    return f"{int(bad.sum())} value(s), first [{i}] = {values.ravel()[i]}"
+
+
+def bundle_violations(bundle) -> list[Violation]:
+    """Every way a deploy bundle's integers break its own target (a hand-edited or third-party bundle).
+
+    Checked per layer: array shapes chain; weight mantissas in ``[-2**mantissa_bits,
+    2**mantissa_bits - lsb]`` and even on an even-only target; the exponent within
+    ``[exponent_min, exponent_max]``; decays (and unbinned decays) in ``[1, 2**decay.bits]``;
+    biases within ``state.input_bits`` (signed); dt finite in (0, 1]; the layer size and the
+    decay profiles per core. For the bundle: the fraction bits the target implies, graded
+    spikes and a deployable form/output (docs/FORMAT.md, "Validation on load"); the rules shared with the network checks
+    come from :mod:`.drc`.
+    """
+    t = bundle.target
+    ws = t.weights
+    lo, hi = -(1 << ws.mantissa_bits), (1 << ws.mantissa_bits) - ws.lsb
+    bias_lim = (1 << (t.state.input_bits - 1)) - 1
+    scale = t.decay.scale
+    out: list[Violation] = []
+    prev = None
+    for lb in bundle.layers:
+        l = lb.index
+        wm = np.asarray(lb.weight_mantissa)
+        if wm.ndim != 2:
+            out.append(Violation("shape", l, f"weight_mantissa has shape {wm.shape}, expected 2-D"))
+            continue
+        n = wm.shape[0]
+        for name, a in (("bias", lb.bias), ("decay", lb.decay), ("dt", lb.dt)):
+            if np.shape(a) != (n,):
+                out.append(Violation("shape", l, f"{name} has shape {np.shape(a)}, expected ({n},)"))
+        if lb.decay_unbinned is not None and np.shape(lb.decay_unbinned) != (n,):
+            out.append(Violation("shape", l, f"decay_unbinned has shape {np.shape(lb.decay_unbinned)}, expected ({n},)"))
+        if prev is not None and wm.shape[1] != prev:
+            out.append(Violation("shape", l, f"weight_mantissa takes {wm.shape[1]} inputs, layer {l - 1} has {prev}"))
+        prev = n
+        bad = (wm < lo) | (wm > hi)
+        if bad.any():
+            out.append(Violation("weight_range", l, f"weight mantissas outside [{lo}, {hi}] of {t.name}: {_first(bad, wm)}"))
+        if ws.even:
+            odd = (wm % 2) != 0
+            if odd.any():
+                out.append(Violation("weight_even", l, f"{t.name} keeps even weight mantissas only: {_first(odd, wm)}"))
+        e = int(lb.weight_exponent)
+        if not ws.exponent_min <= e <= ws.exponent_max:
+            out.append(Violation("weight_exponent", l, f"weight exponent {e} outside [{ws.exponent_min}, "
+                                 f"{ws.exponent_max}] of {t.name}"))
+        for name, d in (("decay", lb.decay), ("decay_unbinned", lb.decay_unbinned)):
+            if d is None or np.shape(d) != (n,):
+                continue
+            d = np.asarray(d)
+            bad = (d < 1) | (d > scale)
+            if bad.any():
+                out.append(Violation("decay_range", l, f"{name} outside [1, {scale}] of the {t.decay.bits}-bit decays: "
+                                     f"{_first(bad, d)}"))
+        b = np.asarray(lb.bias)
+        if b.shape == (n,):
+            bad = np.abs(b) > bias_lim
+            if bad.any():
+                out.append(Violation("bias_range", l, f"biases outside the {t.state.input_bits}-bit synaptic input "
+                                     f"(|bias| <= {bias_lim}): {_first(bad, b)}"))
+        dt = np.asarray(lb.dt, dtype=np.float64)
+        if dt.shape == (n,):
+            bad = ~np.isfinite(dt) | (dt <= 0) | (dt > 1)
+            if bad.any():
+                out.append(Violation("dt_range", l, f"dt outside (0, 1]: {_first(bad, dt)}"))
+        lim = t.limits
+        if lim.cores > 0 and lim.neurons_per_core > 0 and n > lim.cores * lim.neurons_per_core:
+            out.append(Violation("layer_size", l, f"{n} neurons exceed {lim.cores} cores x {lim.neurons_per_core} neurons"))
+        if lim.decay_profiles_per_core > 0 and np.shape(lb.decay) == (n,):
+            d = np.asarray(lb.decay)
+            worst = max(np.unique(d[sl]).size for sl in core_slices(n, lim.neurons_per_core))
+            if worst > lim.decay_profiles_per_core:
+                out.append(Violation("decay_profiles", l, f"a core holds {worst} distinct decays, {t.name} allows "
+                                     f"{lim.decay_profiles_per_core}"))
+    if bundle.activation_frac_bits != activation_frac_bits(t):
+        out.append(Violation("frac_bits", None, f"activation_frac_bits {bundle.activation_frac_bits} is not the "
+                             f"{activation_frac_bits(t)} that {t.name} implies"))
+    if bundle.state_frac_bits != state_frac_bits(t):
+        out.append(Violation("frac_bits", None, f"state_frac_bits {bundle.state_frac_bits} is not the "
+                             f"{state_frac_bits(t)} that {t.name} implies"))
+    if bundle.rounding not in ("nearest", "stochastic"):
+        out.append(Violation("rounding", None, f"rounding {bundle.rounding!r} is not 'nearest' or 'stochastic'"))
+    out.extend(check_graded_spikes(bundle, t))
+    out.extend(check_deployable(bundle, t))
+    return out

@@ -53,6 +53,13 @@ CSV columns (``compare.csv``, one row per measured number)
     number of test samples the number is computed on (Lava rows: the first N)
 ``value``
     the number (``nan`` where undefined, e.g. a sweep width the quantizer refuses)
+``unit``
+    one unit per metric (:data:`METRIC_UNITS`): ``fraction`` (accuracy, agreement,
+    top_state_match), ``points`` (accuracy_drop, tolerance_points), ``state``
+    (state_err_*), ``bits``, ``dt``, ``steps/s``
+
+The figure keeps one unit and one sample count per axis: its accuracy axis is in percent
+over the compared test set; a Lava run on fewer samples is stated in a note, not plotted.
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ __all__ = [
     "STATE_ERR_PERCENTILES",
     "CompareResult",
     "CompareRow",
+    "METRIC_UNITS",
+    "metric_unit",
     "compare_network",
     "compare_run",
     "format_table",
@@ -94,7 +103,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("metric", "variant", "weight_bits", "layer", "n_samples", "value")
+CSV_COLUMNS = ("metric", "variant", "weight_bits", "layer", "n_samples", "value", "unit")
+
+#: the unit of each metric's ``value`` (one unit per metric: accuracies and agreements are
+#: fractions, drops and tolerances accuracy points, i.e. percent)
+METRIC_UNITS = {
+    "accuracy": "fraction", "agreement": "fraction", "top_state_match": "fraction",
+    "accuracy_drop": "points", "tolerance_points": "points", "min_bits_within_tol": "bits",
+    "max_dt_change": "dt", "steps_per_second": "steps/s",
+}
+
+
+def metric_unit(metric: str) -> str:
+    """Unit of a CSV metric (state errors are in state units, i.e. activation values)."""
+    return "state" if metric.startswith("state_err_") else METRIC_UNITS.get(metric, "")
 DEFAULT_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
 STATE_ERR_PERCENTILES = (50, 90, 99)
 #: histogram bins of |float - fixed| (log-spaced, 1e-7 ... 1; smaller errors, exact zeros
@@ -505,7 +527,7 @@ def compare_run(
     ``data_dir`` to the run's; ``steps`` to the run's free-phase steps ``t1``. Other
     keyword arguments go to :func:`compare_network`.
     """
-    from ..data import load_dataset
+    from ..data import load_recorded_dataset
     from ..hardware.bundle import file_sha256
     from ..runfile import load_run
 
@@ -513,7 +535,7 @@ def compare_run(
     state = load_run(run_path)
     cfg = state.config
     net = state.network
-    data = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir,
+    data = load_recorded_dataset(cfg.data.dataset, cfg.data.data_dir, data_dir,
                         n_test=n_test if n_test is not None else cfg.data.n_test)
     if data.x_test.shape[1] != net.arch[0] or data.n_classes != net.arch[-1]:
         raise ConfigError(f"run {run_path} ({'-'.join(map(str, net.arch))}) does not fit dataset {cfg.data.dataset!r}")
@@ -548,7 +570,8 @@ def write_csv(result: CompareResult, path: str | os.PathLike) -> Path:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
         for r in result.rows:
-            w.writerow([r.metric, r.variant, _fmt(r.weight_bits), _fmt(r.layer), _fmt(r.n_samples), _fmt(r.value)])
+            w.writerow([r.metric, r.variant, _fmt(r.weight_bits), _fmt(r.layer), _fmt(r.n_samples), _fmt(r.value),
+                        metric_unit(r.metric)])
     logger.debug("wrote %s (%d rows)", path, len(result.rows))
     return path
 
@@ -580,8 +603,13 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
         ax.plot([result.weight_bits], [result.accuracy["fixed_binned"] * 100.0], "s", color="C3",
                 label=f"binned decays ({result.profile_levels} levels)")
     if "lava" in result.accuracy:
-        ax.plot([result.weight_bits], [result.accuracy["lava"] * 100.0], "x", color="C2", ms=9,
-                label=f"Lava (first {result.lava_samples})")
+        # one sample count per axis: Lava ran fewer samples, so it is a note, not a point
+        lava = result.accuracy["lava"] * 100.0
+        if result.lava_samples == result.n_samples:
+            ax.plot([result.weight_bits], [lava], "x", color="C2", ms=9, label="Lava")
+        else:
+            ax.text(0.02, 0.02, f"Lava on the first {result.lava_samples} samples: {lava:.2f} %\n(not plotted: this axis "
+                    f"is over {result.n_samples})", transform=ax.transAxes, fontsize=7, va="bottom")
     if result.min_bits_within_tol is not None:
         ax.axvline(result.min_bits_within_tol, color="C1", ls="--", lw=1,
                    label=f"within tol. from {result.min_bits_within_tol} bits")

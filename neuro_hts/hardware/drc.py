@@ -41,6 +41,9 @@ __all__ = [
     "check_graded_spikes",
     "core_slices",
     "run_design_rules",
+    "check_deployable",
+    "DEPLOYABLE_FORMS",
+    "DEPLOYABLE_OUTPUTS",
 ]
 
 
@@ -182,4 +185,21 @@ def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: 
         if profile_mode and name == "decay_profiles":
             continue
         out.extend(rule(network, target))
+    return out
+
+
+#: forms and outputs a deploy back-end (the fixed-point simulator, Lava) runs
+DEPLOYABLE_FORMS = ("leaky",)
+DEPLOYABLE_OUTPUTS = ("mse",)
+
+
+def check_deployable(network, target: HardwareTarget) -> list[Violation]:
+    """Only the leaky form with an MSE output has a fixed-point back-end (Numba simulator, Lava)."""
+    out = []
+    if network.form not in DEPLOYABLE_FORMS:
+        out.append(Violation("deployable", None, f"form {network.form!r} has no fixed-point back-end "
+                             f"(deploy runs {', '.join(DEPLOYABLE_FORMS)})"))
+    if network.output not in DEPLOYABLE_OUTPUTS:
+        out.append(Violation("deployable", None, f"output {network.output!r} (softmax readout) has no fixed-point "
+                             f"back-end (deploy runs {', '.join(DEPLOYABLE_OUTPUTS)})"))
     return out

@@ -414,7 +414,29 @@ def format_update_table(rows: list[UpdateComparison]) -> list[str]:
             f"{r.rounding:<10} {r.name:<5} {r.grid_step:>10.3e} {r.cosine:>8.4f} {r.sign_agreement:>10.4f} "
             f"{r.frac_lost:>8.4f} {r.norm_ratio:>15.4f} {r.float_max_steps:>15.3e}"
         )
-    return lines
+    return lines + explain_nan_cosines(rows)
+
+
+def explain_nan_cosines(rows: list[UpdateComparison]) -> list[str]:
+    """One note per kind of undefined (NaN) cosine: why it is undefined and what changes it."""
+    nan = [r for r in rows if math.isnan(r.cosine)]
+    if not nan:
+        return []
+    zero_float = [r for r in nan if not (r.float_max_steps > 0)]
+    lost = [r for r in nan if r.float_max_steps > 0]
+    notes = []
+    if len(nan) == len(rows):
+        notes.append("note: every cosine is undefined (NaN): no row has both a nonzero fixed and a nonzero float update")
+    if lost:
+        worst = max(r.float_max_steps for r in lost)
+        names = ", ".join(sorted({f"{r.rounding} {r.name}" for r in lost}))
+        notes.append(f"note: NaN cosine where every fixed-point update rounded to 0 ({names}): the largest float update "
+                     f"is {worst:.3g} grid steps, below the grid; a larger --lr (or a finer weight grid) makes updates visible")
+    if zero_float:
+        names = ", ".join(sorted({r.name for r in zero_float}))
+        notes.append(f"note: NaN cosine where the float update itself is 0 ({names}): the free and nudged states agree "
+                     f"on this batch (a larger beta, or another --seed for the batch)")
+    return notes
 
 
 def check_updates(run_path, target: str, *, batch_size: int = 50, lr: float | None = None, data_dir=None, seed: int = 0):
@@ -423,7 +445,7 @@ def check_updates(run_path, target: str, *, batch_size: int = 50, lr: float | No
     Returns ``(rows, info)``: the :class:`UpdateComparison` rows and a dict describing the
     setup (run, target, dataset, batch size, learning rates, beta, nudging).
     """
-    from ..data import load_dataset, one_hot
+    from ..data import load_recorded_dataset, one_hot
     from ..runfile import load_run
     from .target import load_target
 
@@ -438,7 +460,7 @@ def check_updates(run_path, target: str, *, batch_size: int = 50, lr: float | No
     cfg = state.config
     if cfg.model.form != "leaky" or cfg.model.output != "mse":
         raise ConfigError(f"check-updates needs a leaky-form MSE run (the fixed-point simulator), got {cfg.model.form}/{cfg.model.output}")
-    data = load_dataset(cfg.data.dataset, data_dir or cfg.data.data_dir, n_train=cfg.data.n_train, n_test=1)
+    data = load_recorded_dataset(cfg.data.dataset, cfg.data.data_dir, data_dir, n_train=cfg.data.n_train, n_test=1)
     n = data.x_train.shape[0]
     if data.x_train.shape[1] != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {run_path} does not fit dataset {cfg.data.dataset!r}")

@@ -282,4 +282,6 @@ def load_target(path_or_name: str | os.PathLike) -> HardwareTarget:
         raise TargetError(f"{src}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{src}: invalid TOML ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"{src}: not a text TOML file (binary or not UTF-8)") from None
     return target_from_dict(data, source=src)

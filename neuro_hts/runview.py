@@ -1,0 +1,200 @@
+"""One run file at a glance: ``neuro-hts show`` (text), ``plot`` (figure) and ``export`` (NPZ).
+
+The library never prints: :func:`show_lines` returns lines, :func:`plot_run` and
+:func:`export_npz` write files atomically and return their paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path
+from .errors import ConfigError
+from .runfile import RunState, status_line
+
+__all__ = ["config_toml", "show_lines", "plot_run", "export_npz", "EXPORT_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "neuro-hts-export"
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+    raise ConfigError(f"cannot write {v!r} as TOML")
+
+
+def config_toml(config) -> str:
+    """The full configuration as TOML text that :func:`neuro_hts.config.load_config` reads back.
+
+    Keys without a value (None, e.g. ``data.n_train``) have no TOML form; they are written
+    as comments, so loading the text gives them their default (None) again.
+    """
+    d = config.to_dict()
+    lines = []
+    for section, table in d.items():
+        lines.append(f"[{section}]")
+        for k, v in table.items():
+            if isinstance(v, (list, tuple)) and not v and k in ("layers", "connections", "costs"):
+                continue  # not declared: the parts come from arch/output
+            if v is None:
+                lines.append(f"# {k} = (not set)")
+            else:
+                lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- show
+
+
+def show_lines(path, state: RunState) -> list[str]:
+    """Config summary, status and a per-epoch table of a run."""
+    cfg = state.config
+    h = state.history
+    arch = "-".join(map(str, state.network.arch))
+    lines = [
+        f"{path}: {cfg.data.dataset}, arch {arch}, {cfg.model.form}/{cfg.model.activation}/{cfg.model.output}, "
+        f"algorithm {cfg.train.algorithm}, {cfg.train.arith} arithmetic" + (f" ({cfg.train.target})" if cfg.train.target else ""),
+        f"dt: {cfg.dt.dist} mean {cfg.dt.mean:g} std {cfg.dt.std:g} in [{cfg.dt.dt_min:g}, {cfg.dt.dt_max:g}], "
+        f"layers {cfg.dt.layers}; train: {cfg.train.optimizer} lr {','.join(f'{v:g}' for v in cfg.train.lr)}, "
+        f"batch {cfg.train.batch_size}, T1 {cfg.train.t1}, T2 {cfg.train.t2}, beta {cfg.train.beta:g}, seed {cfg.train.seed}",
+        status_line(state),
+    ]
+    for i, d in enumerate(state.network.dts, start=1):
+        lines.append(f"layer {i}: {d.size} units, dt mean {float(d.mean()):.4f} std {float(d.std()):.4f} "
+                     f"[{float(d.min()):.4f}, {float(d.max()):.4f}]")
+    acc = h.get("test_accuracy", [])
+    if not acc:
+        lines.append("no completed epoch")
+        return lines
+    lines.append(f"{'epoch':>5} {'test acc':>8} {'train acc':>9} {'loss':>8} {'residual':>9} {'not conv.':>9} "
+                 f"{'steps':>6} {'seconds':>8}")
+    for k in range(len(acc)):
+        g = lambda key: h.get(key, [math.nan] * len(acc))[k]  # noqa: E731
+        lines.append(f"{k + 1:>5} {g('test_accuracy'):>8.4f} {g('train_accuracy'):>9.4f} {g('train_loss'):>8.4f} "
+                     f"{g('free_residual_mean'):>9.2e} {g('frac_not_converged'):>9.3f} {g('free_steps_mean'):>6.1f} "
+                     f"{g('epoch_seconds'):>8.1f}")
+    best = int(np.nanargmax(acc))
+    lines.append(f"final test accuracy {acc[-1]:.4f}, best {acc[best]:.4f} at epoch {best + 1}")
+    return lines
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_run(state: RunState, out_path, *, title: str = "") -> Path:
+    """Training curves (accuracy, loss), free-phase residual and per-layer dt / weight histograms."""
+    from .plotting import _figure_class
+
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lstrip(".").lower() or "png"
+    if fmt not in ("png", "pdf", "svg"):
+        raise ConfigError(f"figure format {fmt!r} not supported; use png, pdf or svg")
+    Figure, FigureCanvasAgg = _figure_class()
+    h = state.history
+    L = state.network.n_layers
+    fig = Figure(figsize=(12, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(2, max(3, L))
+    epochs = np.arange(1, len(h.get("test_accuracy", [])) + 1)
+    ax = grid[0][0]
+    ax.plot(epochs, h.get("test_accuracy", []), "o-", label="test")
+    ax.plot(epochs, h.get("train_accuracy", []), "s--", label="train")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (fraction)")
+    ax.set_title("accuracy")
+    ax.legend(fontsize=8)
+    ax = grid[0][1]
+    ax.plot(epochs, h.get("train_loss", []), "o-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean train cost per sample")
+    ax.set_title("training loss")
+    ax = grid[0][2]
+    ax.semilogy(epochs, np.maximum(h.get("free_residual_mean", []), 1e-12), "o-", label="mean")
+    ax.semilogy(epochs, np.maximum(h.get("free_residual_max", []), 1e-12), "s--", label="max")
+    ax.axhline(state.config.train.residual_tol, color="k", linestyle=":", linewidth=1, label="residual_tol")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("max |s_t - s_{t-1}| at the last free step")
+    ax.set_title("free-phase residual")
+    ax.legend(fontsize=8)
+    for ax in grid[0][3:]:
+        ax.set_axis_off()
+    for l in range(max(3, L)):
+        ax = grid[1][l]
+        if l >= L:
+            ax.set_axis_off()
+            continue
+        w = np.asarray(state.network.weights[l], dtype=np.float64).ravel()
+        d = np.asarray(state.network.dts[l], dtype=np.float64).ravel()
+        ax.hist(w, bins=60, color="tab:blue")
+        ax.set_xlabel(f"W_{l + 1} (weight value)")
+        ax.set_ylabel("count")
+        ax.set_title(f"layer {l + 1}: weights; dt mean {d.mean():.3f}, std {d.std():.3f}", fontsize=9)
+    fig.suptitle(title or status_line(state), fontsize=10)
+    with atomic_path(out_path, suffix=f".{fmt}") as tmp:
+        fig.savefig(tmp, format=fmt, dpi=110)
+    log.info("wrote %s", out_path)
+    return out_path
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_npz(state: RunState, out_path, *, source: str = "") -> Path:
+    """Weights, biases and dts of every layer plus a JSON header, as one NumPy ``.npz``.
+
+    Arrays: ``weight_<i>``, ``bias_<i>``, ``dt_<i>`` (i = 1 ... L, shapes as in the run
+    file) and ``header``, a 0-d string array holding JSON: ``format``
+    (``"neuro-hts-export"``), ``version`` 1, ``source``, ``arch``, ``form``,
+    ``activation``, ``output``, ``status``, ``epochs_completed``, ``config`` (the run's
+    config as a JSON object) and ``arrays`` (name -> shape). Loadable with
+    ``numpy.load(path)`` alone (no pickle).
+    """
+    net = state.network
+    arrays = {}
+    for i, (w, b, d) in enumerate(zip(net.weights, net.biases, net.dts), start=1):
+        arrays[f"weight_{i}"] = np.asarray(w)
+        arrays[f"bias_{i}"] = np.asarray(b)
+        arrays[f"dt_{i}"] = np.asarray(d)
+    header = {
+        "format": EXPORT_FORMAT,
+        "version": 1,
+        "source": str(source),
+        "arch": list(net.arch),
+        "form": net.form,
+        "activation": net.activation,
+        "output": net.output,
+        "status": state.status,
+        "epochs_completed": state.epochs_completed,
+        "config": json.loads(state.config.to_json()),
+        "arrays": {k: list(v.shape) for k, v in arrays.items()},
+    }
+    buf = io.BytesIO()
+    np.savez(buf, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+    out_path = Path(out_path)
+    with atomic_path(out_path, suffix=".npz.tmp") as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getvalue())
+    log.info("exported %s", out_path)
+    return out_path
