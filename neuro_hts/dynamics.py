@@ -148,7 +148,7 @@ def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, g
     conns = net.connections()
     h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.bias_drive(l)
     if l < net.n_dynamic:
-        td = conns[l].drive_pre(r[l], r[l - 1])
+        td = conns[l].feedback(r[l], r[l - 1])
         h = h + (td if gamma == 1.0 else gamma * td)
     return h
 
@@ -335,7 +335,8 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     for l, conn in enumerate(net.connections(), start=1):
         ga, gbb = conn.param_grad(ra[l - 1], ra[l]), conn.param_grad(rb[l - 1], rb[l])
         gW.append(-(ga["weight"] - gbb["weight"]) / (denom * B))
-        gb.append(-bias_grad(ra[l] - rb[l]) / (denom * B))
+        g_bias = -bias_grad(ra[l] - rb[l]) / (denom * B)
+        gb.append(g_bias if conn.post_bias else np.zeros_like(g_bias))  # a dendritic soma has no bias
     readout = net.cost()
     if readout.params():  # a cost with parameters: the primitive carries -beta C
         pa, pb = readout.param_grad(ra[-1], y), readout.param_grad(rb[-1], y)

@@ -210,7 +210,9 @@ class NetworkSpec:
 
     def options(self, c: ConnectionSpec) -> dict:
         """Connection ``c``'s options checked against its layers' shapes, defaults filled in (ConfigError otherwise)."""
-        return CONNECTIONS.get(c.kind).check(dict(c.options), self.layer(c.pre).shape, self.layer(c.post).shape, c.where)
+        kind = CONNECTIONS.get(c.kind)
+        opts = kind.check(dict(c.options), self.layer(c.pre).shape, self.layer(c.post).shape, c.where)
+        return kind.place(opts, c.pre == self.layers[0].name, c.where)
 
     def chain_violations(self, activation: str) -> list[str]:
         """Why the reference engines cannot run this network (empty: they can).
