@@ -42,7 +42,7 @@ import numpy as np
 from .connections import Connection
 from .errors import ConfigError
 
-__all__ = ["Dendritic", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
+__all__ = ["Dendritic", "dendritic_model", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
 
 
 def branch_size(sparsity: float, n: int) -> int:
@@ -304,3 +304,20 @@ class Dendritic(Connection):
             return np.zeros_like(r_post), np.zeros_like(r_pre), {"weight": np.zeros_like(self.weight)}
         g_v, d_a = self._apical_grads(r_post, g_pre)
         return g_v, np.zeros_like(r_pre), {"weight": self._flat(g_a=d_a)}
+
+
+def dendritic_model(arch, output: str = "mse", **options) -> dict:
+    """A ``[model]`` table's parts for the chain ``arch`` of dendritic connections (``options``: the kind's).
+
+    Layers ``x, h1, ..., out`` as :meth:`neuro_hts.spec.NetworkSpec.from_arch` names them; an
+    MSE cost on the top (``output = "mse"``, the authors' setting).
+    """
+    if output != "mse":
+        raise ConfigError(f"dendritic_model builds an MSE-output chain, got output {output!r}")
+    arch = tuple(int(n) for n in arch)
+    names = ["x"] + [f"h{i}" for i in range(1, len(arch) - 1)] + ["out"]
+    return {
+        "layers": [{"name": n, "shape": [s]} for n, s in zip(names, arch)],
+        "connections": [{"kind": "dendritic", "pre": a, "post": b, **options} for a, b in zip(names[:-1], names[1:])],
+        "costs": [{"kind": "mse", "layer": "out"}],
+    }
