@@ -42,7 +42,7 @@ import numpy as np
 from .connections import Connection
 from .errors import ConfigError
 
-__all__ = ["Dendritic", "dendritic_model", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
+__all__ = ["Dendritic", "dendritic_model", "override_branches", "BRANCH_FLAGS", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
 
 
 def branch_size(sparsity: float, n: int) -> int:
@@ -321,3 +321,28 @@ def dendritic_model(arch, output: str = "mse", **options) -> dict:
         "connections": [{"kind": "dendritic", "pre": a, "post": b, **options} for a, b in zip(names[:-1], names[1:])],
         "costs": [{"kind": "mse", "layer": "out"}],
     }
+
+
+#: the CLI flag of each branch option (``override_branches``)
+BRANCH_FLAGS = {"basal_branches": "--basal-branches", "apical_branches": "--apical-branches",
+                "branch_sparsity": "--branch-sparsity", "apical_scale": "--apical-scale"}
+
+
+def override_branches(config, **options):
+    """``config`` with ``options`` (None: keep) set on every dendritic connection; ConfigError if it has none."""
+    from .config import Config
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return config
+    bad = set(given) - set(BRANCH_FLAGS)
+    if bad:
+        raise ConfigError(f"override_branches takes {', '.join(BRANCH_FLAGS)}, got {', '.join(sorted(bad))}")
+    d = config.to_dict()
+    hit = [c for c in d["model"]["connections"] if c["kind"] == "dendritic"]
+    if not hit:
+        flags = ", ".join(BRANCH_FLAGS[k] for k in given)
+        raise ConfigError(f"{flags}: the model has no dendritic connection (see models/*_dendritic.toml)")
+    for c in hit:
+        c.update(given)
+    return Config.from_dict(d)

@@ -118,6 +118,11 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     if arith == "float" and net is None:
         net = bundle_as_network(bundle)
     if net is not None and not net.is_dense:
+        from .hardware.drc import check_branch_dendrites
+
+        dendrites = check_branch_dendrites(net)
+        if dendrites:
+            raise ConfigError(f"{path}: design rule violated: {dendrites[0]}")
         raise ConfigError(f"{path}: deploy runs dense chains of [n] layers only (a conv network: neuro-hts eval, "
                           "backend 'numpy')")
     if steps is None:
@@ -131,6 +136,8 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
         raise ConfigError(f"{path} does not record its dataset: pass --dataset")
     ddir = data_dir if data_dir is not None else (cfg.data.data_dir if cfg is not None else None)
     data = load_dataset(name, ddir, n_test=n_samples)
+    if cfg is not None and cfg.data.normalize is not None:
+        raise ConfigError(f"{path}: the run normalises its inputs ([data] normalize); deploy feeds inputs in [0, 1]")
     x = np.asarray(data.x_test, dtype=np.float64)
     labels = np.asarray(data.y_test)
     n_in = (bundle.layers[0].weight_mantissa.shape[1] if bundle is not None else net.weights[0].shape[1])
