@@ -42,7 +42,7 @@ import numpy as np
 from .connections import Connection
 from .errors import ConfigError
 
-__all__ = ["Dendritic", "dendritic_model", "override_branches", "BRANCH_FLAGS", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
+__all__ = ["Dendritic", "dendritic_model", "override_branches", "BRANCH_FLAGS", "ep_bptt_alignment", "cosine", "branch_size", "draw_mask", "branch_potentials", "soma_drive", "branch_adjoint"]
 
 
 def branch_size(sparsity: float, n: int) -> int:
@@ -346,3 +346,42 @@ def override_branches(config, **options):
     for c in hit:
         c.update(given)
     return Config.from_dict(d)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """cos(a, b) = a . b / (|a| |b|) over all entries (nan if either is zero)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(np.vdot(a, b)) / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+def ep_bptt_alignment(net, x, y, *, t1: int = 300, t2: int = 100, beta: float = 1e-3, nudging: str = "symmetric",
+                      backend=None) -> list[dict[str, float]]:
+    """Cosine of the EP update with the BPTT gradient of the same net, per layer and per part.
+
+    EP: the algorithm's estimate (:class:`neuro_hts.algorithms.EP`, ``t1`` free steps,
+    ``t2`` nudged); BPTT: :func:`neuro_hts.bptt.bptt_gradients` through the ``t1`` free
+    steps. One dict per layer: ``"layer"`` (all its parameters, the bias included when it
+    is learned) and, for a dendritic connection, ``basal_weight``, ``basal_bias``,
+    ``apical_weight`` (the apical branches of the layer below). There is no single energy,
+    so this is an alignment figure, not an equality (docs/DENDRITIC.md).
+    """
+    from .algorithms import EP
+    from .backends import get_backend
+    from .bptt import bptt_gradients
+    from .engines import FloatEngine
+
+    engine = FloatEngine(None, backend=backend or get_backend("numpy"))
+    _, gW, gb = engine.gradients(net, x, y, EP(t1=t1, t2=t2, beta=beta, nudging=nudging))
+    bW, bb, _ = bptt_gradients(net, x, y, t1)
+    out = []
+    for l, (conn, g, h) in enumerate(zip(net.connections(), gW, bW)):
+        both_g, both_h = [g.ravel()], [h.ravel()]
+        if conn.post_bias:
+            both_g.append(gb[l].ravel())
+            both_h.append(bb[l].ravel())
+        row = {"layer": cosine(np.concatenate(both_g), np.concatenate(both_h))}
+        if isinstance(conn, Dendritic):
+            hp = conn.parts(h)
+            row.update({k: cosine(v, hp[k]) for k, v in conn.parts(g).items()})
+        out.append(row)
+    return out
