@@ -145,6 +145,11 @@ class Connection:
         """d (sum_batch phi) / d params, by name."""
         raise NotImplementedError
 
+    def param_grad_contrast(self, r_pre_a, r_post_a, r_pre_b, r_post_b) -> dict[str, np.ndarray]:
+        """d (sum_batch phi) / d params at (a) minus at (b), by name; a kind may share work between them."""
+        ga, gb = self.param_grad(r_pre_a, r_post_a), self.param_grad(r_pre_b, r_post_b)
+        return {k: ga[k] - gb[k] for k in ga}
+
     def vjp(self, r_pre: np.ndarray, g_post: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Given the adjoint ``g_post`` of ``drive_post(r_pre)``: (adjoint of r_pre, adjoints of the params)."""
         raise NotImplementedError

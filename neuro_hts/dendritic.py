@@ -293,6 +293,14 @@ class Dendritic(Connection):
         d_a = self._apical_grads(r_post, r_pre)[1] if self.apical else None
         return {"weight": self._flat(d_w, d_c, d_a)}
 
+    def param_grad_contrast(self, r_pre_a, r_post_a, r_pre_b, r_post_b):
+        """d phi / d theta (a) - (b); with one pre state for both (the clamped input) and no apical branches,
+        one pass: dW = ((G_a - G_b)^T u) ⊙ M with G = v 1[P > 0] / K_b at the shared P."""
+        if r_pre_a is not r_pre_b or self.apical:
+            return super().param_grad_contrast(r_pre_a, r_post_a, r_pre_b, r_post_b)
+        G = branch_adjoint(r_post_a - r_post_b, self.basal_potentials(r_pre_a), self.kb)
+        return {"weight": self._flat((G.T @ r_pre_a) * self.basal_mask, G.sum(axis=0))}
+
     def vjp(self, r_pre, g_post):
         """Adjoints (of u, of theta) given the adjoint ``g_post`` of :meth:`drive_post`."""
         g_u, d_w, d_c = self._basal_grads(r_pre, g_post)

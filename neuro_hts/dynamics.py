@@ -333,8 +333,7 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     rb = [r0] + [presynaptic(net, s) for s in states_b]
     gW, gb = [], []
     for l, conn in enumerate(net.connections(), start=1):
-        ga, gbb = conn.param_grad(ra[l - 1], ra[l]), conn.param_grad(rb[l - 1], rb[l])
-        gW.append(-(ga["weight"] - gbb["weight"]) / (denom * B))
+        gW.append(-conn.param_grad_contrast(ra[l - 1], ra[l], rb[l - 1], rb[l])["weight"] / (denom * B))
         g_bias = -bias_grad(ra[l] - rb[l]) / (denom * B)
         gb.append(g_bias if conn.post_bias else np.zeros_like(g_bias))  # a dendritic soma has no bias
     readout = net.cost()

@@ -318,3 +318,12 @@ def test_the_numba_backend_refuses_a_dendritic_net_until_its_kernels_exist():
     with pytest.raises(ConfigError, match="runs dense chains"):
         check_supported(engine, init_network(cfg, np.float32), EP())
     assert isinstance(init_network(cfg).connections()[1], Dendritic)
+
+
+def test_the_shared_input_contrast_equals_the_difference_of_the_two_gradients():
+    c = init_network(_config((6, 5, 4), basal_branches=3)).connections()[0]
+    rng = np.random.default_rng(3)
+    u, va, vb = rng.uniform(0, 1, (4, 6)), rng.uniform(0, 1, (4, 5)), rng.uniform(0, 1, (4, 5))
+    want = c.param_grad(u, va)["weight"] - c.param_grad(u, vb)["weight"]
+    np.testing.assert_allclose(c.param_grad_contrast(u, va, u, vb)["weight"], want, rtol=1e-12, atol=1e-14)
+    assert np.abs(want).max() > 1e-3
