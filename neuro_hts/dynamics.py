@@ -143,7 +143,9 @@ def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, g
     convolution goes to the argmax of each window of conv(r_l), layer l's own current
     state. Layer n_dynamic gets no top-down term (with a softmax readout the readout's
     influence enters only through nudging). ``gamma`` is CHL's feedback gain (1: EP's
-    symmetric feedback).
+    symmetric feedback). The top-down term is connection l+1's ``feedback``: W_{l+1}^T r_{l+1}
+    for a symmetric one, the apical branches a Apical_l(r_{l+1}) with their own weights for a
+    dendritic one (docs/DENDRITIC.md).
     """
     conns = net.connections()
     h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.bias_drive(l)
@@ -324,6 +326,8 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     divisor is 2 beta. CHL: (s^clamped, s^free) with beta_a - beta_b = 1 (no 1/beta). For a
     softmax readout W_L the primitive carries -beta C, giving
     g = (beta_a dC/dW(a) - beta_b dC/dW(b)) / (beta_a - beta_b).
+    A dendritic connection's ``param_grad`` is the derivative of its terms in two layers'
+    primitives (docs/DENDRITIC.md), and its soma has no bias (a zero bias update).
     Returns lists (gW, gb) with one entry per layer.
     """
     B = x.shape[0]

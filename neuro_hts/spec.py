@@ -43,8 +43,9 @@ then a dense connection from ``h1`` (read as 36 values: the flatten) to a layer 
 
 Kinds come from the registries (:data:`neuro_hts.connections.CONNECTIONS`,
 :data:`neuro_hts.costs.COSTS`); a new kind is accepted here the moment it registers. The
-reference engines (NumPy backend, float arithmetic) run a chain of symmetric connections,
-conv2d ones then dense ones, with one cost on a top layer of shape [n]
+reference engines (NumPy backend, float arithmetic) run a chain of connections,
+conv2d ones then dense ones, or dendritic ones (non-symmetric: docs/DENDRITIC.md), with
+one cost on a top layer of shape [n]
 (:meth:`NetworkSpec.chain_violations` names the rule a network breaks); the fast and
 fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`). What an
 engine cannot run is refused with that reason, never approximated.
