@@ -47,7 +47,8 @@ reference engines (NumPy backend, float arithmetic) run a chain of connections,
 conv2d ones then dense ones, or dendritic ones (non-symmetric: docs/DENDRITIC.md), with
 one cost on a top layer of shape [n]
 (:meth:`NetworkSpec.chain_violations` names the rule a network breaks); the fast and
-fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`). What an
+fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`), except
+that the Numba backend also runs dendritic chains (its own kernels). What an
 engine cannot run is refused with that reason, never approximated.
 """
 
