@@ -21,11 +21,19 @@ from numba import njit
 from .. import dynamics
 from ..dynamics import RelaxResult
 from ..errors import ConfigError
-from .numba_backend import _act
-
 __all__ = ["handles", "reasons", "input_drive", "relax", "ep_gradients"]
 
 _ACTS = ("hard_sigmoid", "sigmoid4")
+
+
+@njit(cache=True, inline="always")
+def _act(u, act, one):
+    """sigma(u): clip(u, 0, 1) (act 0) or 1 / (1 + exp(-(4u - 2))) (act 1), as numba_backend._act
+    (not imported from it: numba_backend delegates to this module, and the import graph has no cycles)."""
+    zero = one - one
+    if act == 0:
+        return zero if u < zero else (one if u > one else u)
+    return one / (one + np.exp(-(4 * one * u - 2 * one)))
 
 
 @njit(cache=True)
