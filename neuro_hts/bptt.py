@@ -14,6 +14,7 @@ import numpy as np
 
 from . import dynamics
 from .activations import get_activation
+from .connections import LinearConnection
 from .errors import ConfigError
 from .network import Network, bias_grad
 
@@ -70,15 +71,28 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float =
         # linear map; a max-pooling A_l is fixed by the argmax of conv(r_{l-1}) (its derivative
         # through the argmax is zero almost everywhere)
         pre = r0 if l == 1 else r[l - 2]
-        ctx = conns[l - 1].context(pre)
-        gW[l - 1] += conns[l - 1].outer(delta, pre, ctx)["weight"]
-        gb[l - 1] += bias_grad(delta)
-        if l > 1:
-            lam_r[l - 2] += conns[l - 1].apply_T(delta, ctx)
-        if l < L:
+        below = conns[l - 1]
+        if below.post_bias:
+            gb[l - 1] += bias_grad(delta)
+        if isinstance(below, LinearConnection):
+            ctx = below.context(pre)
+            gW[l - 1] += below.outer(delta, pre, ctx)["weight"]
+            if l > 1:
+                lam_r[l - 2] += below.apply_T(delta, ctx)
+        else:  # a nonlinear drive (dendritic branches): its vector-Jacobian product
+            g_pre, g_par = below.vjp(pre, delta)
+            gW[l - 1] += g_par["weight"]
+            if l > 1:
+                lam_r[l - 2] += g_pre
+        if l < L and conns[l].symmetric:
             up = conns[l].context(r[l - 1])  # A_{l+1} is fixed by the argmax of conv(r_l)
             gW[l] += gamma * conns[l].outer(r[l], delta, up)["weight"]
             lam_r[l] += gamma * conns[l].apply(delta, up)
+        elif l < L:  # own feedback weights (dendritic apical branches): h_l += gamma F(r_{l+1})
+            g_post, g_self, g_par = conns[l].feedback_vjp(r[l], r[l - 1], gamma * delta)
+            gW[l] += g_par["weight"]
+            lam_r[l] += g_post
+            lam_r[l - 1] += g_self
     return [ls + _presynaptic_vjp(net, s, lr) for ls, s, lr in zip(lam_s, states, lam_r)]
 
 
@@ -112,7 +126,11 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
 
     For a convolution read W_l v as A_l v = P(W_l * v) and W_l^T u as A_l^T u, with
     ``outer`` its weight gradient (:class:`neuro_hts.connections.Conv2d`); max pooling's
-    A_l is the one fixed by the argmax of W_l * r_{l-1}^t at that step.
+    A_l is the one fixed by the argmax of W_l * r_{l-1}^t at that step. For a dendritic
+    connection (:mod:`neuro_hts.dendritic`) the bottom-up term is Basal_l(r_{l-1}) and the
+    top-down one gamma a Apical(r_{l+1}) with its own weights: the products above become
+    the connection's ``vjp`` and ``feedback_vjp`` (through each branch's ReLU), and a soma
+    without bias gets no bias gradient.
 
     r = s (leaky) or rho(s) (energy), r_0 = x (rho(x) in the energy form). dt_l is the
     per-neuron time-step vector. At a settled, contracting relaxation the sum over t tends

@@ -130,6 +130,10 @@ def _add_train_args(p):
     p.add_argument("--arith", choices=_names("engines:ENGINES"), help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
     p.add_argument("--target", help="hardware target for --arith fixed: a name (loihi2) or a .toml path")
     p.add_argument("--update-rounding", choices=["nearest", "stochastic"], help="rounding of fixed-point weight updates (default stochastic)")
+    p.add_argument("--basal-branches", type=int, help="dendritic: basal branches per soma (every dendritic connection)")
+    p.add_argument("--apical-branches", type=int, help="dendritic: apical branches per hidden unit")
+    p.add_argument("--branch-sparsity", type=float, help="dendritic: fraction p of a branch's possible inputs it sees")
+    p.add_argument("--apical-scale", type=float, help="dendritic: scale a of the apical (top-down) drive")
 
 
 def _add_common(p, top: bool) -> None:
@@ -273,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from_args(args):
     from .config import Config, load_config, parse_arch
 
+    from .dendritic import override_branches
+
     cfg = load_config(args.config) if args.config else Config()
+    cfg = override_branches(cfg, basal_branches=args.basal_branches, apical_branches=args.apical_branches,
+                            branch_sparsity=args.branch_sparsity, apical_scale=args.apical_scale)
     lr = None
     if args.lr is not None:
         try:
@@ -320,7 +328,7 @@ _RESUME_FIXED = (
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
-    "adapt_coe", "blas_threads",
+    "adapt_coe", "blas_threads", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
 )
 
 
@@ -464,7 +472,7 @@ def _cmd_eval(args) -> int:
 
     from ._atomic import atomic_path
     from .algorithms import make_algorithm
-    from .data import load_recorded_dataset
+    from .data import load_recorded_dataset, normalize
     from .engines import make_engine
     from .learning import make_optimizer
     from .runfile import load_run, status_line
@@ -482,6 +490,7 @@ def _cmd_eval(args) -> int:
     n_test = args.n_test if args.n_test is not None else (cfg.data.n_test if dataset == cfg.data.dataset else None)
     recorded = cfg.data.data_dir if dataset == cfg.data.dataset else None
     data = load_recorded_dataset(dataset, recorded, args.data_dir, n_test=n_test, images=images)
+    data = normalize(data, cfg.data.normalize)  # the inputs the run was trained on
     if data.n_features != state.network.arch[0] or data.n_classes != state.network.arch[-1]:
         raise ConfigError(f"run {args.run} ({'-'.join(map(str, state.network.arch))}) does not fit dataset {dataset!r}")
     if args.backend:

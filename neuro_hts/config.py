@@ -329,13 +329,23 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Dataset and subset; ``normalize = [mean, std]``: inputs x <- (x - mean) / std after the
+    [0, 1] scaling (the authors' Fashion-MNIST transform; :func:`neuro_hts.data.normalize`)."""
+
     dataset: str = "digits"
     data_dir: str | None = None
     n_train: int | None = None
     n_test: int | None = None
+    normalize: tuple[float, float] | None = None
 
     def __post_init__(self):
         _choice("data", "dataset", self.dataset, DATASETS)
+        if self.normalize is not None:
+            v = self.normalize
+            if (not isinstance(v, (list, tuple)) or len(v) != 2 or any(isinstance(a, bool) or not isinstance(a, (int, float))
+                                                                       for a in v) or not v[1] > 0):
+                raise ConfigError(f"[data] normalize must be [mean, std] with std > 0, got {v!r}")
+            object.__setattr__(self, "normalize", (float(v[0]), float(v[1])))
         for k in ("n_train", "n_test"):
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -385,6 +395,8 @@ class Config:
         for k in ("layers", "connections", "costs"):  # JSON-normal: lists, not tuples
             d["model"][k] = json.loads(json.dumps([_table(t) for t in getattr(self.model, k)]))
         d["train"]["lr"] = list(self.train.lr)
+        if self.data.normalize is not None:
+            d["data"]["normalize"] = list(self.data.normalize)
         return d
 
     def to_json(self) -> str:

@@ -26,10 +26,13 @@ needs. Biases belong to layers, not connections (a layer's term ``r . b``).
   positions of the *current* pre state.
 
 A connection whose feedback is not the transpose of its forward map (dendritic EP's
-apical branches) sets ``symmetric = False`` and does not provide ``drive_pre``.
+apical branches) sets ``symmetric = False`` and does not provide ``drive_pre``: its
+:meth:`Connection.feedback` comes from its own feedback weights, and its ``phi`` is the
+sum of a term in the post layer's primitive and one in the pre layer's (there is one
+primitive per layer, not one energy; docs/DENDRITIC.md).
 
 Registered kinds (:data:`CONNECTIONS`; ``neuro-hts list``): ``dense`` and ``conv2d``
-(equations in docs/CONV.md). A kind declares its options (``OPTIONS``, the keys a
+(equations in docs/CONV.md), ``dendritic`` (:mod:`neuro_hts.dendritic`, docs/DENDRITIC.md). A kind declares its options (``OPTIONS``, the keys a
 ``[[model.connections]]`` table may carry besides kind/pre/post), checks them against the
 layer shapes (:meth:`Connection.check`), says its parameter shapes and fan-in, and builds
 itself from its weight (:meth:`Connection.build`).
@@ -65,6 +68,9 @@ class Connection:
     symmetric: ClassVar[bool] = True
     #: option name -> default (None: required); the keys a config table may add
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    #: whether the post layer's bias b_post is a learned term of the primitive (a dendritic
+    #: soma has none: its branches carry the biases); instances may override it
+    post_bias: bool = True
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -74,6 +80,14 @@ class Connection:
         if bad:
             raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(bad))} for kind {cls.kind!r}")
         return {k: options.get(k, v) for k, v in cls.OPTIONS.items()}
+
+    @classmethod
+    def place(cls, options: dict, pre_is_input: bool, where: str) -> dict:
+        """Options completed with what depends on the connection's place in the chain (default: unchanged).
+
+        ``pre_is_input``: the pre layer is the clamped input (it takes no feedback).
+        """
+        return options
 
     @classmethod
     def param_shapes(cls, pre_shape, post_shape, **options) -> dict[str, tuple[int, ...]]:
@@ -103,13 +117,38 @@ class Connection:
         """Feedback to ``pre``: d phi / d r_pre at (r_pre, r_post), (B, *pre_shape) (symmetric connections)."""
         raise NotImplementedError
 
+    def feedback(self, r_post: np.ndarray, r_pre: np.ndarray) -> np.ndarray:
+        """What the connection adds to ``pre``'s drive, d phi_pre / d r_pre (B, *pre_shape).
+
+        A symmetric connection's feedback is :meth:`drive_pre`; a non-symmetric one (dendritic
+        apical branches) computes it from its own feedback weights.
+        """
+        return self.drive_pre(r_post, r_pre)
+
     def phi(self, r_pre: np.ndarray, r_post: np.ndarray) -> np.ndarray:
-        """The connection's term of the primitive, per sample (B,)."""
+        """The connection's term of the primitive, per sample (B,).
+
+        A non-symmetric connection has a term in each of two layers' primitives:
+        ``phi = phi_post + phi_pre`` (:meth:`phi_post`, :meth:`phi_pre`).
+        """
         raise NotImplementedError
+
+    def phi_post(self, r_pre: np.ndarray, r_post: np.ndarray) -> np.ndarray:
+        """The term of ``post``'s primitive, whose d / d r_post is :meth:`drive_post` (symmetric: phi)."""
+        return self.phi(r_pre, r_post)
+
+    def phi_pre(self, r_pre: np.ndarray, r_post: np.ndarray) -> np.ndarray:
+        """The term of ``pre``'s primitive, whose d / d r_pre is :meth:`feedback` (symmetric: phi)."""
+        return self.phi(r_pre, r_post)
 
     def param_grad(self, r_pre: np.ndarray, r_post: np.ndarray) -> dict[str, np.ndarray]:
         """d (sum_batch phi) / d params, by name."""
         raise NotImplementedError
+
+    def param_grad_contrast(self, r_pre_a, r_post_a, r_pre_b, r_post_b) -> dict[str, np.ndarray]:
+        """d (sum_batch phi) / d params at (a) minus at (b), by name; a kind may share work between them."""
+        ga, gb = self.param_grad(r_pre_a, r_post_a), self.param_grad(r_pre_b, r_post_b)
+        return {k: ga[k] - gb[k] for k in ga}
 
     def vjp(self, r_pre: np.ndarray, g_post: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Given the adjoint ``g_post`` of ``drive_post(r_pre)``: (adjoint of r_pre, adjoints of the params)."""
@@ -426,3 +465,7 @@ class Conv2d(LinearConnection):
         if self.pool == "max" and ctx is None:
             ctx = self.context(v)
         return {"weight": self.conv_outer(self.pool_T(u, ctx), v)}
+
+
+CONNECTIONS.register_lazy("dendritic", "neuro_hts.dendritic:Dendritic",
+                          "masked ReLU branches: basal from below, apical from above with their own weights")

@@ -581,3 +581,16 @@ def iterate_minibatches(
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield x[idx], y[idx]
+
+
+def normalize(data: Dataset, mean_std) -> Dataset:
+    """x <- (x - mean) / std for both splits (``mean_std`` None: ``data`` itself), read-only float32."""
+    if mean_std is None:
+        return data
+    mean, std = (float(v) for v in mean_std)
+    arrays = []
+    for a in (data.x_train, data.x_test):
+        b = ((a - np.float32(mean)) / np.float32(std)).astype(np.float32)
+        b.flags.writeable = False
+        arrays.append(b)
+    return Dataset(data.name, arrays[0], data.y_train, arrays[1], data.y_test, n_classes=data.n_classes)

@@ -127,6 +127,11 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     if arith == "float" and net is None:
         net = bundle_as_network(bundle)
     if net is not None and not net.is_dense:
+        from .hardware.drc import check_branch_dendrites
+
+        dendrites = check_branch_dendrites(net)
+        if dendrites:
+            raise ConfigError(f"{path}: design rule violated: {dendrites[0]}")
         raise ConfigError(f"{path}: deploy runs dense chains of [n] layers only (a conv network: neuro-hts eval, "
                           "backend 'numpy')")
     if steps is None:
@@ -138,6 +143,8 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     name = dataset or (cfg.data.dataset if cfg is not None else None)
     if name is None:
         raise ConfigError(f"{path} does not record its dataset: pass --dataset")
+    if cfg is not None and cfg.data.normalize is not None:
+        raise ConfigError(f"{path}: the run normalises its inputs ([data] normalize); deploy feeds inputs in [0, 1]")
     recorded = cfg.data.data_dir if cfg is not None and name == cfg.data.dataset else None
     data = load_recorded_dataset(name, recorded, data_dir, n_test=n_samples)
     x = np.asarray(data.x_test, dtype=np.float64)

@@ -143,12 +143,14 @@ def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, g
     convolution goes to the argmax of each window of conv(r_l), layer l's own current
     state. Layer n_dynamic gets no top-down term (with a softmax readout the readout's
     influence enters only through nudging). ``gamma`` is CHL's feedback gain (1: EP's
-    symmetric feedback).
+    symmetric feedback). The top-down term is connection l+1's ``feedback``: W_{l+1}^T r_{l+1}
+    for a symmetric one, the apical branches a Apical_l(r_{l+1}) with their own weights for a
+    dendritic one (docs/DENDRITIC.md).
     """
     conns = net.connections()
     h = drive1 if l == 1 else conns[l - 1].drive_post(r[l - 2]) + net.bias_drive(l)
     if l < net.n_dynamic:
-        td = conns[l].drive_pre(r[l], r[l - 1])
+        td = conns[l].feedback(r[l], r[l - 1])
         h = h + (td if gamma == 1.0 else gamma * td)
     return h
 
@@ -324,6 +326,8 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     divisor is 2 beta. CHL: (s^clamped, s^free) with beta_a - beta_b = 1 (no 1/beta). For a
     softmax readout W_L the primitive carries -beta C, giving
     g = (beta_a dC/dW(a) - beta_b dC/dW(b)) / (beta_a - beta_b).
+    A dendritic connection's ``param_grad`` is the derivative of its terms in two layers'
+    primitives (docs/DENDRITIC.md), and its soma has no bias (a zero bias update).
     Returns lists (gW, gb) with one entry per layer.
     """
     B = x.shape[0]
@@ -333,9 +337,9 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
     rb = [r0] + [presynaptic(net, s) for s in states_b]
     gW, gb = [], []
     for l, conn in enumerate(net.connections(), start=1):
-        ga, gbb = conn.param_grad(ra[l - 1], ra[l]), conn.param_grad(rb[l - 1], rb[l])
-        gW.append(-(ga["weight"] - gbb["weight"]) / (denom * B))
-        gb.append(-bias_grad(ra[l] - rb[l]) / (denom * B))
+        gW.append(-conn.param_grad_contrast(ra[l - 1], ra[l], rb[l - 1], rb[l])["weight"] / (denom * B))
+        g_bias = -bias_grad(ra[l] - rb[l]) / (denom * B)
+        gb.append(g_bias if conn.post_bias else np.zeros_like(g_bias))  # a dendritic soma has no bias
     readout = net.cost()
     if readout.params():  # a cost with parameters: the primitive carries -beta C
         pa, pb = readout.param_grad(ra[-1], y), readout.param_grad(rb[-1], y)

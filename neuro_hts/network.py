@@ -60,7 +60,7 @@ def rng_streams(seed: int, purpose: str, *extra: int) -> np.random.Generator:
     Changing the dt distribution does not change the initial weights of a seed, so runs
     that differ only in dt law start from the same weights.
     """
-    tags = {"init": 0, "dt": 1, "shuffle": 2, "nudge": 3}
+    tags = {"init": 0, "dt": 1, "shuffle": 2, "nudge": 3, "mask": 4}
     return np.random.default_rng([int(seed), tags[purpose], *map(int, extra)])
 
 
@@ -77,10 +77,17 @@ class Network:
     meta: dict = field(default_factory=dict)
     #: the typed parts of a network with image layers or conv2d connections (None: dense MLP)
     spec: NetworkSpec | None = None
+    #: per layer, the connection's fixed arrays that are not trained (a dendritic
+    #: connection's masks), by name; empty dicts for dense and conv2d layers
+    buffers: list[dict[str, np.ndarray]] | None = None
 
     def __post_init__(self):
         if not (len(self.weights) == len(self.biases) == len(self.dts) >= 1):
             raise ValueError("weights, biases and dts need one entry per layer")
+        if self.buffers is None:
+            self.buffers = [{} for _ in self.weights]
+        if len(self.buffers) != len(self.weights):
+            raise ValueError(f"{len(self.buffers)} buffer tables for {len(self.weights)} layers")
         if self.spec is not None:
             self._check_parts()
             return
@@ -103,6 +110,11 @@ class Network:
             if w.shape != shapes["weight"] or b.shape != bias_shape(post) or d.shape != post:
                 raise ValueError(f"layer {l} ({c.kind}): weight {w.shape}, bias {b.shape}, dt {d.shape} do not fit "
                                  f"{shapes['weight']}, {bias_shape(post)}, {post}")
+            kind = CONNECTIONS.get(c.kind)
+            want_buf = kind.buffer_shapes(pre, post, **spec.options(c)) if hasattr(kind, "buffer_shapes") else {}
+            got_buf = {k: tuple(np.shape(v)) for k, v in self.buffers[l - 1].items()}
+            if got_buf != want_buf:
+                raise ValueError(f"layer {l} ({c.kind}): buffers {got_buf} do not fit {want_buf}")
         if self.output == "ce":
             w, b = self.weights[-1], self.biases[-1]
             n = spec.layers[-1].size
@@ -147,7 +159,7 @@ class Network:
         """A copy with all arrays in ``dtype`` (C-contiguous)."""
         conv = lambda arrs: [np.ascontiguousarray(a, dtype=dtype).copy() for a in arrs]  # noqa: E731
         return Network(conv(self.weights), conv(self.biases), conv(self.dts), self.form, self.activation, self.output,
-                       dict(self.meta), self.spec)
+                       dict(self.meta), self.spec, [{k: v.copy() for k, v in b.items()} for b in self.buffers])
 
     def copy(self) -> "Network":
         return self.astype(self.dtype)
@@ -157,8 +169,12 @@ class Network:
         if self.spec is None:
             return [Dense(w) for w in self.weights[: self.n_dynamic]]
         spec = self.spec
-        return [CONNECTIONS.get(c.kind).build(w, spec.layer(c.pre).shape, spec.layer(c.post).shape, **spec.options(c))
-                for c, w in zip(spec.connections, self.weights)]
+        out = []
+        for c, w, bufs in zip(spec.connections, self.weights, self.buffers):
+            extra = {"buffers": bufs} if bufs else {}
+            out.append(CONNECTIONS.get(c.kind).build(w, spec.layer(c.pre).shape, spec.layer(c.post).shape, **extra,
+                                                     **spec.options(c)))
+        return out
 
     def bias_drive(self, l: int) -> np.ndarray:
         """b_l shaped to add to the drive of relaxed layer ``l`` (1-based), :func:`bias_drive`."""
@@ -256,11 +272,23 @@ def init_network(config, dtype=np.float64) -> Network:
             layers.append((kind.param_shapes(pre, post, **opts)["weight"], bias_shape(post), kind.fan_in(pre, post, **opts)))
         if config.model.output == "ce":
             layers.append(((arch[-1], arch[-2]), (arch[-1],), arch[-2]))
-    weights, biases = [], []
-    for w_shape, b_shape, fan_in in layers:
+    weights, biases, buffers = [], [], []
+    for l, (w_shape, b_shape, fan_in) in enumerate(layers, start=1):
         k = config.model.init_scale / np.sqrt(fan_in)
+        kind = CONNECTIONS.get(spec.connections[l - 1].kind) if spec is not None and l <= len(spec.connections) else None
+        if kind is not None and hasattr(kind, "draw_buffers"):  # masks from their own stream, then the kind's own init
+            c = spec.connections[l - 1]
+            pre, post, opts = spec.layer(c.pre).shape, spec.layer(c.post).shape, spec.options(c)
+            bufs = kind.draw_buffers(pre, post, rng_streams(seed, "mask", l), **opts)
+            weights.append(kind.init_weight(pre, post, bufs, rng, config.model.init_scale, **opts))
+            bias = rng.uniform(-k, k, b_shape)
+            biases.append(bias if opts.get("soma_bias", True) else np.zeros(b_shape))
+            buffers.append(bufs)
+            continue
         weights.append(rng.uniform(-k, k, w_shape))
         biases.append(rng.uniform(-k, k, b_shape))
+        buffers.append({})
     dts = sample_network_dts(config, arch, rng_streams(seed, "dt"))
-    net = Network(weights, biases, dts, config.model.form, config.model.activation, config.model.output, spec=spec)
+    net = Network(weights, biases, dts, config.model.form, config.model.activation, config.model.output, spec=spec,
+                  buffers=buffers)
     return net.astype(dtype)

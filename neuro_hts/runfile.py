@@ -89,6 +89,10 @@ def save_run(path: str | Path, state: RunState) -> Path:
                 g.create_dataset("weight", data=w)
                 g.create_dataset("bias", data=b)
                 g.create_dataset("dt", data=d)
+                if net.buffers[i - 1]:  # fixed, untrained arrays of the connection (dendritic masks)
+                    gb = g.create_group("buffers")
+                    for k, a in net.buffers[i - 1].items():
+                        gb.create_dataset(k, data=a)
             hist = f.create_group("history")
             for k in HISTORY_KEYS:
                 hist.create_dataset(k, data=np.asarray(state.history.get(k, []), dtype=np.float64))
@@ -114,16 +118,17 @@ def load_run(path: str | Path) -> RunState:
         except ConfigError as exc:
             raise RunFileError(f"{path}: invalid stored config: {exc}") from None
         L = len(config.model.arch) - 1
-        weights, biases, dts = [], [], []
+        weights, biases, dts, buffers = [], [], [], []
         for i in range(1, L + 1):
             g = f["layers"][str(i)]
             weights.append(np.array(g["weight"]))
             biases.append(np.array(g["bias"]))
             dts.append(np.array(g["dt"]))
+            buffers.append({k: np.array(v) for k, v in g["buffers"].items()} if "buffers" in g else {})
         la = f["layers"].attrs
         try:
             net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]),
-                          spec=network_spec(config))
+                          spec=network_spec(config), buffers=buffers)
         except ValueError as exc:
             raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
         if net.arch != config.model.arch:

@@ -43,10 +43,12 @@ then a dense connection from ``h1`` (read as 36 values: the flatten) to a layer 
 
 Kinds come from the registries (:data:`neuro_hts.connections.CONNECTIONS`,
 :data:`neuro_hts.costs.COSTS`); a new kind is accepted here the moment it registers. The
-reference engines (NumPy backend, float arithmetic) run a chain of symmetric connections,
-conv2d ones then dense ones, with one cost on a top layer of shape [n]
+reference engines (NumPy backend, float arithmetic) run a chain of connections,
+conv2d ones then dense ones, or dendritic ones (non-symmetric: docs/DENDRITIC.md), with
+one cost on a top layer of shape [n]
 (:meth:`NetworkSpec.chain_violations` names the rule a network breaks); the fast and
-fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`). What an
+fixed-point paths run dense chains only (:meth:`NetworkSpec.dense_violations`), except
+that the Numba backend also runs dendritic chains (its own kernels). What an
 engine cannot run is refused with that reason, never approximated.
 """
 
@@ -210,7 +212,9 @@ class NetworkSpec:
 
     def options(self, c: ConnectionSpec) -> dict:
         """Connection ``c``'s options checked against its layers' shapes, defaults filled in (ConfigError otherwise)."""
-        return CONNECTIONS.get(c.kind).check(dict(c.options), self.layer(c.pre).shape, self.layer(c.post).shape, c.where)
+        kind = CONNECTIONS.get(c.kind)
+        opts = kind.check(dict(c.options), self.layer(c.pre).shape, self.layer(c.post).shape, c.where)
+        return kind.place(opts, c.pre == self.layers[0].name, c.where)
 
     def chain_violations(self, activation: str) -> list[str]:
         """Why the reference engines cannot run this network (empty: they can).

@@ -67,11 +67,12 @@ def evaluate(backend, net: Network, x: np.ndarray, labels: np.ndarray, t1: int, 
 
 
 def _load_data(config: Config):
-    from .data import load_recorded_dataset
+    from .data import load_recorded_dataset, normalize
 
     d = config.data
     images = len(config.model.spec.layers[0].shape) == 3  # an image input layer: keep (N, C, H, W)
-    return load_recorded_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test, images=images)
+    return normalize(load_recorded_dataset(d.dataset, d.data_dir, n_train=d.n_train, n_test=d.n_test, images=images),
+                     d.normalize)
 
 
 def _mark_diverged(out: Path, reason: str) -> DivergenceError:

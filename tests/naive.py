@@ -260,3 +260,20 @@ def conv2d_apply_T(W, u, r_pre, stride=1, padding=0, pool="none", pool_size=2, p
                                 if 0 <= yy < H and 0 <= xx < Wd:
                                     out[b, c, yy, xx] += W[o, c, i, j] * zu[b, o, y, x]
     return out
+
+
+def dendritic_branches(W, M, c, v, n_branches, scale=1.0):
+    """scale * (1/K) sum_b max(0, sum_k W[j K + b, k] M[j K + b, k] v[k] + c[j K + b]), by loops (c None: no bias)."""
+    B, (rows, n_in) = v.shape[0], W.shape
+    n_soma = rows // n_branches
+    out = np.zeros((B, n_soma))
+    for s in range(B):
+        for j in range(n_soma):
+            tot = 0.0
+            for b in range(n_branches):
+                r = j * n_branches + b
+                p = sum(W[r, k] * (1.0 if M is None else M[r, k]) * v[s, k] for k in range(n_in))
+                p += 0.0 if c is None else c[r]
+                tot += max(0.0, p)
+            out[s, j] = scale * tot / n_branches
+    return out

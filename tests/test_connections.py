@@ -13,8 +13,9 @@ import naive
 import numpy as np
 import pytest
 
-from neuro_hts.connections import CONNECTIONS, Conv2d, Dense
+from neuro_hts.connections import CONNECTIONS, Conv2d, Dense, LinearConnection
 from neuro_hts.costs import COSTS, MSE, SoftmaxReadout
+from neuro_hts.dendritic import Dendritic
 
 EPS = 1e-6
 
@@ -36,6 +37,16 @@ def _conv(pre, c_out, k, **opts):
     return make
 
 
+def _dendritic(**opts):
+    def make(rng):
+        pre, post = (5,), (4,)
+        o = Dendritic.check({"basal_branches": 3, "apical_branches": 2, "branch_sparsity": 0.6, **opts}, pre, post, "t")
+        o = Dendritic.place(o, False, "t")
+        bufs = Dendritic.draw_buffers(pre, post, rng, **o)
+        return Dendritic.build(Dendritic.init_weight(pre, post, bufs, rng, 2.0, **o), pre, post, buffers=bufs, **o), pre, post
+    return make
+
+
 #: case -> factory(rng) -> (connection, pre shape, post shape); every kind needs at least one
 EXAMPLES = {
     "dense": _dense,
@@ -45,6 +56,9 @@ EXAMPLES = {
     "conv2d-avg": _conv((2, 6, 6), 3, 3, pool="avg", pool_size=2),
     "conv2d-max": _conv((2, 6, 6), 3, 3, pool="max", pool_size=2),
     "conv2d-max-overlap-pad1": _conv((1, 6, 6), 2, 3, padding=1, pool="max", pool_size=3, pool_stride=2),
+    "dendritic": _dendritic(),
+    "dendritic-dense-apical": _dendritic(apical_dense=True, apical_scale=0.7),
+    "dendritic-no-apical": _dendritic(apical=False),
 }
 CASES = list(EXAMPLES)
 
@@ -61,6 +75,10 @@ NAIVE = {
               lambda c, u, r: naive.dense_apply_T(c.weight, u).reshape(len(u), *c.pre_shape)),
     "conv2d": (lambda c, v: _naive_conv(c, naive.conv2d_apply, v),
                lambda c, u, r: _naive_conv(c, naive.conv2d_apply_T, u, r)),
+    # dendritic: basal branches of post, and the feedback: apical branches of pre (zeros without them)
+    "dendritic": (lambda c, v: naive.dendritic_branches(c.basal_weight, c.basal_mask, c.basal_bias, v, c.kb),
+                  lambda c, u, r: (naive.dendritic_branches(c.apical_weight, c.apical_mask, None, u, c.ka, c.scale)
+                                   if c.apical else np.zeros((len(u), c.n_in)))),
 }
 
 
@@ -114,9 +132,15 @@ def test_drives_and_param_grads_are_finite_differences_of_phi(case):
     assert _argmax_margin(conn, r_pre) > 1e-4  # away from argmax ties
     total = lambda: float(conn.phi(r_pre, r_post).sum())  # noqa: E731
     assert conn.phi(r_pre, r_post).shape == (3,)
-    np.testing.assert_allclose(conn.drive_post(r_pre), _fd(total, r_post), rtol=1e-7, atol=1e-8)
+    # each layer's drive is d / d r of its own primitive's term (symmetric: phi_post = phi_pre = phi)
+    post_term = lambda: float(conn.phi_post(r_pre, r_post).sum())  # noqa: E731
+    pre_term = lambda: float(conn.phi_pre(r_pre, r_post).sum())  # noqa: E731
+    np.testing.assert_allclose(conn.drive_post(r_pre), _fd(post_term, r_post), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(conn.feedback(r_post, r_pre), _fd(pre_term, r_pre), rtol=1e-7, atol=1e-8)
     if conn.symmetric:
         np.testing.assert_allclose(conn.drive_pre(r_post, r_pre), _fd(total, r_pre), rtol=1e-7, atol=1e-8)
+    else:
+        np.testing.assert_allclose(conn.phi(r_pre, r_post), conn.phi_post(r_pre, r_post) + conn.phi_pre(r_pre, r_post))
     grads = conn.param_grad(r_pre, r_post)
     assert set(grads) == set(conn.params())
     for name, p in conn.params().items():
@@ -135,6 +159,14 @@ def test_vjp_is_the_finite_difference_of_the_drive(case):
     np.testing.assert_allclose(g_pre, _fd(total, r_pre), rtol=1e-7, atol=1e-8)
     for name, p in conn.params().items():
         np.testing.assert_allclose(g_params[name], _fd(total, p), rtol=1e-7, atol=1e-8)
+    if not conn.symmetric:  # own feedback weights: the vjp of the feedback too
+        r_post, g_fb = rng.uniform(0, 1, (3, *post)), rng.normal(size=(3, *pre))
+        fb_total = lambda: float(np.sum(g_fb * conn.feedback(r_post, r_pre)))  # noqa: E731
+        g_v, g_u, g_par = conn.feedback_vjp(r_post, r_pre, g_fb)
+        np.testing.assert_allclose(g_v, _fd(fb_total, r_post), rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(g_u, _fd(fb_total, r_pre), rtol=1e-7, atol=1e-8)
+        for name, p in conn.params().items():
+            np.testing.assert_allclose(g_par[name], _fd(fb_total, p), rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -144,6 +176,11 @@ def test_products_equal_the_naive_loops(case):
     v, u, r = rng.normal(size=(3, *pre)), rng.normal(size=(3, *post)), rng.uniform(0, 1, (3, *pre))
     apply, apply_T = NAIVE[conn.kind]
     np.testing.assert_allclose(conn.drive_post(v), apply(conn, v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conn.feedback(u, r), apply_T(conn, u, r), rtol=1e-12, atol=1e-12)
+    if not isinstance(conn, LinearConnection):  # branch ReLUs: no linear map, no adjoint identity
+        assert np.abs(conn.drive_post(v)).max() > 1e-2
+        assert np.abs(conn.feedback(u, r)).max() > 1e-2 or not conn.apical
+        return
     np.testing.assert_allclose(conn.drive_pre(u, r), apply_T(conn, u, r), rtol=1e-12, atol=1e-12)
     # the adjoint identity <u, A(r) v> = <A(r)^T u, v> with one context for both sides
     ctx = conn.context(r)

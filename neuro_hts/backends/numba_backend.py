@@ -789,6 +789,13 @@ def _ep_gradients_kernel(x, y, Ws, bs, states_a, states_b, beta_a, beta_b, energ
 # public wrapper
 
 
+def _dendritic(net):
+    """The dendritic path's module when ``net`` has dendritic connections (neuro_hts.backends.numba_dendritic), else None."""
+    from . import numba_dendritic
+
+    return numba_dendritic if numba_dendritic.handles(net) else None
+
+
 class NumbaBackend:
     """Fused Numba kernels with BLAS matrix products; float32 (default) or float64.
 
@@ -862,6 +869,10 @@ class NumbaBackend:
         """Why the fused kernels cannot run ``net`` (empty: they can): they run dense chains of [n] layers."""
         if getattr(net, "is_dense", True):
             return []
+        from . import numba_dendritic
+
+        if numba_dendritic.handles(net):  # dendritic connections: their own kernels
+            return numba_dendritic.reasons(net)
         return ["backend 'numba' runs dense chains of [n] layers only (conv2d and C x H x W layers: backend 'numpy')"]
 
     def _network(self, net):
@@ -902,6 +913,8 @@ class NumbaBackend:
     # --- the interface ----------------------------------------------------------------
     def input_drive(self, net, x) -> np.ndarray:
         """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
+        if not getattr(net, "is_dense", True) and _dendritic(net):
+            return _dendritic(net).input_drive(self, net, x)
         energy, act, _, Ws, bs, _ = self._network(net)
         x = self._x(net, x)
         B, n0 = x.shape
@@ -915,6 +928,9 @@ class NumbaBackend:
     def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, *, gamma=1.0, clamp="none",
               anchor=None, coe=0.0, tol=None, status_tol=1e-3) -> RelaxResult:
         """Up to ``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
+        if not getattr(net, "is_dense", True) and _dendritic(net):
+            return _dendritic(net).relax(self, net, x, n_steps, states, y, beta, drive1, gamma=gamma, clamp=clamp,
+                                         anchor=anchor, coe=coe, tol=tol, status_tol=status_tol)
         energy, act, ce, Ws, bs, dts = self._network(net)
         x = self._x(net, x)
         B = x.shape[0]
@@ -960,6 +976,8 @@ class NumbaBackend:
 
     def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b):
         """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""
+        if not getattr(net, "is_dense", True) and _dendritic(net):
+            return _dendritic(net).ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b)
         energy, act, ce, Ws, bs, _ = self._network(net)
         x = self._x(net, x)
         B = x.shape[0]

@@ -7,6 +7,8 @@ The rule name of a violation is its function name without ``check_``.
 
 Rules (see :data:`RULES`):
 
+* ``branch_dendrites``: no Lava process exists for branch dendrites, so a network with a
+  ``dendritic`` connection is refused (checked first; the other rules are not run on it);
 * ``dense_chain``: this version deploys chains of dense connections between [n] layers;
   a conv2d connection or a C x H x W layer is refused here (the other rules read dense
   layers, so they are not run on such a network);
@@ -33,6 +35,7 @@ from .target import HardwareTarget
 __all__ = [
     "Violation",
     "RULES",
+    "check_branch_dendrites",
     "check_dense_chain",
     "check_decay_range",
     "check_layer_size",
@@ -154,6 +157,16 @@ def check_graded_spikes(network: Network, target: HardwareTarget) -> list[Violat
     )]
 
 
+def check_branch_dendrites(network: Network, target: HardwareTarget | None = None) -> list[Violation]:
+    """Dendritic connections (masked ReLU branches, own apical weights) have no Lava process and no fixed-point form."""
+    spec = getattr(network, "spec", None)
+    layers = [l for l, c in enumerate(spec.connections, start=1) if c.kind == "dendritic"] if spec is not None else []
+    if not layers:
+        return []
+    return [Violation("branch_dendrites", layers[0], f"no Lava process exists for branch dendrites: dendritic "
+                      f"connection(s) into layer(s) {layers} cannot be quantized or deployed")]
+
+
 def check_dense_chain(network: Network, target: HardwareTarget) -> list[Violation]:
     """Conv2d connections and C x H x W layers have no fixed-point form yet (issue 11, a later slice)."""
     if getattr(network, "is_dense", True):
@@ -165,6 +178,7 @@ def check_dense_chain(network: Network, target: HardwareTarget) -> list[Violatio
 
 #: name -> rule, in the order they run.
 RULES = {
+    "branch_dendrites": check_branch_dendrites,
     "dense_chain": check_dense_chain,
     "decay_range": check_decay_range,
     "layer_size": check_layer_size,
@@ -176,11 +190,11 @@ RULES = {
 
 def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: bool = False) -> list[Violation]:
     """All violations of all rules (empty list: deployable). ``profile_mode`` skips ``decay_profiles``."""
-    out: list[Violation] = check_dense_chain(network, target)
+    out: list[Violation] = check_branch_dendrites(network, target) or check_dense_chain(network, target)
     if out:  # the other rules read dense layers
         return out
     for name, rule in RULES.items():
-        if name == "dense_chain":
+        if name in ("branch_dendrites", "dense_chain"):
             continue
         if profile_mode and name == "decay_profiles":
             continue

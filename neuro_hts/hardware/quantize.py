@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..network import Network
-from .drc import check_dense_chain, core_slices, run_design_rules
+from .drc import check_branch_dendrites, check_dense_chain, core_slices, run_design_rules
 from .fixed_point import dequantize, dt_to_decay, quantize_weights
 from .target import HardwareTarget
 
@@ -188,7 +188,8 @@ def quantize_network(
     """
     if rounding not in ("nearest", "stochastic"):
         raise ConfigError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
-    dense = check_dense_chain(network, target)  # whatever check_rules says: nothing else quantizes a CNN
+    # whatever check_rules says: nothing else quantizes a CNN or branch dendrites
+    dense = check_branch_dendrites(network, target) or check_dense_chain(network, target)
     if dense:
         raise ConfigError("design rules violated: " + "; ".join(map(str, dense)))
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
