@@ -299,7 +299,7 @@ def test_quantize_and_deploy_refuse_a_dendritic_run_with_the_branch_dendrites_ru
         quantize_network(net, target, rounding="nearest")
     toml = _digits_toml(tmp_path)
     run = tmp_path / "d.h5"
-    code, _, err = run_cli(["train", "--config", str(toml), "--epochs", "1", "--n-train", "40", "--n-test", "20",
+    code, _, err = run_cli(["train", "--config", str(toml), "--epochs", "1", "--n-train", "40", "--batch-size", "20", "--n-test", "20",
                             "--t1", "5", "--t2", "2", "--out", str(run)])
     assert code == 0, err
     code, _, err = run_cli(["quantize", str(run), "--target", "loihi2", "--out", str(tmp_path / "b.h5")])
