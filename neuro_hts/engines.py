@@ -187,7 +187,11 @@ ENGINES.register_lazy("fixed", "neuro_hts.hardware.fixed_engine:FixedEngine",
 
 
 def make_engine(config, optimizer) -> Engine:
-    """The engine of ``config.train.arith`` around ``optimizer``."""
+    """The engine of ``config.train.arith`` around ``optimizer`` (fixed arith on backend 'lava': Lava training)."""
+    if config.train.arith == "fixed" and config.train.backend == "lava":
+        from .lava.learning import LavaFixedEngine
+
+        return LavaFixedEngine(config, optimizer)
     return ENGINES.get(config.train.arith)(config, optimizer)
 
 
