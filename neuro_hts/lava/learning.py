@@ -243,6 +243,25 @@ class LavaFixedEngine(FixedEngine):
         if not self.integer_sgd:
             raise ConfigError("--backend lava trains with the integer SGD update: use --optimizer sgd (no momentum)")
 
+    @staticmethod
+    def _import_lava() -> None:
+        """Import Lava now: it fixes multiprocessing's start method on import and refuses if
+        something else (a tqdm bar) fixed it first, so before the training loop's progress bars."""
+        from neuro_hts.lava import import_lava
+        from neuro_hts.lava.proc import ep  # noqa: F401
+
+        import_lava()
+
+    def prepare(self, net) -> bool:
+        """:meth:`FixedEngine.prepare`, then import Lava (after every check: a refused run never imports it)."""
+        out = super().prepare(net)
+        self._import_lava()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._import_lava()
+
     def supports(self, net, algorithm) -> list[str]:
         reasons = super().supports(net, algorithm)
         if getattr(algorithm, "name", "") != "ep":

@@ -1,0 +1,215 @@
+"""EP learning inside Lava (neuro_hts.lava.learning, neuro_hts.lava.proc.ep).
+
+* bit-exactness per batch: the integer weights and biases a Lava run keeps after EVERY
+  batch equal those of the Numba fixed-point engine (FixedEngine.train_step) on the same
+  batches, for 3 random networks (2 and 3 layers, both activations), one-sided and
+  symmetric nudging, nearest and stochastic rounding, a short last batch;
+* ``neuro-hts train --arith fixed --target loihi2 --backend lava`` on an MNIST subset gives
+  the run file of ``--backend numba`` with the same flags (weights, biases, history);
+* Ctrl-C stops a Lava training run (exit 130, no process left), and the resumed run equals
+  an uninterrupted Numba run;
+* refused configurations are one line, exit 2, and never import Lava here.
+
+Everything that imports Lava runs in an isolated child interpreter with a hard timeout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuro_hts.data import DATA_DIR_ENV
+from neuro_hts.runfile import HISTORY_KEYS, load_run
+from neuro_hts.testing import ISOLATED_SESSIONS, leftover_processes, run_isolated, run_script
+
+requires_lava = pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc is not installed")
+pytestmark = [requires_lava]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PER_BATCH_SCRIPT = r"""
+import copy, json, sys
+import numpy as np
+from neuro_hts.algorithms import make_algorithm
+from neuro_hts.config import Config
+from neuro_hts.hardware.fixed_engine import FixedEngine
+from neuro_hts.learning import make_optimizer
+from neuro_hts.network import init_network
+from neuro_hts.lava.learning import train_lava
+
+out = []
+for case in json.loads(sys.argv[1]):
+    arch, B, N = case["arch"], case["B"], case["N"]
+    cfg = Config.from_dict({"model": {"arch": arch, "activation": case["act"]},
+        "dt": {"dist": "lognormal", "mean": 0.3, "std": 0.1, "dt_min": 0.01, "dt_max": 0.9, "layers": "all"},
+        "train": {"arith": "fixed", "target": "loihi2", "optimizer": "sgd", "lr": case["lr"], "batch_size": B,
+                  "t1": case["t1"], "t2": case["t2"], "beta": case["beta"], "nudging": case["nudging"],
+                  "update_rounding": case["rounding"], "seed": case["seed"], "epochs": 1}})
+    eng = FixedEngine(cfg, make_optimizer(cfg.train, len(arch) - 1))
+    net = init_network(cfg, np.float32)
+    eng.prepare(net)
+    start = eng.bundle(net)
+    rng = np.random.default_rng(case["seed"] + 100)
+    x = rng.random((N, arch[0])).astype(np.float32)
+    y = np.eye(arch[-1], dtype=np.float32)[rng.integers(0, arch[-1], N)]
+    alg = make_algorithm(cfg)
+    round_rng = np.random.default_rng([case["seed"], 7])
+    lava_rng = copy.deepcopy(round_rng)
+    numba = []
+    for s in range(0, N, B):
+        eng.train_step(net, x[s:s + B], y[s:s + B], alg, None, round_rng)
+        numba.append([(np.array(lb.weight_mantissa), np.array(lb.bias)) for lb in eng.bundle(net).layers])
+    r = train_lava(start, x, y, batch_size=B, t1=case["t1"], t2=case["t2"], beta=case["beta"],
+                   nudging=case["nudging"], lrs=eng.inner.lrs, rounding=case["rounding"], rng=lava_rng,
+                   record_weights=True)
+    res = dict(batches=len(numba), equal=[], changed=[], final_equal=True)
+    prev = [(np.array(lb.weight_mantissa), np.array(lb.bias)) for lb in start.layers]
+    for bi, layers in enumerate(numba):
+        res["equal"].append([bool(np.array_equal(r.weight_history[l][bi], w) and np.array_equal(r.bias_history[l][bi], b))
+                             for l, (w, b) in enumerate(layers)])
+        res["changed"].append([int(np.sum(w != pw)) for (w, _), (pw, _) in zip(layers, prev)])
+        prev = layers
+    res["final_equal"] = all(np.array_equal(m, w) and np.array_equal(c, b)
+                             for m, c, (w, b) in zip(r.mantissas, r.biases, numba[-1]))
+    res["lava_rng_untouched"] = lava_rng.bit_generator.state == copy.deepcopy(np.random.default_rng([case["seed"], 7])).bit_generator.state
+    res["top_shape"] = list(r.top_free.shape)
+    out.append(res)
+print("RESULT " + json.dumps(out))
+"""
+
+CASES = [
+    dict(arch=[6, 5, 3], act="hard_sigmoid", lr=[0.5], B=3, N=15, t1=8, t2=4, beta=0.5, nudging="one-sided",
+         rounding="nearest", seed=0),
+    dict(arch=[7, 6, 5, 4], act="sigmoid4", lr=[0.4, 0.3, 0.2], B=3, N=16, t1=8, t2=3, beta=0.5, nudging="symmetric",
+         rounding="stochastic", seed=1),
+    dict(arch=[5, 8, 3], act="hard_sigmoid", lr=[0.3], B=2, N=11, t1=6, t2=4, beta=0.8, nudging="one-sided",
+         rounding="stochastic", seed=2),
+]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(400)
+def test_lava_weights_equal_the_numba_fixed_engine_after_every_batch(tmp_path):
+    res = run_script(tmp_path, PER_BATCH_SCRIPT, json.dumps(CASES), timeout=380)
+    assert len(res) == len(CASES)
+    for case, r in zip(CASES, res):
+        assert r["batches"] == -(-case["N"] // case["B"]) >= 5
+        n_layers = len(case["arch"]) - 1
+        assert r["equal"] == [[True] * n_layers] * r["batches"], (case, r)
+        assert r["final_equal"] and r["lava_rng_untouched"]
+        assert r["top_shape"] == [case["N"], case["arch"][-1]]
+        # non-trivial: every layer's integer weights moved during the run, most batches change some
+        assert all(sum(col) > 0 for col in zip(*r["changed"])), r["changed"]
+        assert sum(sum(c) > 0 for c in r["changed"]) >= r["batches"] - 1, r["changed"]
+
+
+def _mnist_root() -> str:
+    for root in (os.environ.get(DATA_DIR_ENV), "/work/shared/data"):
+        if root and (Path(root) / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+            return root
+    pytest.skip(f"MNIST files not available (set {DATA_DIR_ENV})")
+
+
+def _train_child(*argv, timeout=300):
+    return run_isolated([sys.executable, "-m", "neuro_hts", "--no-progress", "train", *argv], cwd=str(ROOT),
+                        timeout=timeout)
+
+
+def _same_runs(a, b):
+    for x, y in zip(a.network.weights + a.network.biases, b.network.weights + b.network.biases, strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+    for k in HISTORY_KEYS:
+        if k != "epoch_seconds":
+            assert a.history[k] == b.history[k], k
+    assert [int(e) for e in a.optimizer_state["weight_exponent"]] == [int(e) for e in b.optimizer_state["weight_exponent"]]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(400)
+def test_cli_train_backend_lava_equals_numba_on_an_mnist_subset(tmp_path):
+    data = _mnist_root()
+    common = ["--dataset", "mnist", "--data-dir", data, "--arch", "784-24-10", "--n-train", "60", "--n-test", "100",
+              "--arith", "fixed", "--target", "loihi2", "--optimizer", "sgd", "--lr", "0.2", "--batch-size", "10",
+              "--t1", "16", "--t2", "4", "--beta", "0.5", "--nudging", "symmetric", "--epochs", "1", "--seed", "4"]
+    res = _train_child(*common, "--backend", "lava", "--out", str(tmp_path / "lava.h5"), timeout=380)
+    assert res.returncode == 0, res.stderr
+    assert "Lava training: 60 samples (6 batches)" in res.stderr
+    from neuro_hts import cli
+
+    assert cli.main(["--no-progress", "train", *common, "--backend", "numba", "--out", str(tmp_path / "numba.h5")]) == 0
+    a, b = load_run(tmp_path / "lava.h5"), load_run(tmp_path / "numba.h5")
+    assert a.config.train.backend == "lava" and b.config.train.backend == "numba"
+    _same_runs(a, b)
+    start = load_run(tmp_path / "numba.h5")  # the weights moved: 6 batches of real updates
+    assert a.history["train_loss"][0] > 0 and np.abs(start.network.weights[0]).max() > 0
+
+
+DIGITS = ["--config", "models/digits.toml", "--n-train", "60", "--n-test", "60", "--arith", "fixed", "--target",
+          "loihi2", "--optimizer", "sgd", "--lr", "0.2", "--t1", "12", "--t2", "4", "--seed", "6"]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(500)
+def test_ctrl_c_stops_lava_training_and_the_resumed_run_equals_numba(tmp_path):
+    run = tmp_path / "lava.h5"
+    res = _train_child(*DIGITS, "--backend", "lava", "--epochs", "1", "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neuro_hts", "--no-progress", "train", "--resume", str(run), "--epochs", "3"],
+        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ISOLATED_SESSIONS.append(proc.pid)
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=200)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 130, err
+    assert "neuro-hts: interrupted; the last epoch checkpoint is kept" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while leftover_processes()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_processes()[0] == []
+    assert load_run(run).epochs_completed == 1
+    res = _train_child("--resume", str(run), "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    from neuro_hts import cli
+
+    straight = tmp_path / "numba.h5"
+    assert cli.main(["--no-progress", "train", *DIGITS, "--backend", "numba", "--epochs", "2", "--out", str(straight)]) == 0
+    a, b = load_run(run), load_run(straight)
+    assert a.epochs_completed == b.epochs_completed == 2
+    _same_runs(a, b)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arith", "float"], "backend 'lava' trains in fixed point only"),
+    (["--optimizer", "adam"], "--backend lava trains with the integer SGD update"),
+    (["--nudging", "random-sign"], "backend 'lava' supports nudging one-sided or symmetric"),
+    (["--t1-tol", "0.01"], "no t1_tol"),
+])
+def test_refused_lava_training_is_one_line_exit_2(run_cli, tmp_path, argv, message, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    args = ["train", *DIGITS, "--backend", "lava", "--epochs", "1", "--out", str(tmp_path / "r.h5"), *argv]
+    code, out, err = run_cli(args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_lava_never_imported_here():
+    """Runs last in this module: the refusals above did not import Lava into pytest."""
+    assert leftover_processes() == ([], [])
+    assert [m for m in sys.modules if m == "lava" or m.startswith("lava.")] == []
