@@ -77,8 +77,7 @@ def main(argv=None) -> int:
 
     marks = []
     t0 = time.perf_counter()
-    r = train_lava(start, x, y, batch_size=args.batch, t1=args.t1, t2=args.t2, beta=args.beta, nudging=args.nudging,
-                   lrs=eng.inner.lrs, rounding=args.rounding, rng=copy.deepcopy(rng), chunk=1,
+    r = train_lava(start, x, y, batch_size=args.batch, algorithm=alg, lrs=eng.inner.lrs, rounding=args.rounding, rng=copy.deepcopy(rng), chunk=1,
                    progress=lambda done: marks.append((done, time.perf_counter())))
     lava_wall = time.perf_counter() - t0
 

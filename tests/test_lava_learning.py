@@ -53,7 +53,9 @@ for case in json.loads(sys.argv[1]):
         "dt": {"dist": "lognormal", "mean": 0.3, "std": 0.1, "dt_min": 0.01, "dt_max": 0.9, "layers": "all"},
         "train": {"arith": "fixed", "target": "loihi2", "optimizer": "sgd", "lr": case["lr"], "batch_size": B,
                   "t1": case["t1"], "t2": case["t2"], "beta": case["beta"], "nudging": case["nudging"],
-                  "update_rounding": case["rounding"], "seed": case["seed"], "epochs": 1}})
+                  "update_rounding": case["rounding"], "seed": case["seed"], "epochs": 1,
+                  "algorithm": case.get("algorithm", "ep")},
+        "chl": case.get("chl", {}), "adapt": case.get("adapt", {})})
     eng = FixedEngine(cfg, make_optimizer(cfg.train, len(arch) - 1))
     net = init_network(cfg, np.float32)
     eng.prepare(net)
@@ -68,9 +70,8 @@ for case in json.loads(sys.argv[1]):
     for s in range(0, N, B):
         eng.train_step(net, x[s:s + B], y[s:s + B], alg, None, round_rng)
         numba.append([(np.array(lb.weight_mantissa), np.array(lb.bias)) for lb in eng.bundle(net).layers])
-    r = train_lava(start, x, y, batch_size=B, t1=case["t1"], t2=case["t2"], beta=case["beta"],
-                   nudging=case["nudging"], lrs=eng.inner.lrs, rounding=case["rounding"], rng=lava_rng,
-                   record_weights=True)
+    r = train_lava(start, x, y, batch_size=B, algorithm=alg, lrs=eng.inner.lrs, rounding=case["rounding"],
+                   rng=lava_rng, record_weights=True)
     res = dict(batches=len(numba), equal=[], changed=[], final_equal=True)
     prev = [(np.array(lb.weight_mantissa), np.array(lb.bias)) for lb in start.layers]
     for bi, layers in enumerate(numba):
@@ -110,6 +111,30 @@ def test_lava_weights_equal_the_numba_fixed_engine_after_every_batch(tmp_path):
         # non-trivial: every layer's integer weights moved during the run, most batches change some
         assert all(sum(col) > 0 for col in zip(*r["changed"])), r["changed"]
         assert sum(sum(c) > 0 for c in r["changed"]) >= r["batches"] - 1, r["changed"]
+
+
+PHASE_CASES = [
+    # CHL: feedback gain, clamp delay, clamped phase from the free states
+    dict(arch=[6, 7, 3], act="hard_sigmoid", lr=[0.05], B=3, N=15, t1=8, t2=5, beta=0.5, nudging="one-sided",
+         rounding="stochastic", seed=3, algorithm="chl", chl=dict(gamma=0.5, clamp_delay=2, start="free")),
+    # CHL from zeros, adjusted adaptation: the clamped output held, every layer mixed toward its free state
+    dict(arch=[5, 6, 4, 3], act="sigmoid4", lr=[0.4], B=2, N=10, t1=8, t2=4, beta=0.5, nudging="one-sided",
+         rounding="nearest", seed=4, algorithm="chl", adapt=dict(steps=3, coe=0.25)),
+    # symmetric EP, adapted: four restores per block (free, nudged+, nudged-)
+    dict(arch=[6, 5, 3], act="hard_sigmoid", lr=[0.5], B=3, N=15, t1=8, t2=3, beta=0.5, nudging="symmetric",
+         rounding="stochastic", seed=5, adapt=dict(steps=4, coe=0.3)),
+]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(400)
+def test_chl_and_adjusted_adaptation_in_lava_equal_the_numba_fixed_engine_after_every_batch(tmp_path):
+    res = run_script(tmp_path, PER_BATCH_SCRIPT, json.dumps(PHASE_CASES), timeout=380)
+    for case, r in zip(PHASE_CASES, res, strict=True):
+        assert r["batches"] == -(-case["N"] // case["B"]) >= 5
+        assert r["equal"] == [[True] * (len(case["arch"]) - 1)] * r["batches"], (case, r)
+        assert r["final_equal"]
+        assert all(sum(col) > 0 for col in zip(*r["changed"])), r["changed"]
 
 
 def _mnist_root() -> str:
@@ -199,8 +224,8 @@ def test_ctrl_c_stops_lava_training_and_the_resumed_run_equals_numba(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--arith", "float"], "backend 'lava' trains in fixed point only"),
     (["--optimizer", "adam"], "--backend lava trains with the integer SGD update"),
-    (["--nudging", "random-sign"], "backend 'lava' supports nudging one-sided or symmetric"),
-    (["--t1-tol", "0.01"], "no t1_tol"),
+    (["--nudging", "random-sign"], "the Lava schedule is fixed for the whole run: random-sign nudging needs a random"),
+    (["--t1-tol", "0.01"], "runs every phase for its full steps (no tol)"),
 ])
 def test_refused_lava_training_is_one_line_exit_2(run_cli, tmp_path, argv, message, monkeypatch):
     monkeypatch.chdir(ROOT)

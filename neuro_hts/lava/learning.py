@@ -37,15 +37,12 @@ from neuro_hts.errors import ConfigError
 from neuro_hts.hardware.fixed_engine import FixedEngine
 from neuro_hts.hardware.fixed_learning import ROUNDINGS, LayerGrid, layer_multipliers
 from neuro_hts.hardware.quantize import DeployBundle
-from neuro_hts.lava.network import LAVA_ACCUMULATOR_BITS, MESSAGE_BITS, _deferred_interrupts  # noqa: F401
+from neuro_hts.lava.network import LAVA_ACCUMULATOR_BITS, _deferred_interrupts
+from neuro_hts.lava.schedule import lava_schedule
 
-__all__ = ["LavaTrainResult", "train_lava", "LavaFixedEngine", "LavaBackend", "LAVA_NUDGINGS"]
+__all__ = ["LavaTrainResult", "train_lava", "LavaFixedEngine", "LavaBackend"]
 
 logger = logging.getLogger(__name__)
-
-#: nudging kinds the Lava schedule has
-LAVA_NUDGINGS = ("one-sided", "symmetric")
-
 
 @dataclass(frozen=True)
 class LavaTrainResult:
@@ -72,6 +69,14 @@ class LavaTrainResult:
         return self.top_free.shape[0] / self.seconds if self.seconds > 0 else math.inf
 
 
+def _phases(algorithm):
+    """``(phases, contrast)`` of an algorithm whose phases do not depend on a random draw."""
+    try:
+        return algorithm.phases(None)
+    except ConfigError as exc:
+        raise ConfigError(f"the Lava schedule is fixed for the whole run: {exc}") from None
+
+
 def _grids(bundle: DeployBundle) -> list[LayerGrid]:
     ws = bundle.target.weights
     return [LayerGrid(int(lb.weight_exponent), ws.lsb, ws.max_int) for lb in bundle.layers]
@@ -92,31 +97,33 @@ def _check_int32(bundle: DeployBundle, x_max: int) -> None:
                                   f"(worst case {max(bound, bound << max(k, 0))} > {lim})")
 
 
-def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, t1: int, t2: int, beta: float, nudging: str = "one-sided",
-               lrs, rounding: str = "nearest", rng: np.random.Generator | None = None, record_weights: bool = False,
-               chunk: int | None = None, progress=None) -> LavaTrainResult:
+def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, rounding: str = "nearest",
+               rng: np.random.Generator | None = None, record_weights: bool = False, chunk: int | None = None,
+               progress=None) -> LavaTrainResult:
     """Train ``bundle`` in Lava (``fixed_pt``) on the rows of ``x`` in order, batches of ``batch_size``.
 
-    ``y``: (N, n_L) targets; ``lrs``: one learning rate per layer; ``rng``: the Generator
-    whose draws stochastic rounding uses, in the state the Numba engine's would be in
-    (``rng`` itself is not advanced). ``chunk``: batches per ``run()`` call (progress is
-    called with the samples done after each). Ctrl-C (SIGINT/SIGTERM) finishes the current
-    chunk, stops the runtime and raises KeyboardInterrupt.
+    ``algorithm``: an :mod:`neuro_hts.algorithms` algorithm (EP one-sided or symmetric,
+    CHL, either adapted) or a Plan: its phases become the block schedule
+    (:func:`~neuro_hts.lava.schedule.lava_schedule`). ``y``: (N, n_L) targets; ``lrs``:
+    one learning rate per layer; ``rng``: the Generator whose draws stochastic rounding
+    uses, in the state the Numba engine's would be in (``rng`` itself is not advanced).
+    ``chunk``: batches per ``run()`` call (progress is called with the samples done after
+    each). Ctrl-C (SIGINT/SIGTERM) finishes the current chunk, stops the runtime and raises
+    KeyboardInterrupt.
     """
     from neuro_hts.hardware.fixed_sim import FixedPointSimulator
 
     if not isinstance(bundle, DeployBundle):
         raise ConfigError("Lava training needs a DeployBundle")
     sim = FixedPointSimulator(bundle)  # validates form, output, activation
-    if nudging not in LAVA_NUDGINGS:
-        raise ConfigError(f"Lava training supports nudging {' or '.join(LAVA_NUDGINGS)}, got {nudging!r}")
     if rounding not in ROUNDINGS:
         raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
         raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
-    for name, v in (("t1", t1), ("t2", t2), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    phases, contrast = _phases(algorithm)
+    sched = lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter"))
     L = len(bundle.layers)
     lrs = tuple(float(v) for v in lrs)
     if len(lrs) != L:
@@ -126,10 +133,8 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, t1: int, t2: int,
     yf = np.asarray(y, dtype=np.float64)
     if yf.shape != (N, sim.sizes[-1]) or not np.isfinite(yf).all():
         raise ConfigError(f"y must be finite with shape ({N}, {sim.sizes[-1]}), got {yf.shape}")
-    symmetric = nudging == "symmetric"
     D, F, S = sim.decay_bits, sim.F, sim.S
-    ba = sim.fraction(beta, "beta")
-    bb = sim.fraction(-beta, "beta") if symmetric else 0
+    ba, bb = sched["beta_a"], sched["beta_b"]
     x_max = int(np.max(np.abs(x_int), initial=0))
     _check_int32(bundle, x_max)
     grids = _grids(bundle)
@@ -149,9 +154,7 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, t1: int, t2: int,
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from .proc.ep import block_length
-
-    block = block_length(int(t1), int(t2), symmetric)
+    block = sched["block"]
     widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D, input_bits=sim.input_bits,
                   state_bits=sim.state_bits)
     rng_param = None if rounding == "nearest" else (type(rng.bit_generator).__name__, rng.bit_generator.state)
@@ -161,13 +164,13 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, t1: int, t2: int,
     layers, conns = [], []
     for l, lb in enumerate(bundle.layers):
         layers.append(E.EPLayer(dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
-                                t_free=t1, t_nudge=t2, symmetric=symmetric, n_samples=N, nudged=l == L - 1,
-                                beta_a=ba, beta_b=bb, activation=bundle.activation, fixed=widths, name=f"layer{l + 1}"))
+                                schedule=sched, n_samples=N, top=l == L - 1, activation=bundle.activation,
+                                fixed=widths, name=f"layer{l + 1}"))
         learn = dict(lr=lrs[l], beta_a=ba, beta_b=bb, F=F, D=D, S=S, input_bits=sim.input_bits, grid=grids[l],
                      rounding=rounding, rng=rng_param, index=l, layers=shapes)
         conns.append(E.EPConnection(weights=np.asarray(lb.weight_mantissa, dtype=np.int64),
-                                    bias=np.asarray(lb.bias, dtype=np.int64), shift=int(sim.shifts[l]), t_free=t1,
-                                    t_nudge=t2, symmetric=symmetric, batches=starts, learn=learn,
+                                    bias=np.asarray(lb.bias, dtype=np.int64), shift=int(sim.shifts[l]), block=block,
+                                    j_a=sched["j_a"], j_b=sched["j_b"], batches=starts, learn=learn,
                                     record=record_weights, name=f"W{l + 1}"))
     for l in range(L):
         pre = inp.s_out if l == 0 else layers[l - 1].a_out
@@ -175,10 +178,11 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, t1: int, t2: int,
         conns[l].a_out.connect(layers[l].a_in)
         layers[l].a_out.connect(conns[l].post_in)
         if l > 0:
-            conns[l].b_out.connect(layers[l - 1].a_in)
+            conns[l].b_out.connect(layers[l - 1].d_in)
     ysrc = P.GradedSource(data=np.rint(yf * sim.one).astype(np.int64).T.copy(), steps_per_sample=block, name="y")
     ysrc.s_out.connect(layers[-1].y_in)
-    rec = P.StateRecorder(shape=sim.sizes[-1], n_records=N, steps_per_sample=block, record_step=int(t1), name="free_top")
+    rec = P.StateRecorder(shape=sim.sizes[-1], n_records=N, steps_per_sample=block, record_step=sched["free_end"],
+                          name="free_top")
     layers[-1].s_out.connect(rec.a_in)
 
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
@@ -264,13 +268,11 @@ class LavaFixedEngine(FixedEngine):
 
     def supports(self, net, algorithm) -> list[str]:
         reasons = super().supports(net, algorithm)
-        if getattr(algorithm, "name", "") != "ep":
-            reasons.append(f"backend 'lava' trains EP only, got {algorithm.name}")
-        else:
-            if algorithm.nudging not in LAVA_NUDGINGS:
-                reasons.append(f"backend 'lava' supports nudging {' or '.join(LAVA_NUDGINGS)}, got {algorithm.nudging}")
-            if algorithm.t1_tol is not None:
-                reasons.append("backend 'lava' runs the free phase for exactly t1 steps (no t1_tol)")
+        try:
+            phases, contrast = _phases(algorithm)
+            lava_schedule(phases, contrast)
+        except ConfigError as exc:
+            reasons.append(f"backend 'lava': {exc}")
         return reasons
 
     def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats:
@@ -288,8 +290,9 @@ class LavaFixedEngine(FixedEngine):
             raise ConfigError("backend 'lava' needs batches of train.batch_size samples (the last may be smaller)")
         yb = np.asarray(y, dtype=np.float64)[idx]
         r = train_lava(bundle, np.asarray(x, dtype=np.float64)[idx], yb, batch_size=self.tc.batch_size,
-                       t1=algorithm.t1, t2=algorithm.t2, beta=algorithm.beta, nudging=algorithm.nudging,
-                       lrs=self.inner.lrs, rounding=self.tc.update_rounding, rng=round_rng, chunk=max(1, 2000 // max(1, self.tc.batch_size)))
+                       algorithm=algorithm, lrs=self.inner.lrs, rounding=self.tc.update_rounding, rng=round_rng,
+                       chunk=max(1, 2000 // self.tc.batch_size))
+        free_steps = algorithm.free_phase().steps
         S = bundle.state_frac_bits
         for l, grid in enumerate(self.grids()):
             net.weights[l][...] = r.mantissas[l] * math.ldexp(1.0, grid.exponent)
@@ -303,7 +306,7 @@ class LavaFixedEngine(FixedEngine):
             res = r.residual[start:start + n]
             loss = float(0.5 * np.sum((top / one - yf) ** 2))
             correct = int((np.argmax(top, axis=1) == yf.argmax(axis=1)).sum())
-            yield BatchStats(loss, correct, n, res / one, algorithm.t1, relax_status(res, tol_int))
+            yield BatchStats(loss, correct, n, res / one, free_steps, relax_status(res, tol_int))
             start += n
 
 

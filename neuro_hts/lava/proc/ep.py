@@ -3,48 +3,47 @@
 Two Processes, each with a ``fixed_pt`` and a ``floating_pt`` ProcessModel (Loihi
 protocol, CPU):
 
-* :class:`EPLayer`: an :class:`~neuro_hts.lava.proc.hts.HTSLayer` whose block schedule has
-  the phases of one EP estimate and which records the free phase's last-step residual.
-  Its bias is 0: the layer's bias lives in its :class:`EPConnection` (the neuron's input
-  ``h = shift(W a) + b + shift(W'^T a')`` is the same integer sum).
+* :class:`EPLayer`: an :class:`~neuro_hts.lava.proc.hts.HTSLayer` that runs the phases of
+  one learning step in every block (a SCHEDULE, built on the host from the algorithm's
+  phases by :func:`neuro_hts.lava.schedule.lava_schedule`) and records the free phase's
+  last-step residual. Bottom-up input arrives on ``a_in``, top-down on ``d_in`` (so that
+  CHL's feedback gain can scale it alone). Its bias is 0: the layer's bias lives in its
+  :class:`EPConnection` (``h = shift(W a) + b + shift(W'^T a')`` is the same integer sum).
 * :class:`EPConnection`: ONE weight matrix ``W_l`` (and bias ``b_l``) used both ways, so
   the feedback stays the transpose of the forward weights while they learn::
 
-      a_out = shift_k(W_l a_pre) + b_l       -> layer l       (forward)
-      b_out = shift_k(W_l^T a_post)          -> layer l - 1   (feedback; unused for l = 1)
+      a_out = shift_k(W_l a_pre) + b_l       -> layer l       (forward, a_in)
+      b_out = shift_k(W_l^T a_post)          -> layer l - 1   (feedback, d_in; unused for l = 1)
 
   with ``shift_k`` the left shift (k >= 0) or FLOOR right shift (k < 0) of Lava's
   ``PyDenseModelBitAcc`` (``weight_exp = k = e - F + S``) and its one-step delay (what
   is received at step t is sent at step t + 1). It receives ``a_pre`` (the activation of
   layer l - 1, or the clamped input) and ``a_post`` (that of layer l) at the end of the two
-  phases of the estimate, accumulates the integer contrast of
+  phases of the contrast, accumulates the integer contrast of
   :func:`neuro_hts.hardware.fixed_learning.ep_contrast` over the batch and, at the last
   step of the batch's last sample, applies
   :func:`neuro_hts.hardware.fixed_learning.layer_update` (the Numba engine's own update)
   with :func:`~neuro_hts.hardware.fixed_learning.apply_weight_update` /
   :func:`~neuro_hts.hardware.fixed_learning.apply_bias_update`.
 
-Block schedule (``1 + t_free + t_nudge`` steps one-sided, ``2 + t_free + 2 t_nudge``
-symmetric), block step ``j`` of sample ``k``:
+Schedule (per block step ``j``; see :func:`neuro_hts.lava.schedule.lava_schedule`): a
+START step sets the state (to 0, or RESTORES a saved phase's final state) without an
+update and sends it, so that the next step's inputs are those of that state (block step 0
+is the first phase's start step, the LOAD step of the inference graph); an UPDATE step
+runs one synchronous step with its phase's nudge ``beta``, output ``clamp`` (target or
+hold), feedback gain ``gamma`` and mixing toward a saved ``anchor`` state with ``coe``, as
+:class:`~neuro_hts.hardware.fixed_sim.FixedPointSimulator` does. A phase that starts from
+the phase just before it continues without a start step.
 
-* ``j = 0``: LOAD (state 0, as in the inference graph);
-* ``1 <= j <= t_free``: free phase; at ``j = t_free`` every layer keeps its free state and
-  stores its residual ``max_i |s_i(j) - s_i(j - 1)|``;
-* ``t_free < j <= t_free + t_nudge``: nudged phase with ``beta_a`` (output layer);
-* symmetric only: ``j = R = 1 + t_free + t_nudge`` RESTORES the free state (no update; it
-  is sent, so that the next step's inputs are those of the free state), then
-  ``R < j <= R + t_nudge``: nudged phase with ``beta_b``.
-
-The contrast's phase ``a`` ends at ``j_a = t_free + t_nudge``; phase ``b`` is the free
-phase (``j_b = t_free``, one-sided) or the second nudged phase (``j_b = R + t_nudge``,
-symmetric). Stochastic rounding: every connection holds a Generator in the state the
-engine's ``round_rng`` had at the start, and at every update draws the SAME numbers as
+Stochastic rounding: every connection holds a Generator in the state the engine's
+``round_rng`` had at the start, and at every update draws the SAME numbers as
 :func:`~neuro_hts.hardware.fixed_learning.fixed_ep_update` does for all layers, in its
 order (``W_1, b_1, W_2, b_2, ...``), keeping its own layer's: the other layers' draws are
 replayed by :func:`~neuro_hts.hardware.fixed_learning.skip_layer_draws` (their shifts do
 not depend on their contrasts, which the builder checks).
 
-``floating_pt``: the same schedule in float64 with the plain SGD step of
+``floating_pt``: the same schedule in float64 (:func:`neuro_hts.dynamics.leaky_update`,
+:func:`~neuro_hts.dynamics.adapt_mix`) with the plain SGD step of
 :func:`neuro_hts.dynamics.ep_gradients`, ``W += lr C / ((beta_a - beta_b) B)``.
 """
 
@@ -66,27 +65,24 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
+from neuro_hts.dynamics import adapt_mix  # noqa: E402
 from neuro_hts.hardware.fixed_learning import (  # noqa: E402
     apply_bias_update,
     apply_weight_update,
     layer_update,
     skip_layer_draws,
 )
-from neuro_hts.hardware.fixed_point import shift_right_floor  # noqa: E402
+from neuro_hts.hardware.fixed_point import (  # noqa: E402
+    leaky_decay_step,
+    shift_right_floor,
+    shift_right_round_toward_zero,
+)
 from neuro_hts.lava.proc.hts import _PyHTSLayerFixed, _PyHTSLayerFloat  # noqa: E402
+from neuro_hts.lava.schedule import CLAMP_CODES, START_RESTORE, START_ZERO  # noqa: E402
 
-__all__ = ["EPLayer", "EPConnection", "block_length", "phase_ends", "shift_k"]
+__all__ = ["EPLayer", "EPConnection", "shift_k"]
 
-
-def block_length(t_free: int, t_nudge: int, symmetric: bool) -> int:
-    """Lava steps per sample: ``1 + t_free + t_nudge``, plus ``1 + t_nudge`` when symmetric."""
-    return 1 + t_free + t_nudge + ((1 + t_nudge) if symmetric else 0)
-
-
-def phase_ends(t_free: int, t_nudge: int, symmetric: bool) -> tuple[int, int]:
-    """Block steps ``(j_a, j_b)`` at which the two phases of the contrast end."""
-    j_a = t_free + t_nudge
-    return j_a, (block_length(t_free, t_nudge, symmetric) - 1 if symmetric else t_free)
+CLAMP_NONE, CLAMP_TARGET, CLAMP_HOLD = (CLAMP_CODES[c] for c in ("none", "target", "hold"))
 
 
 def shift_k(v: np.ndarray, k: int) -> np.ndarray:
@@ -99,28 +95,30 @@ def shift_k(v: np.ndarray, k: int) -> np.ndarray:
 
 
 class EPLayer(AbstractProcess):
-    """A relaxed layer with the EP block schedule (module docstring); its bias is 0.
+    """A relaxed layer running a learning schedule (module docstring); its bias is 0.
 
-    ``beta_a``, ``beta_b``: the output layer's nudges in the two nudged phases (integers
-    ``rint(beta * 2**D)`` for ``fixed_pt``, floats for ``floating_pt``); one-sided runs use
-    only ``beta_a``. ``n_samples``: the length of the residual record.
+    ``schedule``: the dict of :func:`neuro_hts.lava.schedule.lava_schedule` (per block
+    step: kind, restore slot, beta, clamp, gamma, anchor slot, coe, slots to save; and the
+    block length, the number of slots and the free phase's last step). ``top``: the output
+    layer (nudged, clamped). ``n_samples``: the length of the residual record.
     """
 
-    def __init__(self, *, dt, decay, t_free: int, t_nudge: int, symmetric: bool, n_samples: int, nudged: bool = False,
-                 beta_a=0, beta_b=0, activation: str = "hard_sigmoid", fixed: dict | None = None, name=None):
+    def __init__(self, *, dt, decay, schedule: dict, n_samples: int, top: bool = False,
+                 activation: str = "hard_sigmoid", fixed: dict | None = None, name=None):
         n = int(np.asarray(dt).shape[0])
-        super().__init__(shape=(n,), t_free=int(t_free), t_nudge=int(t_nudge), symmetric=bool(symmetric),
-                         nudged=bool(nudged), activation=str(activation), fixed=dict(fixed or {}), name=name)
+        sched = dict(schedule)
+        super().__init__(shape=(n,), t_free=int(sched["free_end"]), t_nudge=0, schedule=sched, nudged=bool(top),
+                         activation=str(activation), fixed=dict(fixed or {}), name=name)
         self.a_in = InPort(shape=(n,))
+        self.d_in = InPort(shape=(n,))
+        self.y_in = InPort(shape=(n,))
         self.a_out = OutPort(shape=(n,))
         self.s_out = OutPort(shape=(n,))
-        self.y_in = InPort(shape=(n,))
         self.s = Var(shape=(n,), init=0)
-        self.s_free = Var(shape=(n,), init=0)
+        self.saved = Var(shape=(max(1, int(sched["n_slots"])), n), init=0)
         self.dt = Var(shape=(n,), init=np.asarray(dt))
         self.decay = Var(shape=(n,), init=np.asarray(decay))
         self.bias = Var(shape=(n,), init=0)
-        self.beta = Var(shape=(2,), init=np.array([beta_a, beta_b]))
         self.resid = Var(shape=(int(n_samples),), init=0)
 
 
@@ -132,7 +130,7 @@ class EPConnection(AbstractProcess):
     weights : (n_out, n_in) mantissas (int, ``fixed_pt``) or float weights (``floating_pt``)
     bias : (n_out,) the post layer's bias (state units for ``fixed_pt``)
     shift : ``k = e - F + S`` (``fixed_pt``)
-    t_free, t_nudge, symmetric : the block schedule
+    block, j_a, j_b : block length and the block steps where the contrast's phases end
     batches : (n_batches + 1,) sample index where each batch starts, then N
     learn : dict of the update's constants: ``lr``, ``beta_a``, ``beta_b`` (integers for
         ``fixed_pt``), and for ``fixed_pt`` ``F``, ``D``, ``S``, ``input_bits``, ``grid``
@@ -142,13 +140,13 @@ class EPConnection(AbstractProcess):
     record : keep the weights and bias after every batch in ``w_hist`` / ``b_hist``
     """
 
-    def __init__(self, *, weights, bias, shift: int = 0, t_free: int, t_nudge: int, symmetric: bool, batches,
-                 learn: dict, record: bool = False, name=None):
+    def __init__(self, *, weights, bias, shift: int = 0, block: int, j_a: int, j_b: int, batches, learn: dict,
+                 record: bool = False, name=None):
         w = np.asarray(weights)
         n_out, n_in = w.shape
         batches = [int(v) for v in batches]
-        super().__init__(shape=w.shape, shift=int(shift), t_free=int(t_free), t_nudge=int(t_nudge),
-                         symmetric=bool(symmetric), batches=batches, learn=dict(learn), record=bool(record), name=name)
+        super().__init__(shape=w.shape, shift=int(shift), block=int(block), j_a=int(j_a), j_b=int(j_b),
+                         batches=batches, learn=dict(learn), record=bool(record), name=name)
         nb = len(batches) - 1 if record else 1
         self.s_in = InPort(shape=(n_in,))
         self.post_in = InPort(shape=(n_out,))
@@ -166,32 +164,43 @@ class EPConnection(AbstractProcess):
 
 
 class _EPLayerSchedule:
-    """The EP block schedule on top of an HTS layer model (``_zero``, ``_update``, ``_send``)."""
+    """The schedule on top of an HTS layer model (``_zero``, ``_update``, ``_send``); subclasses
+    define ``_feedback(d, gamma)`` and ``_mix(new, anchor, coe)``."""
 
     def _init_schedule(self, proc_params):
-        self.symmetric = bool(proc_params["symmetric"])
-        self.block = block_length(self.t_free, self.t_nudge, self.symmetric)
-        self.restore = 1 + self.t_free + self.t_nudge
+        self.sched = proc_params["schedule"]
+        self.block = int(self.sched["block"])
+        self.free_end = int(self.sched["free_end"])
 
     def run_spk(self):
         a_in = self.a_in.recv()
+        d_in = self.d_in.recv()
         y = self.y_in.recv()
         t = int(self.time_step) - 1
         k, j = divmod(t, self.block)
-        if j == 0:
+        sc = self.sched
+        kind = sc["kind"][j]
+        if kind == START_ZERO:
             self.s = self._zero()
-        elif self.symmetric and j == self.restore:
-            self.s = self.s_free.copy()
+        elif kind == START_RESTORE:
+            self.s = self.saved[sc["src"][j]].copy()
         else:
-            beta, target = None, None
-            if self.nudged and j > self.t_free:
-                beta, target = (self.beta[0] if j < self.restore else self.beta[1]), y
-            new = self._update(a_in, target, beta)
-            if j == self.t_free:
-                if k < self.resid.shape[0]:
-                    self.resid[k] = np.max(np.abs(new - self.s), initial=0)
-                self.s_free = new.copy()
+            clamp = sc["clamp"][j] if self.nudged else CLAMP_NONE
+            if clamp == CLAMP_TARGET:
+                new = np.array(y, dtype=self.s.dtype, copy=True)
+            elif clamp == CLAMP_HOLD:
+                new = self.s.copy()
+            else:
+                h = a_in + self._feedback(d_in, sc["gamma"][j])
+                beta = sc["beta"][j]
+                new = self._update(h, y if (self.nudged and beta != 0) else None, beta)
+            if sc["anchor"][j] >= 0:
+                new = self._mix(new, self.saved[sc["anchor"][j]], sc["coe"][j])
+            if j == self.free_end and k < self.resid.shape[0]:
+                self.resid[k] = np.max(np.abs(new - self.s), initial=0)
             self.s = new
+        for slot in sc["save"][j]:
+            self.saved[slot] = self.s
         self.a_out.send(self._send(self.s))
         self.s_out.send(self.s)
 
@@ -200,32 +209,54 @@ class _EPLayerSchedule:
 @requires(CPU)
 @tag("fixed_pt")
 class PyEPLayerFixed(_EPLayerSchedule, _PyHTSLayerFixed):
-    """Integer EP layer: :func:`neuro_hts.hardware.fixed_point.neuron_update` in the EP schedule."""
+    """Integer layer: :func:`neuro_hts.hardware.fixed_point.neuron_update` in the schedule.
 
+    Feedback gain ``h += tz(gamma_int d / 2**D)`` (when ``gamma_int != 2**D``), mixing
+    :func:`~neuro_hts.hardware.fixed_point.leaky_decay_step` toward the anchor with rate
+    ``coe_int``: the simulator's integer forms.
+    """
+
+    d_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
-    s_free: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
-    beta: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    saved: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
     resid: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._init_schedule(proc_params)
 
+    def _feedback(self, d, gamma):
+        d = np.asarray(d, dtype=np.int64)
+        if int(gamma) == 1 << self.D:
+            return d
+        return shift_right_round_toward_zero(np.int64(gamma) * d, np.int64(self.D))
+
+    def _mix(self, new, anchor, coe):
+        return leaky_decay_step(np.asarray(new, dtype=np.int64), np.asarray(anchor, dtype=np.int64), np.int64(coe),
+                                np.int64(self.D))
+
 
 @implements(proc=EPLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PyEPLayerFloat(_EPLayerSchedule, _PyHTSLayerFloat):
-    """Float64 EP layer: :func:`neuro_hts.dynamics.leaky_update` in the EP schedule."""
+    """Float64 layer: :func:`neuro_hts.dynamics.leaky_update` in the schedule, ``gamma d``, :func:`adapt_mix`."""
 
+    d_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_free: np.ndarray = LavaPyType(np.ndarray, float)
-    beta: np.ndarray = LavaPyType(np.ndarray, float)
+    saved: np.ndarray = LavaPyType(np.ndarray, float)
     resid: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self._init_schedule(proc_params)
+
+    def _feedback(self, d, gamma):
+        d = np.asarray(d, dtype=np.float64)
+        return d if float(gamma) == 1.0 else float(gamma) * d
+
+    def _mix(self, new, anchor, coe):
+        return adapt_mix(new, np.asarray(anchor, dtype=np.float64), float(coe))
 
 
 # --------------------------------------------------------------------------- EPConnection models
@@ -237,10 +268,8 @@ class _PyEPConnectionBase(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.k = int(proc_params["shift"])
-        t_free, t_nudge = int(proc_params["t_free"]), int(proc_params["t_nudge"])
-        symmetric = bool(proc_params["symmetric"])
-        self.block = block_length(t_free, t_nudge, symmetric)
-        self.j_a, self.j_b = phase_ends(t_free, t_nudge, symmetric)
+        self.block = int(proc_params["block"])
+        self.j_a, self.j_b = int(proc_params["j_a"]), int(proc_params["j_b"])
         self.starts = list(proc_params["batches"])
         self.batch_of = {}
         for b in range(len(self.starts) - 1):
