@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     numba_s = time.perf_counter() - t0
     final = eng.bundle(net)
     same = all(np.array_equal(m, lb.weight_mantissa) and np.array_equal(b, lb.bias)
-               for m, b, lb in zip(r.mantissas, r.biases, final.layers))
+               for m, b, lb in zip(r.weights, r.biases, final.layers))
 
     block = r.n_steps // args.samples
     first_n, first_t = marks[0]

@@ -80,7 +80,7 @@ for case in json.loads(sys.argv[1]):
         res["changed"].append([int(np.sum(w != pw)) for (w, _), (pw, _) in zip(layers, prev)])
         prev = layers
     res["final_equal"] = all(np.array_equal(m, w) and np.array_equal(c, b)
-                             for m, c, (w, b) in zip(r.mantissas, r.biases, numba[-1]))
+                             for m, c, (w, b) in zip(r.weights, r.biases, numba[-1]))
     res["lava_rng_untouched"] = lava_rng.bit_generator.state == copy.deepcopy(np.random.default_rng([case["seed"], 7])).bit_generator.state
     res["top_shape"] = list(r.top_free.shape)
     out.append(res)
@@ -135,6 +135,63 @@ def test_chl_and_adjusted_adaptation_in_lava_equal_the_numba_fixed_engine_after_
         assert r["equal"] == [[True] * (len(case["arch"]) - 1)] * r["batches"], (case, r)
         assert r["final_equal"]
         assert all(sum(col) > 0 for col in zip(*r["changed"])), r["changed"]
+
+
+FLOAT_SCRIPT = r"""
+import copy, json, sys
+import numpy as np
+from neuro_hts.algorithms import make_algorithm
+from neuro_hts.config import Config
+from neuro_hts.engines import FloatEngine
+from neuro_hts.learning import make_optimizer
+from neuro_hts.network import init_network
+from neuro_hts.lava.learning import train_lava_float
+
+out = []
+for case in json.loads(sys.argv[1]):
+    arch, B, N = case["arch"], case["B"], case["N"]
+    cfg = Config.from_dict({"model": {"arch": arch, "activation": case["act"]},
+        "dt": {"dist": "lognormal", "mean": 0.3, "std": 0.1, "dt_min": 0.01, "dt_max": 0.9, "layers": "all"},
+        "train": {"backend": "numpy", "optimizer": "sgd", "lr": case["lr"], "batch_size": B, "t1": case["t1"],
+                  "t2": case["t2"], "beta": case["beta"], "nudging": case["nudging"], "seed": case["seed"],
+                  "algorithm": case.get("algorithm", "ep")},
+        "chl": case.get("chl", {}), "adapt": case.get("adapt", {})})
+    eng = FloatEngine(cfg, make_optimizer(cfg.train, len(arch) - 1))
+    net = init_network(cfg, np.float64)
+    start = copy.deepcopy(net)
+    rng = np.random.default_rng(case["seed"] + 100)
+    x = rng.random((N, arch[0]))
+    y = np.eye(arch[-1])[rng.integers(0, arch[-1], N)]
+    alg = make_algorithm(cfg)
+    ref = []
+    for s in range(0, N, B):
+        eng.train_step(net, x[s:s + B], y[s:s + B], alg)
+        ref.append([(w.copy(), b.copy()) for w, b in zip(net.weights, net.biases)])
+    r = train_lava_float(start, x, y, batch_size=B, algorithm=alg, lrs=eng.lrs, record_weights=True)
+    err = max(float(np.abs(r.weight_history[l][bi] - w).max()) + float(np.abs(r.bias_history[l][bi] - b).max())
+              for bi, layers in enumerate(ref) for l, (w, b) in enumerate(layers))
+    moved = min(float(np.abs(ref[-1][l][0] - w0).max()) for l, w0 in enumerate(start.weights))
+    out.append(dict(err=err, moved=moved, batches=len(ref)))
+print("RESULT " + json.dumps(out))
+"""
+
+FLOAT_CASES = [
+    dict(arch=[6, 5, 3], act="hard_sigmoid", lr=[0.5], B=3, N=15, t1=8, t2=4, beta=0.5, nudging="symmetric", seed=0),
+    dict(arch=[5, 6, 4, 3], act="sigmoid4", lr=[0.2], B=2, N=10, t1=8, t2=4, beta=0.5, nudging="one-sided", seed=1,
+         algorithm="chl", chl=dict(gamma=0.5, clamp_delay=1), adapt=dict(steps=3, coe=0.25)),
+]
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(300)
+def test_lava_floating_pt_training_matches_the_numpy_reference(tmp_path):
+    """floating_pt against FloatEngine (NumPy float64, plain SGD): stated tolerance 1e-10 (the same
+    float64 operations in another order)."""
+    res = run_script(tmp_path, FLOAT_SCRIPT, json.dumps(FLOAT_CASES), timeout=280)
+    for case, r in zip(FLOAT_CASES, res, strict=True):
+        assert r["batches"] == 5
+        assert r["err"] < 1e-10, r
+        assert r["moved"] > 1e-3, r  # the weights did learn
 
 
 def _mnist_root() -> str:

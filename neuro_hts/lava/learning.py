@@ -40,7 +40,7 @@ from neuro_hts.hardware.quantize import DeployBundle
 from neuro_hts.lava.network import LAVA_ACCUMULATOR_BITS, _deferred_interrupts
 from neuro_hts.lava.schedule import lava_schedule
 
-__all__ = ["LavaTrainResult", "train_lava", "LavaFixedEngine", "LavaBackend"]
+__all__ = ["LavaTrainResult", "train_lava", "train_lava_float", "LavaFixedEngine", "LavaBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,15 @@ logger = logging.getLogger(__name__)
 class LavaTrainResult:
     """What :func:`train_lava` returns (int64 unless said otherwise).
 
-    ``mantissas``/``biases``: per layer after the last batch; ``weight_history`` /
+    ``weights``/``biases``: per layer after the last batch (integer mantissas and state-unit
+    biases for ``fixed_pt``, float64 for ``floating_pt``); ``weight_history`` /
     ``bias_history``: per layer (n_batches, n_out, n_in) / (n_batches, n_out) after every
     batch (``record_weights=True``, else None); ``top_free``: (N, n_L) output states at the
     end of every sample's free phase; ``residual``: (N,) the free phase's last-step residual
     (max over layers and neurons, state units).
     """
 
-    mantissas: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     weight_history: tuple[np.ndarray, ...] | None
     bias_history: tuple[np.ndarray, ...] | None
@@ -148,11 +149,8 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
                 if worst != layer_multipliers(lr, ba, bb, B, F, D, S, grid):
                     raise ConfigError(f"layer {l + 1}: the update multiplier would depend on the contrast's size "
                                       f"(batch {B}); stochastic Lava training cannot replay the draws")
-    from neuro_hts.lava._lifeline import install as _install_lifeline
     from neuro_hts.lava.proc import ep as E
     from neuro_hts.lava.proc import hts as P
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
 
     block = sched["block"]
     widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D, input_bits=sim.input_bits,
@@ -172,6 +170,66 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
                                     bias=np.asarray(lb.bias, dtype=np.int64), shift=int(sim.shifts[l]), block=block,
                                     j_a=sched["j_a"], j_b=sched["j_b"], batches=starts, learn=learn,
                                     record=record_weights, name=f"W{l + 1}"))
+    ysrc = P.GradedSource(data=np.rint(yf * sim.one).astype(np.int64).T.copy(), steps_per_sample=block, name="y")
+    return _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress,
+                         "fixed_pt")
+
+
+def train_lava_float(net, x, y, *, batch_size: int, algorithm, lrs, record_weights: bool = False,
+                     chunk: int | None = None, progress=None) -> LavaTrainResult:
+    """The ``floating_pt`` counterpart of :func:`train_lava`: a float :class:`~neuro_hts.network.Network`
+    (leaky form, MSE output, dense) trained in Lava with the plain SGD step on the EP estimate
+    (float64; ``train --arith float --optimizer sgd --backend numpy`` to rounding)."""
+    from neuro_hts.network import Network
+
+    if not isinstance(net, Network) or net.form != "leaky" or net.output != "mse" or not getattr(net, "is_dense", True):
+        raise ConfigError("floating-point Lava training needs a dense leaky-form Network with an MSE output")
+    if net.activation not in ("hard_sigmoid", "sigmoid4"):
+        raise ConfigError(f"unsupported activation {net.activation!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    phases, contrast = _phases(algorithm)
+    sched = lava_schedule(phases, contrast, float)
+    weights = [np.asarray(w, dtype=np.float64) for w in net.weights]
+    L = len(weights)
+    lrs = tuple(float(v) for v in lrs)
+    if len(lrs) != L:
+        raise ConfigError(f"expected {L} learning rates, got {len(lrs)}")
+    xf = np.asarray(x, dtype=np.float64)
+    yf = np.asarray(y, dtype=np.float64)
+    N = xf.shape[0]
+    if xf.shape != (N, weights[0].shape[1]) or yf.shape != (N, weights[-1].shape[0]):
+        raise ConfigError(f"x, y must have shapes (N, {weights[0].shape[1]}), (N, {weights[-1].shape[0]})")
+    if not (np.isfinite(xf).all() and np.isfinite(yf).all()):
+        raise ConfigError("x or y contains NaN or infinity")
+    from neuro_hts.lava.proc import ep as E
+    from neuro_hts.lava.proc import hts as P
+
+    block = sched["block"]
+    starts = list(range(0, N, int(batch_size))) + [N]
+    shapes = [(w.shape, (w.shape[0],), lr, None) for w, lr in zip(weights, lrs)]
+    inp = P.GradedSource(data=xf.T.copy(), steps_per_sample=block, name="x")
+    layers, conns = [], []
+    for l, (w, b, dt) in enumerate(zip(weights, net.biases, net.dts)):
+        layers.append(E.EPLayer(dt=np.asarray(dt, dtype=np.float64), decay=np.zeros(len(dt), dtype=np.int64),
+                                schedule=sched, n_samples=N, top=l == L - 1, activation=net.activation,
+                                name=f"layer{l + 1}"))
+        conns.append(E.EPConnection(weights=w, bias=np.asarray(b, dtype=np.float64), block=block, j_a=sched["j_a"],
+                                    j_b=sched["j_b"], batches=starts,
+                                    learn=dict(lr=lrs[l], beta_a=sched["beta_a"], beta_b=sched["beta_b"]),
+                                    record=record_weights, name=f"W{l + 1}"))
+    ysrc = P.GradedSource(data=yf.T.copy(), steps_per_sample=block, name="y")
+    return _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress,
+                         "floating_pt")
+
+
+def _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress, tag):
+    """Wire the learning graph, run it in chunks of batches, read the results back, always stop it."""
+    from neuro_hts.lava._lifeline import install as _install_lifeline
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    L = len(layers)
     for l in range(L):
         pre = inp.s_out if l == 0 else layers[l - 1].a_out
         pre.connect(conns[l].s_in)
@@ -179,13 +237,13 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
         layers[l].a_out.connect(conns[l].post_in)
         if l > 0:
             conns[l].b_out.connect(layers[l - 1].d_in)
-    ysrc = P.GradedSource(data=np.rint(yf * sim.one).astype(np.int64).T.copy(), steps_per_sample=block, name="y")
     ysrc.s_out.connect(layers[-1].y_in)
-    rec = P.StateRecorder(shape=sim.sizes[-1], n_records=N, steps_per_sample=block, record_step=sched["free_end"],
-                          name="free_top")
+    N, block = starts[-1], sched["block"]
+    rec = P.StateRecorder(shape=conns[-1].weights.shape[0], n_records=N, steps_per_sample=block,
+                          record_step=sched["free_end"], name="free_top")
     layers[-1].s_out.connect(rec.a_in)
-
-    run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    dtype = np.int64 if tag == "fixed_pt" else np.float64
+    run_cfg = Loihi2SimCfg(select_tag=tag)
     _install_lifeline()
     n_batches = len(starts) - 1
     chunk = n_batches if chunk is None else max(1, int(chunk))
@@ -207,26 +265,26 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
             if interrupted():
                 raw = None
             else:
-                mant = tuple(np.asarray(c.weights.get(), dtype=np.int64) for c in conns)
-                bias = tuple(np.asarray(c.bias.get(), dtype=np.int64) for c in conns)
-                top = np.asarray(rec.data.get(), dtype=np.int64).T
-                resid = np.max(np.stack([np.asarray(ly.resid.get(), dtype=np.int64) for ly in layers]), axis=0)
+                w = tuple(np.asarray(c.weights.get(), dtype=dtype) for c in conns)
+                bias = tuple(np.asarray(c.bias.get(), dtype=dtype) for c in conns)
+                top = np.asarray(rec.data.get(), dtype=dtype).T
+                resid = np.max(np.stack([np.asarray(ly.resid.get(), dtype=dtype) for ly in layers]), axis=0)
                 hist_w = hist_b = None
                 if record_weights:
-                    hist_w = tuple(np.asarray(c.w_hist.get(), dtype=np.int64)
-                                   .reshape(n_batches, *shapes[l][0]) for l, c in enumerate(conns))
-                    hist_b = tuple(np.asarray(c.b_hist.get(), dtype=np.int64) for c in conns)
-                raw = (mant, bias, top, resid, hist_w, hist_b)
+                    hist_w = tuple(np.asarray(c.w_hist.get(), dtype=dtype).reshape(n_batches, *shapes[l][0])
+                                   for l, c in enumerate(conns))
+                    hist_b = tuple(np.asarray(c.b_hist.get(), dtype=dtype) for c in conns)
+                raw = (w, bias, top, resid, hist_w, hist_b)
         finally:
             if inp.runtime is not None:
                 inp.stop()
     if raw is None:
         logger.info("Lava training interrupted after %d of %d batches; runtime stopped", done, n_batches)
         raise KeyboardInterrupt
-    mant, bias, top, resid, hist_w, hist_b = raw
-    logger.info("Lava training: %d samples (%d batches), %d steps in %.3f s (%.1f samples/s)", N, n_batches, N * block,
-                seconds, N / seconds if seconds else math.inf)
-    return LavaTrainResult(mant, bias, hist_w, hist_b, top, resid, N * block, seconds)
+    w, bias, top, resid, hist_w, hist_b = raw
+    logger.info("Lava training (%s): %d samples (%d batches), %d steps in %.3f s (%.1f samples/s)", tag, N, n_batches,
+                N * block, seconds, N / seconds if seconds else math.inf)
+    return LavaTrainResult(w, bias, hist_w, hist_b, top, resid, N * block, seconds)
 
 
 # --------------------------------------------------------------------------- engine
@@ -295,7 +353,7 @@ class LavaFixedEngine(FixedEngine):
         free_steps = algorithm.free_phase().steps
         S = bundle.state_frac_bits
         for l, grid in enumerate(self.grids()):
-            net.weights[l][...] = r.mantissas[l] * math.ldexp(1.0, grid.exponent)
+            net.weights[l][...] = r.weights[l] * math.ldexp(1.0, grid.exponent)
             net.biases[l][...] = r.biases[l] * 2.0**-S
         one = float(1 << S)
         tol_int = math.floor(self.status_tol * (1 << S))
