@@ -36,6 +36,10 @@ Equations (each in one function)
   ``[0, 2**K)`` from an explicit ``numpy.random.Generator``: unbiased).
 * Application with saturation (:func:`apply_weight_update`, :func:`apply_bias_update`):
   ``m <- clip(m + lsb * q, -max_int, max_int)``; ``bias <- saturate(bias + q_b, IB)``.
+* One layer's step, :func:`layer_update` (multipliers, then rounding: the weights' draws,
+  then the biases'), is what both the Numba engine (:func:`fixed_ep_update`, layer by
+  layer) and the Lava connection model (:mod:`neuro_hts.lava.proc.ep`) call;
+  :func:`skip_layer_draws` advances a Generator past another layer's draws.
 
 Biases: a Loihi neuron's bias is a neuron parameter in STATE units ``2**-S`` (see
 :mod:`.quantize`), not a synaptic weight, so the bias update is its own entry with its own
