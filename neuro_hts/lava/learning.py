@@ -349,7 +349,7 @@ class LavaFixedEngine(FixedEngine):
         yb = np.asarray(y, dtype=np.float64)[idx]
         r = train_lava(bundle, np.asarray(x, dtype=np.float64)[idx], yb, batch_size=self.tc.batch_size,
                        algorithm=algorithm, lrs=self.inner.lrs, rounding=self.tc.update_rounding, rng=round_rng,
-                       chunk=max(1, 2000 // self.tc.batch_size))
+                       chunk=1)  # one batch per run() call: Ctrl-C is honoured after the current batch
         free_steps = algorithm.free_phase().steps
         S = bundle.state_frac_bits
         for l, grid in enumerate(self.grids()):

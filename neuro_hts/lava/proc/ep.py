@@ -362,7 +362,7 @@ class PyEPConnectionFixed(_PyEPConnectionBase):
 @requires(CPU)
 @tag("floating_pt")
 class PyEPConnectionFloat(_PyEPConnectionBase):
-    """Float64 connection: ``W a`` without delay-free shortcuts, SGD step ``lr C / ((beta_a - beta_b) B)``."""
+    """Float64 connection: ``W a + b`` forward, ``W^T a`` back (one step late), SGD step ``lr C / ((beta_a - beta_b) B)``."""
 
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     post_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
