@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from neuro_hts.data import DATA_DIR_ENV
+from neuro_hts.errors import ConfigError
 from neuro_hts.runfile import HISTORY_KEYS, load_run
 from neuro_hts.testing import ISOLATED_SESSIONS, leftover_processes, run_isolated, run_script
 
@@ -283,6 +284,33 @@ def test_ctrl_c_stops_lava_training_and_the_resumed_run_equals_numba(tmp_path):
     a, b = load_run(run), load_run(straight)
     assert a.epochs_completed == b.epochs_completed == 2
     _same_runs(a, b)
+
+
+def test_schedule_block_layout_per_algorithm():
+    """The block layout of docs/LAVA_LEARNING.md, without Lava: lengths, start/restore steps, contrast ends."""
+    from neuro_hts.algorithms import CHL, EP, Adapted
+    from neuro_hts.lava.schedule import START_RESTORE, START_ZERO, UPDATE, lava_schedule
+
+    def sched(alg):
+        return lava_schedule(*alg.phases(None), lambda v: int(round(v * 4096)))
+
+    one = sched(EP(t1=5, t2=3, beta=0.5))
+    assert one["block"] == 9 and (one["free_end"], one["j_a"], one["j_b"]) == (5, 8, 5)
+    assert one["kind"] == [START_ZERO] + [UPDATE] * 8 and one["beta"][6:] == [2048] * 3 and one["beta"][:6] == [0] * 6
+    assert (one["beta_a"], one["beta_b"]) == (2048, 0)
+    sym = sched(EP(t1=5, t2=3, beta=0.5, nudging="symmetric"))
+    assert sym["block"] == 1 + 5 + 3 + 1 + 3 and (sym["j_a"], sym["j_b"]) == (8, 12)
+    assert sym["kind"][9] == START_RESTORE and sym["src"][9] == 0 and sym["save"][5] == [0]  # the free state
+    assert sym["beta"][10:] == [-2048] * 3 and (sym["beta_a"], sym["beta_b"]) == (2048, -2048)
+    chl = sched(CHL(t1=6, t2=4, gamma=0.5, clamp_delay=1))
+    assert chl["block"] == 1 + 6 + 1 + 4 and chl["kind"][7] == START_ZERO
+    assert chl["clamp"][8] == 0 and chl["clamp"][9:] == [1] * 3 and set(chl["gamma"][1:7]) == {2048}
+    assert (chl["j_a"], chl["j_b"], chl["beta_a"], chl["beta_b"]) == (11, 6, 4096, 0)
+    ad = sched(Adapted(CHL(t1=6, t2=4, start="free"), steps=2, coe=0.25))
+    assert ad["block"] == 1 + 6 + 4 + 2 and ad["j_a"] == 12
+    assert ad["anchor"][11:] == [0, 0] and ad["coe"][11:] == [1024, 1024] and ad["clamp"][11:] == [2, 2]
+    with pytest.raises(ConfigError, match="no tol"):
+        sched(EP(t1=5, t1_tol=0.01))
 
 
 @pytest.mark.parametrize("argv, message", [
