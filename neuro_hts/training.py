@@ -151,13 +151,13 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             round_rng = rng_streams(tc.seed, "nudge", epoch, 1)  # fixed-point update rounding
             loss_sum, correct, steps = 0.0, 0, 0
             resid = np.empty(n)
-            bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
             batches = [order[bi * tc.batch_size : (bi + 1) * tc.batch_size] for bi in range(n_batches)]
             if hasattr(engine, "train_epoch"):  # e.g. Lava: the whole epoch in one run, stats per batch
                 stream = engine.train_epoch(net, x_train, y_train, batches, algorithm, nudge_rng, round_rng)
             else:
                 stream = (engine.train_step(net, x_train[idx], y_train[idx], algorithm, nudge_rng, round_rng)
                           for idx in batches)
+            bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
             try:
                 for bi, idx in enumerate(batches):
                     # overflow is not warned about: the relaxation's status reports it just below

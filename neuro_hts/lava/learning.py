@@ -314,16 +314,6 @@ class LavaFixedEngine(FixedEngine):
 
         import_lava()
 
-    def prepare(self, net) -> bool:
-        """:meth:`FixedEngine.prepare`, then import Lava (after every check: a refused run never imports it)."""
-        out = super().prepare(net)
-        self._import_lava()
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self._import_lava()
-
     def supports(self, net, algorithm) -> list[str]:
         reasons = super().supports(net, algorithm)
         try:
@@ -337,10 +327,15 @@ class LavaFixedEngine(FixedEngine):
         raise ConfigError("backend 'lava' trains whole epochs (train_epoch), not single batches")
 
     def train_epoch(self, net, x, y, batches, algorithm, nudge_rng=None, round_rng=None):
-        """Train on ``batches`` (index arrays into ``x``, ``y``) in one Lava run; yields each batch's BatchStats.
+        """Train on ``batches`` (index arrays into ``x``, ``y``) in one Lava run: an iterator of each batch's BatchStats.
 
-        The network's weights and biases are updated in place before the first yield.
+        Imports Lava at once (call it before creating progress bars); the run happens on the
+        first ``next()``, which updates the network's weights and biases in place.
         """
+        self._import_lava()
+        return self._epoch(net, x, y, batches, algorithm, round_rng)
+
+    def _epoch(self, net, x, y, batches, algorithm, round_rng):
         bundle = self.bundle(net)
         idx = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
         sizes = [len(b) for b in batches]
