@@ -33,7 +33,7 @@ from .dynamics import RelaxStatus, cost, predict_scores
 from .errors import ConfigError
 from .registry import Registry
 
-__all__ = ["BatchStats", "EvalResult", "Engine", "FloatEngine", "ENGINES", "make_engine", "check_supported", "batch_scores",
+__all__ = ["BatchStats", "EvalResult", "Engine", "FloatEngine", "ENGINES", "FIXED_ENGINES", "make_engine", "check_supported", "batch_scores",
            "evaluate_batches"]
 
 
@@ -186,9 +186,18 @@ ENGINES.register_lazy("fixed", "neuro_hts.hardware.fixed_engine:FixedEngine",
                       "a hardware target's integer arithmetic (train.target), updates rounded onto its weight grid")
 
 
+#: ``train.backend`` -> engine class for ``train.arith = 'fixed'`` on that backend (default: ``fixed``)
+FIXED_ENGINES: Registry = Registry("fixed-point training backend")
+FIXED_ENGINES.register_lazy("lava", "neuro_hts.lava.learning:LavaFixedEngine",
+                            "EP / CHL training inside Lava, bit-exact with the fixed engine (docs/LAVA_LEARNING.md)")
+
+
 def make_engine(config, optimizer) -> Engine:
-    """The engine of ``config.train.arith`` around ``optimizer``."""
-    return ENGINES.get(config.train.arith)(config, optimizer)
+    """The engine of ``config.train.arith`` around ``optimizer`` (fixed arith on a backend of :data:`FIXED_ENGINES`: that one)."""
+    tc = config.train
+    if tc.arith == "fixed" and tc.backend in FIXED_ENGINES.names():
+        return FIXED_ENGINES.get(tc.backend)(config, optimizer)
+    return ENGINES.get(tc.arith)(config, optimizer)
 
 
 def check_supported(engine, net, algorithm) -> None:

@@ -170,13 +170,18 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             round_rng = rng_streams(tc.seed, "nudge", epoch, 1)  # fixed-point update rounding
             loss_sum, correct, steps = 0.0, 0, 0
             resid = np.empty(n)
+            batches = [order[bi * tc.batch_size : (bi + 1) * tc.batch_size] for bi in range(n_batches)]
+            if hasattr(engine, "train_epoch"):  # e.g. Lava: the whole epoch in one run, stats per batch
+                stream = engine.train_epoch(net, x_train, y_train, batches, algorithm, nudge_rng, round_rng)
+            else:
+                stream = (engine.train_step(net, x_train[idx], y_train[idx], algorithm, nudge_rng, round_rng)
+                          for idx in batches)
             bar = progress(n_batches, f"epoch {epoch + 1}/{tc.epochs}")
             try:
-                for bi in range(n_batches):
-                    idx = order[bi * tc.batch_size : (bi + 1) * tc.batch_size]
+                for bi, idx in enumerate(batches):
                     # overflow is not warned about: the relaxation's status reports it just below
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                        stats = engine.train_step(net, x_train[idx], y_train[idx], algorithm, nudge_rng, round_rng)
+                        stats = next(stream)
                     if stats.status is RelaxStatus.DIVERGED or not np.isfinite(stats.loss_sum):
                         raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
                     loss_sum += stats.loss_sum

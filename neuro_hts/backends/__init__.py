@@ -25,10 +25,12 @@ BACKENDS.register_lazy("numba", "neuro_hts.backends.numba_backend:NumbaBackend",
                        "fused Numba kernels with BLAS products, float32 by default")
 BACKENDS.register_lazy("numpy", "neuro_hts.backends.numpy_ref:NumpyBackend",
                        "the readable NumPy reference (neuro_hts.dynamics), float64 by default")
+BACKENDS.register_lazy("lava", "neuro_hts.lava.learning:LavaBackend",
+                       "fixed-point EP training inside Lava (arith 'fixed' only; docs/LAVA_LEARNING.md)")
 BACKEND_NAMES = BACKENDS.names()
 
 #: default dtype per backend
-_DEFAULT_DTYPES = {"numba": np.float32, "numpy": np.float64}
+_DEFAULT_DTYPES = {"numba": np.float32, "numpy": np.float64, "lava": np.float32}
 
 
 class Backend(Protocol):

@@ -36,6 +36,10 @@ Equations (each in one function)
   ``[0, 2**K)`` from an explicit ``numpy.random.Generator``: unbiased).
 * Application with saturation (:func:`apply_weight_update`, :func:`apply_bias_update`):
   ``m <- clip(m + lsb * q, -max_int, max_int)``; ``bias <- saturate(bias + q_b, IB)``.
+* One layer's step, :func:`layer_update` (multipliers, then rounding: the weights' draws,
+  then the biases'), is what both the Numba engine (:func:`fixed_ep_update`, layer by
+  layer) and the Lava connection model (:mod:`neuro_hts.lava.proc.ep`) call;
+  :func:`skip_layer_draws` advances a Generator past another layer's draws.
 
 Biases: a Loihi neuron's bias is a neuron parameter in STATE units ``2**-S`` (see
 :mod:`.quantize`), not a synaptic weight, so the bias update is its own entry with its own
@@ -106,6 +110,10 @@ __all__ = [
     "fixed_ep_gradients",
     "update_multiplier",
     "round_shift",
+    "rounding_draws",
+    "layer_multipliers",
+    "layer_update",
+    "skip_layer_draws",
     "round_to_grid",
     "apply_weight_update",
     "apply_bias_update",
@@ -237,8 +245,12 @@ def round_shift(v: np.ndarray, K: int, rounding: str, rng: np.random.Generator |
         return v.copy()
     if rounding == "nearest":
         return shift_right_round_nearest(v, np.int64(K))
-    u = rng.integers(0, 1 << K, size=v.shape, dtype=np.int64)
-    return (v + u) >> K
+    return (v + rounding_draws(v.shape, K, rng)) >> K
+
+
+def rounding_draws(shape, K: int, rng: np.random.Generator) -> np.ndarray:
+    """The uniform integers ``U ~ U{0..2**K-1}`` of stochastic :func:`round_shift` (the one place they are drawn)."""
+    return rng.integers(0, 1 << K, size=shape, dtype=np.int64)
 
 
 def round_to_grid(units: np.ndarray, rounding: str, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -326,13 +338,51 @@ def fixed_ep_update(
         raise ConfigError(f"expected {len(grids)} learning rates, got {len(lrs)}")
     dqw, dqb = [], []
     for C, c, grid, lr in zip(CW, cb, grids, lrs):
-        cw_real = lr * contrast_scale(ba, bb, B, 2 * F, D) / grid.step
-        M, K = update_multiplier(cw_real, int(np.max(np.abs(C), initial=0)))
-        dqw.append(round_shift(C * M, K, rounding, rng))
-        cb_real = lr * contrast_scale(ba, bb, B, F, D) * 2.0**S
-        M, K = update_multiplier(cb_real, int(np.max(np.abs(c), initial=0)))
-        dqb.append(round_shift(c * M, K, rounding, rng))
+        qw, qb = layer_update(C, c, lr, ba, bb, B, F, D, S, grid, rounding, rng)
+        dqw.append(qw)
+        dqb.append(qb)
     return FixedUpdate(dqw, dqb, CW, cb, ba, bb)
+
+
+def layer_multipliers(lr: float, beta_a_int: int, beta_b_int: int, batch: int, F: int, D: int, S: int, grid: LayerGrid,
+                      max_cw: int = 0, max_cb: int = 0) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((M_w, K_w), (M_b, K_b))`` of one layer: :func:`update_multiplier` of
+    ``lr * scale_w / (lsb 2**e)`` (weights, units 2**-2F to grid steps) and of
+    ``lr * scale_b * 2**S`` (biases, units 2**-F to state units), ``scale`` from :func:`contrast_scale`.
+    ``max_cw``/``max_cb``: the largest contrast magnitudes (they can only lower the multiplier's bits)."""
+    cw_real = lr * contrast_scale(beta_a_int, beta_b_int, batch, 2 * F, D) / grid.step
+    cb_real = lr * contrast_scale(beta_a_int, beta_b_int, batch, F, D) * 2.0**S
+    return update_multiplier(cw_real, int(max_cw)), update_multiplier(cb_real, int(max_cb))
+
+
+def layer_update(C, c, lr: float, beta_a_int: int, beta_b_int: int, batch: int, F: int, D: int, S: int, grid: LayerGrid,
+                 rounding: str, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's plain-SGD EP step in integers: ``q_W = R(C M_w / 2**K_w)``, ``q_b = R(c M_b / 2**K_b)``.
+
+    The multipliers are :func:`layer_multipliers`, R is :func:`round_shift`; stochastic
+    rounding draws the weights' integers, then the biases', from ``rng``. The Numba
+    engine (:func:`fixed_ep_update`) and the Lava connection model both call this.
+    """
+    C = np.asarray(C, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    (Mw, Kw), (Mb, Kb) = layer_multipliers(lr, beta_a_int, beta_b_int, batch, F, D, S, grid,
+                                           int(np.max(np.abs(C), initial=0)), int(np.max(np.abs(c), initial=0)))
+    return round_shift(C * Mw, Kw, rounding, rng), round_shift(c * Mb, Kb, rounding, rng)
+
+
+def skip_layer_draws(shape_w, shape_b, lr: float, beta_a_int: int, beta_b_int: int, batch: int, F: int, D: int, S: int,
+                     grid: LayerGrid, rng: np.random.Generator) -> None:
+    """Advance ``rng`` exactly as stochastic :func:`layer_update` of a layer of these shapes would.
+
+    Valid when the contrast magnitudes do not lower the multipliers' bits, i.e. when
+    :func:`layer_multipliers` with the worst-case magnitudes equals it with 0 (the Lava
+    builder checks this): the shifts ``K`` are then those of the real update.
+    """
+    (_, Kw), (_, Kb) = layer_multipliers(lr, beta_a_int, beta_b_int, batch, F, D, S, grid)
+    if Kw:
+        rounding_draws(shape_w, Kw, rng)
+    if Kb:
+        rounding_draws(shape_b, Kb, rng)
 
 
 def float_sgd_update(net: Network, x, y, plan: Plan, lrs):

@@ -195,10 +195,11 @@ class _PyHTSLayerFloat(_PyHTSLayerBase):
     def _send(self, s):
         return s  # leaky form: neighbours see the state itself (dynamics.layer_output)
 
-    def _update(self, a_in, y):
+    def _update(self, a_in, y, beta=None):
         h = np.asarray(a_in, dtype=np.float64) + self.bias
         if y is not None:
-            h = h + float(self.beta[0]) * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
+            b = float(self.beta[0]) if beta is None else float(beta)
+            h = h + b * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
         return leaky_update(self.s, h, self.dt, self.sigma)
 
 
@@ -236,11 +237,14 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
             return shift_right_round_nearest(s, self.S - self.F)
         return np.left_shift(s, self.F - self.S)
 
-    def _update(self, a_in, y):
-        """:func:`neuro_hts.hardware.fixed_point.neuron_update`, the update the Numba simulator runs."""
+    def _update(self, a_in, y, beta=None):
+        """:func:`neuro_hts.hardware.fixed_point.neuron_update`, the update the Numba simulator runs.
+
+        ``y``: the target in nudged steps (None: no nudge); ``beta``: the nudge, default the ``beta`` Var.
+        """
         s = np.ascontiguousarray(self.s, dtype=np.int64)
         h = np.asarray(a_in, dtype=np.int64) + self.bias
-        beta = int(self.beta[0]) if y is not None else 0
+        beta = 0 if y is None else (int(self.beta[0]) if beta is None else int(beta))
         yv = np.asarray(y, dtype=np.int64) if y is not None else np.zeros_like(s)
         return neuron_update(s, h, yv, np.int64(beta), np.ascontiguousarray(self.decay, dtype=np.int64),
                              np.int64(self.D), np.int64(self.IB), np.int64(self.SB), np.int64(self.one),
