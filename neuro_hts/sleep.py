@@ -151,7 +151,7 @@ def stdp_factor(w: np.ndarray, kind: str) -> np.ndarray:
     if kind == "sigmoid":
         return 1.0 / (1.0 + np.exp(-w))
     if kind == "matlab":
-        return 2.0 * (1.0 - 1.0 / (1.0 + np.exp(-w / 0.001)))
+        return 2.0 * (1.0 - 1.0 / (1.0 + np.exp(np.clip(-w / 0.001, -700.0, 700.0))))
     if kind == "one":
         return np.ones_like(w)
     raise ConfigError(f"unknown STDP factor g {kind!r}; choose one of {', '.join(G_FUNCTIONS)}")
