@@ -56,6 +56,7 @@ else:  # pragma: no cover
 __all__ = [
     "METHODS", "TRAINERS", "ProtocolConfig", "ContinualConfig", "load_continual_config", "task_classes",
     "fisher_diagonal", "ewc_penalty_grad", "run_protocol", "run_seeds", "ProtocolResult", "summarize_seeds",
+    "sample_sleep_config", "search_sleep", "SEARCH_FACTORS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -636,3 +637,69 @@ def run_seeds(cfg: ContinualConfig, out: str | Path, seeds: list[int], *, progre
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+# ----------------------------------------------------------------------------- sleep search
+
+#: each sleep parameter of the search is the base value times a factor drawn log-uniformly
+#: from (low, high): the published values were tuned for a ReLU net whose weights are far
+#: larger than an EP net's, so the STDP steps search mostly downwards, the thresholds up
+SEARCH_FACTORS = {"max_rate": (0.5, 2.0), "inc": (0.003, 1.0), "dec": (0.003, 1.0), "alpha_scale": (0.25, 4.0),
+                  "thresholds": (0.5, 8.0)}
+
+
+def sample_sleep_config(base: SleepConfig, n_layers: int, rng: np.random.Generator) -> SleepConfig:
+    """One candidate of the search: every parameter of :data:`SEARCH_FACTORS` scaled log-uniformly from ``base``."""
+    def factor(name):
+        lo, hi = SEARCH_FACTORS[name]
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+    thresholds = tuple(float(t) * factor("thresholds") for t in base.layer_thresholds(n_layers))
+    return dataclasses.replace(base, max_rate=base.max_rate * factor("max_rate"), inc=base.inc * factor("inc"),
+                               dec=base.dec * factor("dec"), alpha_scale=base.alpha_scale * factor("alpha_scale"),
+                               thresholds=thresholds)
+
+
+def search_sleep(cfg: ContinualConfig, out: str | Path, n_candidates: int, *, search_seed: int = 0, progress=None,
+                 dataset=None) -> dict:
+    """Seeded random search of the sleep parameters on a validation split (resumable).
+
+    Candidate 0 is ``cfg.sleep`` itself, the others :func:`sample_sleep_config` draws.
+    Each runs the whole protocol (method ``src`` unless the config says ``src+rehearsal``)
+    with ``validation`` (0.1 unless set) of the training set held out as the test set,
+    into ``out/candidate_NNN``. Writes ``out/search.csv`` (one row per candidate, best
+    first) and ``out/best.json`` (its ``[sleep]`` table and score); returns the latter.
+    """
+    from .data import load_dataset
+
+    if n_candidates < 1:
+        raise ConfigError(f"--search needs at least one candidate, got {n_candidates}")
+    out = Path(out)
+    method = cfg.protocol.method if cfg.protocol.sleeps else "src"
+    cfg = cfg.replace(continual={"method": method, "validation": cfg.protocol.validation or 0.1})
+    base = cfg.base
+    if dataset is None:
+        dataset = load_dataset(base.data.dataset, base.data.data_dir, n_train=base.data.n_train, n_test=base.data.n_test)
+    n_layers = len(base.model.arch) - 1
+    rng = np.random.default_rng([int(search_seed), 14, 99])
+    cands = [dataclasses.replace(cfg.sleep, thresholds=tuple(cfg.sleep.layer_thresholds(n_layers)))]
+    cands += [sample_sleep_config(cfg.sleep, n_layers, rng) for _ in range(n_candidates - 1)]
+    rows = []
+    for i, sc in enumerate(cands):
+        s = run_protocol(cfg.replace(sleep=sc.to_dict()), out / f"candidate_{i:03d}", dataset=dataset, progress=progress)
+        rows.append({"candidate": i, "score": s["final_accuracy"], "seconds": s["seconds"], **sc.to_dict()})
+        logger.info("search candidate %d/%d: validation accuracy %.4f", i + 1, len(cands), s["final_accuracy"])
+    rows.sort(key=lambda r: -r["score"])
+    keys = ["candidate", "score", "seconds", "max_rate", "inc", "dec", "alpha_scale", "thresholds"]
+    with atomic_path(out / "search.csv") as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(",".join(keys) + "\n")
+            for r in rows:
+                fh.write(",".join(" ".join(f"{t:.6g}" for t in r[k]) if k == "thresholds" else
+                                  (f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k])) for k in keys) + "\n")
+    best = {"score": rows[0]["score"], "candidate": rows[0]["candidate"], "method": method,
+            "validation": cfg.protocol.validation, "search_seed": int(search_seed), "n_candidates": len(cands),
+            "sleep": {k: rows[0][k] for k in SleepConfig.__dataclass_fields__}}
+    with atomic_path(out / "best.json") as tmp:
+        tmp.write_text(json.dumps(best, indent=1))
+    return best
