@@ -36,9 +36,15 @@ def small(method="sequential", **sections):
     return cfg.replace(**sections) if sections else cfg
 
 
-def test_sequential_writes_every_output_and_forgets(tmp_path, digits):
-    s = run_protocol(small(), tmp_path / "seq", dataset=digits)
-    out = tmp_path / "seq"
+@pytest.fixture(scope="module")
+def seq_run(tmp_path_factory, digits):
+    """The sequential baseline of :func:`small` (shared: several tests compare against it)."""
+    out = tmp_path_factory.mktemp("seq")
+    return out, run_protocol(small(), out, dataset=digits)
+
+
+def test_sequential_writes_every_output_and_forgets(seq_run):
+    out, s = seq_run
     rows = (out / "accuracy.csv").read_text().splitlines()
     assert rows[0].startswith("after_task,task_1,") and len(rows) == 6
     m = np.array(s["matrix"])
@@ -56,7 +62,7 @@ def test_sequential_writes_every_output_and_forgets(tmp_path, digits):
 
 
 def test_resume_after_an_interruption_gives_the_same_results(tmp_path, digits):
-    cfg = small("ewc")
+    cfg = small("ewc", continual={"n_tasks": 3})
     whole = run_protocol(cfg, tmp_path / "whole", dataset=digits)
 
     class Stop(Exception):
@@ -78,8 +84,8 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, digits):
         run_protocol(small("sequential"), tmp_path / "cut", dataset=digits)
 
 
-def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits):
-    seq = run_protocol(small("sequential"), tmp_path / "a", dataset=digits)
+def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits, seq_run):
+    seq = seq_run[1]
     src0 = run_protocol(small("src", sleep={"inc": 0.0, "dec": 0.0}), tmp_path / "b", dataset=digits)
     assert src0["matrix"] == seq["matrix"]
     src = run_protocol(small("src"), tmp_path / "c", dataset=digits)
@@ -87,8 +93,8 @@ def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits):
     assert src["overall_before_sleep"][0] == seq["overall_accuracy"][0]  # the same training up to the first sleep
 
 
-def test_joint_is_the_upper_bound(tmp_path, digits):
-    seq = run_protocol(small("sequential"), tmp_path / "s", dataset=digits)
+def test_joint_is_the_upper_bound(tmp_path, digits, seq_run):
+    seq = seq_run[1]
     joint = run_protocol(small("joint"), tmp_path / "j", dataset=digits)
     assert joint["final_accuracy"] > 0.6 > seq["final_accuracy"]
 
@@ -118,17 +124,17 @@ def test_fisher_and_ewc_penalty():
     np.testing.assert_allclose(g[0], 10.0 * F[0] * (np.array([3.0, 1.0]) - anchor[0]))
 
 
-def test_ewc_and_bptt_run(tmp_path, digits):
+def test_ewc_and_bptt_run(tmp_path, digits, seq_run):
     ewc = run_protocol(small("ewc", continual={"ewc_lambda": 1e4}), tmp_path / "e", dataset=digits)
-    seq = run_protocol(small("sequential"), tmp_path / "s", dataset=digits)
+    seq = seq_run[1]
     assert ewc["matrix"][0] == seq["matrix"][0]  # the penalty starts after task 1
     assert ewc["matrix"] != seq["matrix"]
-    bptt = run_protocol(small("sequential", continual={"trainer": "bptt"}), tmp_path / "b", dataset=digits)
+    bptt = run_protocol(small("sequential", continual={"trainer": "bptt", "n_tasks": 2}), tmp_path / "b", dataset=digits)
     assert bptt["trainer"] == "bptt" and bptt["matrix"][0][0] > 0.8
 
 
 def test_seeds_report_mean_and_spread(tmp_path, digits):
-    s = run_seeds(small(), tmp_path / "seeds", [0, 1], dataset=digits)
+    s = run_seeds(small(continual={"n_tasks": 2}), tmp_path / "seeds", [0, 1], dataset=digits)
     finals = [json.loads((tmp_path / "seeds" / f"seed_{k}" / "summary.json").read_text())["final_accuracy"] for k in (0, 1)]
     assert s["final_accuracy"] == pytest.approx(np.mean(finals))
     assert s["final_accuracy_std"] == pytest.approx(np.std(finals, ddof=1))
@@ -136,7 +142,7 @@ def test_seeds_report_mean_and_spread(tmp_path, digits):
 
 
 def test_search_writes_its_table_and_best(tmp_path, digits):
-    cfg = small("src", sleep={"iterations_first": 50, "iterations_per_task": 0})
+    cfg = small("src", continual={"n_tasks": 2, "epochs": 1}, sleep={"iterations_first": 50, "iterations_per_task": 0})
     best = search_sleep(cfg, tmp_path / "search", 2, dataset=digits)
     rows = (tmp_path / "search" / "search.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("candidate,score")
