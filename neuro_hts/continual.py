@@ -685,11 +685,19 @@ def search_sleep(cfg: ContinualConfig, out: str | Path, n_candidates: int, *, se
     cands = [dataclasses.replace(cfg.sleep, thresholds=tuple(cfg.sleep.layer_thresholds(n_layers)))]
     cands += [sample_sleep_config(cfg.sleep, n_layers, rng) for _ in range(n_candidates - 1)]
     rows = []
+    best = None
     for i, sc in enumerate(cands):
         s = run_protocol(cfg.replace(sleep=sc.to_dict()), out / f"candidate_{i:03d}", dataset=dataset, progress=progress)
         rows.append({"candidate": i, "score": s["final_accuracy"], "seconds": s["seconds"], **sc.to_dict()})
         logger.info("search candidate %d/%d: validation accuracy %.4f", i + 1, len(cands), s["final_accuracy"])
-    rows.sort(key=lambda r: -r["score"])
+        best = _write_search_table(out, rows, method, cfg, search_seed, len(cands))
+    return best
+
+
+def _write_search_table(out: Path, rows: list[dict], method: str, cfg: ContinualConfig, search_seed: int,
+                        n_candidates: int) -> dict:
+    """search.csv (the candidates so far, best first) and best.json; rewritten after every candidate."""
+    rows = sorted(rows, key=lambda r: -r["score"])
     keys = ["candidate", "score", "seconds", "max_rate", "inc", "dec", "alpha_scale", "thresholds"]
     with atomic_path(out / "search.csv") as tmp:
         with open(tmp, "w") as fh:
@@ -698,8 +706,8 @@ def search_sleep(cfg: ContinualConfig, out: str | Path, n_candidates: int, *, se
                 fh.write(",".join(" ".join(f"{t:.6g}" for t in r[k]) if k == "thresholds" else
                                   (f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k])) for k in keys) + "\n")
     best = {"score": rows[0]["score"], "candidate": rows[0]["candidate"], "method": method,
-            "validation": cfg.protocol.validation, "search_seed": int(search_seed), "n_candidates": len(cands),
-            "sleep": {k: rows[0][k] for k in SleepConfig.__dataclass_fields__}}
+            "validation": cfg.protocol.validation, "search_seed": int(search_seed), "n_candidates": n_candidates,
+            "candidates_done": len(rows), "sleep": {k: rows[0][k] for k in SleepConfig.__dataclass_fields__}}
     with atomic_path(out / "best.json") as tmp:
         tmp.write_text(json.dumps(best, indent=1))
     return best
