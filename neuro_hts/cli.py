@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="plain-SGD learning rate of the compared update (default: the run's)")
     p.add_argument("--data-dir", help="dataset directory (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="batch choice and stochastic rounding")
+
+    from .cli_continual import add_continual_parser
+
+    add_continual_parser(sub)
     return parser
 
 
@@ -766,6 +770,15 @@ def _set_threads(n):
     from ._threads import blas_threads
 
     return blas_threads(n)
+
+
+def _cmd_continual(args) -> int:
+    from .cli_continual import cmd_continual
+
+    return cmd_continual(args, _tqdm_progress(not args.no_progress))
+
+
+_COMMANDS["continual"] = _cmd_continual
 
 
 def main(argv=None) -> int:

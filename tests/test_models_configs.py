@@ -12,7 +12,12 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 @pytest.mark.parametrize("path", sorted(MODELS.rglob("*.toml")), ids=lambda p: str(p.relative_to(MODELS)))
 def test_every_model_config_validates(path):
-    cfg = load_config(path)
+    if path.name.startswith("continual_"):  # a Config plus [continual] and [sleep] (neuro_hts.continual)
+        from neuro_hts.continual import load_continual_config
+
+        cfg = load_continual_config(path).base
+    else:
+        cfg = load_config(path)
     assert cfg.model.arch[0] in (64, 784)
     assert cfg.model.arch[-1] == 10
 

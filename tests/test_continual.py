@@ -1,0 +1,163 @@
+"""The class-incremental protocol (neuro_hts.continual) and the ``continual`` subcommand, on the 8x8 digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from neuro_hts.continual import (
+    ContinualConfig, _task_training_set, ewc_penalty_grad, fisher_diagonal, load_continual_config, run_protocol,
+    run_seeds, search_sleep,
+)
+from neuro_hts.data import load_dataset
+from neuro_hts.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "models" / "continual_digits.toml"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def small(method="sequential", **sections):
+    """A fast config: 64-32-10, three epochs per task, short phases, short sleeps."""
+    cfg = load_continual_config(DIGITS).replace(
+        model={"arch": [64, 32, 10]},
+        continual={"method": method, "epochs": 3, "alpha_samples": 200, "fisher_samples": 100},
+        sleep={"iterations_first": 200, "iterations_per_task": 50, "inc": 0.001, "dec": 0.0001,
+               "thresholds": [30.0, 60.0]},
+    )
+    return cfg.replace(**sections) if sections else cfg
+
+
+@pytest.fixture(scope="module")
+def seq_run(tmp_path_factory, digits):
+    """The sequential baseline of :func:`small` (shared: several tests compare against it)."""
+    out = tmp_path_factory.mktemp("seq")
+    return out, run_protocol(small(), out, dataset=digits)
+
+
+def test_sequential_writes_every_output_and_forgets(seq_run):
+    out, s = seq_run
+    rows = (out / "accuracy.csv").read_text().splitlines()
+    assert rows[0].startswith("after_task,task_1,") and len(rows) == 6
+    m = np.array(s["matrix"])
+    assert m.shape == (5, 5)
+    # after task 1 only classes 0 and 1 can be predicted: every later task scores exactly 0
+    assert m[0, 0] > 0.8 and (m[0, 1:] == 0).all()
+    assert s["final_accuracy"] == pytest.approx(s["overall_accuracy"][-1]) and 0 <= s["final_accuracy"] <= 1
+    with h5py.File(out / "accuracy.h5") as f:
+        np.testing.assert_array_equal(f["matrix"][...], m)
+        assert ContinualConfig.from_json(f.attrs["config"]).protocol.method == "sequential"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["tasks_completed"] == 5
+    for png in ("heatmap.png", "curves.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_after_an_interruption_gives_the_same_results(tmp_path, digits):
+    cfg = small("ewc", continual={"n_tasks": 3})
+    whole = run_protocol(cfg, tmp_path / "whole", dataset=digits)
+
+    class Stop(Exception):
+        pass
+
+    def progress(total, desc):
+        if desc.startswith("task 3/"):
+            raise Stop
+        return None
+
+    with pytest.raises(Stop):
+        run_protocol(cfg, tmp_path / "cut", dataset=digits, progress=progress)
+    part = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert part["tasks_completed"] == 2 and not part["complete"]
+    resumed = run_protocol(cfg, tmp_path / "cut", dataset=digits)
+    assert resumed["matrix"] == whole["matrix"]
+    assert resumed["final_accuracy"] == whole["final_accuracy"]
+    with pytest.raises(ConfigError, match="another config"):
+        run_protocol(small("sequential"), tmp_path / "cut", dataset=digits)
+
+
+def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits, seq_run):
+    seq = seq_run[1]
+    src0 = run_protocol(small("src", sleep={"inc": 0.0, "dec": 0.0}), tmp_path / "b", dataset=digits)
+    assert src0["matrix"] == seq["matrix"]
+    src = run_protocol(small("src"), tmp_path / "c", dataset=digits)
+    assert all(st["spikes_per_layer"][0] > 0 and st["weight_change"][0] > 0 for st in src["sleep"])
+    assert src["overall_before_sleep"][0] == seq["overall_accuracy"][0]  # the same training up to the first sleep
+
+
+def test_joint_is_the_upper_bound(tmp_path, digits, seq_run):
+    seq = seq_run[1]
+    joint = run_protocol(small("joint"), tmp_path / "j", dataset=digits)
+    assert joint["final_accuracy"] > 0.6 > seq["final_accuracy"]
+
+
+def test_rehearsal_training_sets(digits):
+    y = digits.y_train
+    cfg = small("rehearsal", continual={"rehearsal_fraction": 0.1})
+    idx = _task_training_set(cfg, digits.x_train, y, 2, seed=0)
+    n = [int(np.isin(y, [2 * j, 2 * j + 1]).sum()) for j in range(3)]
+    assert idx.size == n[2] + round(0.1 * n[0]) + round(0.1 * n[1])
+    assert set(np.unique(y[idx])) == {0, 1, 2, 3, 4, 5}
+    np.testing.assert_array_equal(idx, _task_training_set(cfg, digits.x_train, y, 2, seed=0))  # fixed by the seed
+    joint = _task_training_set(small("joint"), digits.x_train, y, 2, seed=0)
+    assert joint.size == sum(n)
+    seq = _task_training_set(small("sequential"), digits.x_train, y, 2, seed=0)
+    assert seq.size == n[2]
+
+
+def test_fisher_and_ewc_penalty():
+    grads = iter([([np.array([1.0, -2.0])], [np.array([3.0])]), ([np.array([3.0, 0.0])], [np.array([-1.0])])])
+    fW, fb = fisher_diagonal(lambda xb, yb: next(grads), np.zeros((4, 1)), np.zeros((4, 1)), batch=2)
+    np.testing.assert_allclose(fW[0], [5.0, 2.0])  # mean of squares: (1 + 9) / 2, (4 + 0) / 2
+    np.testing.assert_allclose(fb[0], [5.0])
+    F = [np.array([2.0, 0.5])]
+    anchor = [np.array([1.0, -1.0])]
+    g = ewc_penalty_grad([np.array([3.0, 1.0])], F, [F[0] * anchor[0]], lam=10.0)
+    np.testing.assert_allclose(g[0], 10.0 * F[0] * (np.array([3.0, 1.0]) - anchor[0]))
+
+
+def test_ewc_and_bptt_run(tmp_path, digits, seq_run):
+    ewc = run_protocol(small("ewc", continual={"ewc_lambda": 1e4}), tmp_path / "e", dataset=digits)
+    seq = seq_run[1]
+    assert ewc["matrix"][0] == seq["matrix"][0]  # the penalty starts after task 1
+    assert ewc["matrix"] != seq["matrix"]
+    bptt = run_protocol(small("sequential", continual={"trainer": "bptt", "n_tasks": 2}), tmp_path / "b", dataset=digits)
+    assert bptt["trainer"] == "bptt" and bptt["matrix"][0][0] > 0.8
+
+
+def test_seeds_report_mean_and_spread(tmp_path, digits):
+    s = run_seeds(small(continual={"n_tasks": 2}), tmp_path / "seeds", [0, 1], dataset=digits)
+    finals = [json.loads((tmp_path / "seeds" / f"seed_{k}" / "summary.json").read_text())["final_accuracy"] for k in (0, 1)]
+    assert s["final_accuracy"] == pytest.approx(np.mean(finals))
+    assert s["final_accuracy_std"] == pytest.approx(np.std(finals, ddof=1))
+    assert json.loads((tmp_path / "seeds" / "summary.json").read_text())["seeds"] == [0, 1]
+
+
+def test_search_writes_its_table_and_best(tmp_path, digits):
+    cfg = small("src", continual={"n_tasks": 2, "epochs": 1}, sleep={"iterations_first": 50, "iterations_per_task": 0})
+    best = search_sleep(cfg, tmp_path / "search", 2, dataset=digits)
+    rows = (tmp_path / "search" / "search.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("candidate,score")
+    assert best["score"] == float(rows[1].split(",")[1]) or abs(best["score"] - float(rows[1].split(",")[1])) < 1e-5
+    assert best["validation"] == 0.1 and set(best["sleep"]) >= {"inc", "dec", "thresholds", "alpha_scale"}
+    assert (tmp_path / "search" / "candidate_001" / "summary.json").exists()
+
+
+def test_cli(run_cli, tmp_path):
+    code, out, err = run_cli(["continual", "--config", str(DIGITS), "--method", "nope", "--out", str(tmp_path / "x")])
+    assert code == 2 and "invalid choice" in err
+    (tmp_path / "f").write_text("")
+    code, out, err = run_cli(["continual", "--config", str(DIGITS), "--out", str(tmp_path / "f")])
+    assert code == 2 and err.count("\n") == 1 and "is a file" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DIGITS.read_text() + "\n[continual.extra]\n")
+    code, out, err = run_cli(["continual", "--config", str(bad), "--out", str(tmp_path / "y")])
+    assert code == 2 and "continual" in err
