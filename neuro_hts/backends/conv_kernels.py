@@ -51,54 +51,78 @@ POOL_CODES = {"none": 0, "avg": 1, "max": 2}
 # kernels
 
 
+@njit(cache=True, inline="always")
+def _valid_x(j, stride, pad, W, Wo):
+    """The output columns x whose input column x stride + j - pad lies in [0, W): [lo, hi)."""
+    lo = 0
+    while lo < Wo and lo * stride + j - pad < 0:
+        lo += 1
+    hi = Wo
+    while hi > lo and (hi - 1) * stride + j - pad >= W:
+        hi -= 1
+    return lo, hi
+
+
 @njit(cache=True)
 def _im2col(v, k, stride, pad, Ho, Wo, cols):
-    """cols[(c k + i) k + j, (b Ho + y) Wo + x] = v[b, c, y stride + i - pad, x stride + j - pad] (0 outside)."""
+    """cols[(c k + i) k + j, (b Ho + y) Wo + x] = v[b, c, y stride + i - pad, x stride + j - pad] (0 outside).
+
+    Row by row of ``cols``, each written once front to back; plain indices (no array views
+    in the loops: making one per input row cost as much as the copy).
+    """
     B, C, H, W = v.shape
     zero = cols.dtype.type(0.0)
     n = Ho * Wo
     for c in range(C):
         for i in range(k):
             for j in range(k):
-                row = cols[(c * k + i) * k + j]
+                r = (c * k + i) * k + j
+                lo, hi = _valid_x(j, stride, pad, W, Wo)
+                off = j - pad
                 for b in range(B):
                     for y in range(Ho):
                         yy = y * stride + i - pad
                         base = b * n + y * Wo
                         if yy < 0 or yy >= H:
                             for x in range(Wo):
-                                row[base + x] = zero
+                                cols[r, base + x] = zero
+                            continue
+                        for x in range(lo):
+                            cols[r, base + x] = zero
+                        if stride == 1:
+                            for x in range(lo, hi):
+                                cols[r, base + x] = v[b, c, yy, x + off]
                         else:
-                            for x in range(Wo):
-                                xx = x * stride + j - pad
-                                row[base + x] = v[b, c, yy, xx] if (xx >= 0 and xx < W) else zero
+                            for x in range(lo, hi):
+                                cols[r, base + x] = v[b, c, yy, x * stride + off]
+                        for x in range(hi, Wo):
+                            cols[r, base + x] = zero
 
 
 @njit(cache=True)
 def _col2im(cols, k, stride, pad, Ho, Wo, out):
     """The adjoint of :func:`_im2col`: out[b, c, y s + i - p, x s + j - p] += cols[(c k + i) k + j, (b Ho + y) Wo + x]."""
     B, C, H, W = out.shape
-    zero = out.dtype.type(0.0)
-    for b in range(B):
-        for c in range(C):
-            for yy in range(H):
-                for xx in range(W):
-                    out[b, c, yy, xx] = zero
+    out[...] = out.dtype.type(0.0)
     n = Ho * Wo
     for c in range(C):
         for i in range(k):
             for j in range(k):
-                row = cols[(c * k + i) * k + j]
+                r = (c * k + i) * k + j
+                lo, hi = _valid_x(j, stride, pad, W, Wo)
+                off = j - pad
                 for b in range(B):
                     for y in range(Ho):
                         yy = y * stride + i - pad
                         if yy < 0 or yy >= H:
                             continue
                         base = b * n + y * Wo
-                        for x in range(Wo):
-                            xx = x * stride + j - pad
-                            if xx >= 0 and xx < W:
-                                out[b, c, yy, xx] += row[base + x]
+                        if stride == 1:
+                            for x in range(lo, hi):
+                                out[b, c, yy, x + off] += cols[r, base + x]
+                        else:
+                            for x in range(lo, hi):
+                                out[b, c, yy, x * stride + off] += cols[r, base + x]
 
 
 @njit(cache=True)
