@@ -11,7 +11,8 @@ float64 reference and the float32 fast path), in turn, repeat after repeat:
 * inference: the free phase (T1 steps) and the argmax on the same batches
   (``FloatEngine.evaluate`` with the training batch size).
 
-One warm-up batch per backend is not timed (Numba compiles or loads its cache there).
+A warm-up per backend (2 samples, 2 steps per phase, on a copy of the network) is not timed
+(Numba compiles or loads its cache there).
 Prints, per backend, ``<backend> train: <samples/s> samples/s`` and ``<backend> infer: ...``
 (the median over ``--repeats``), then lines starting with ``#``: ranges, the fast/reference
 ratios (same run, same batches), the command, the machine, and its float32 gemm rate (one
@@ -27,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -121,9 +123,10 @@ def main(argv=None) -> int:
         runs[label] = (engine, net, xs, ys, {"train": [], "infer": []})
     free = algo.free_phase()
     with blas_threads(args.blas_threads if args.blas_threads > 0 else None):
-        for label, (engine, net, xs, ys, _) in runs.items():  # warm-up: the last batch, not timed
-            engine.train_step(net, xs[-B:], ys[-B:], algo, np.random.default_rng(0))
-            engine.evaluate(net, xs[-B:], labels[-B:], free, batch_size=B)
+        for label, (engine, net, xs, ys, _) in runs.items():  # warm-up (compiles), not timed: 2 samples, 2 steps
+            warm = dataclasses.replace(algo, t1=2, t2=2) if hasattr(algo, "t2") else algo
+            engine.train_step(net.copy(), xs[-2:], ys[-2:], warm, np.random.default_rng(0))
+            engine.evaluate(net, xs[-2:], labels[-2:], dataclasses.replace(free, steps=2), batch_size=2)
         for rep in range(args.repeats):
             for label, (engine, net, xs, ys, times) in runs.items():
                 rng = np.random.default_rng(rep)
