@@ -176,3 +176,52 @@ def test_the_fast_path_refuses_a_bad_state_shape_in_one_line():
     x, _ = batch(2)
     with pytest.raises(ValueError, match=r"states\[1\] has shape \(2, 4, 4\), expected \(2, 4, 2, 2\)"):
         get_backend("numba").relax(net, x, 2, states=[np.zeros((2, 3, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 10))])
+
+
+# ------------------------------------------------------------------ the configs and the benchmark
+MODELS = __import__("pathlib").Path(__file__).resolve().parents[1] / "models"
+
+
+def test_the_laborieux_benchmark_config_is_their_mnist_recipe():
+    from neuro_hts.config import load_config
+
+    cfg = load_config(MODELS / "bench_cnn_laborieux.toml")
+    spec, tc = cfg.model.spec, cfg.train
+    assert [layer.shape for layer in spec.layers] == [(1, 28, 28), (32, 12, 12), (64, 4, 4), (10,)]
+    assert [spec.options(c) for c in spec.connections[:2]] == [
+        {"kernel": 5, "stride": 1, "padding": 0, "pool": "max", "pool_size": 2, "pool_stride": 2}] * 2
+    assert spec.connections[2].kind == "dense" and cfg.model.output == "mse" and cfg.model.activation == "hard_sigmoid"
+    assert (tc.t1, tc.t2, tc.batch_size, tc.beta, tc.nudging) == (200, 10, 100, 0.4, "one-sided")
+    assert tc.optimizer == "adam" and tc.lr == (5e-5, 1e-5, 8e-6) and tc.backend == "numba"
+    net = init_network(cfg, np.float32)
+    assert all(np.all(d == 1.0) for d in net.dts)  # every dt = 1: their discrete-time dynamics
+
+
+@pytest.mark.parametrize("name,dataset", [("mnist_cnn.toml", "mnist"), ("fashionmnist_cnn.toml", "fashion-mnist")])
+def test_the_cnn_configs_run_the_fast_path_with_hts_in_the_conv_layers(name, dataset):
+    from neuro_hts.config import load_config
+
+    cfg = load_config(MODELS / name)
+    assert cfg.data.dataset == dataset and cfg.train.backend == "numba"
+    assert [c.kind for c in cfg.model.spec.connections] == ["conv2d", "conv2d", "dense"]
+    net = init_network(cfg, np.float32)
+    assert net.dts[0].shape == (16, 12, 12) and net.dts[1].shape == (32, 4, 4)
+    assert net.dts[0].std() > 0.05 and net.dts[1].std() > 0.05 and np.all(net.dts[2] == net.dts[2][0])
+    assert get_backend("numba").supports(net) == []
+
+
+def test_bench_conv_prints_samples_per_second_for_both_paths():
+    import subprocess
+    import sys
+
+    script = MODELS.parent / "scripts" / "bench_conv.py"
+    out = subprocess.run([sys.executable, str(script), "--config", str(MODELS / "digits_cnn.toml"), "--batches", "1",
+                          "--repeats", "1", "--t1", "3", "--t2", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for label in ("numpy", "numba"):
+        for what in ("train", "infer"):
+            line = next(x for x in lines if x.startswith(f"{label} {what}: "))
+            assert float(line.split()[2]) > 0 and line.endswith(" samples/s")
+    assert any(x.startswith("# numba/numpy train: ") for x in lines)
+    assert any(x.startswith("# workload: ") and "(t1 3, t2 2)" in x and "T1 3, T2 2" in x for x in lines)
