@@ -45,6 +45,9 @@ __all__ = ["ConvChain", "POOL_CODES"]
 
 #: pooling -> kernel code
 POOL_CODES = {"none": 0, "avg": 1, "max": 2}
+#: im2col entries per chunk of samples (a convolution is one im2col + gemm per chunk; 0: the
+#: whole batch at once). 2^18 floats = 1 MiB in float32: measured in BENCHMARKS.md.
+CHUNK_ELEMENTS = 1 << 18
 
 
 # --------------------------------------------------------------------------------------
@@ -266,16 +269,22 @@ class _Conn:
         self.W2 = weight.reshape(weight.shape[0], -1)
         self._B = -1
 
+    def chunk(self, B: int) -> int:
+        """Samples per gemm: enough to fill about :data:`CHUNK_ELEMENTS` im2col entries (at least 1)."""
+        per_sample = self.W2.shape[1] * self.conv_shape[1] * self.conv_shape[2]
+        return max(1, min(B, CHUNK_ELEMENTS // per_sample)) if CHUNK_ELEMENTS > 0 else B
+
     def buffers(self, B: int):
-        """(cols, z, arg) for a batch of B, allocated once per batch size."""
+        """(cols, z, arg, chunk): scratch for one chunk of samples and the argmax of the whole batch."""
         if self._B != B:
             O, Hc, Wc = self.conv_shape
             dt = self.weight.dtype
-            self.cols = np.empty((self.W2.shape[1], B * Hc * Wc), dtype=dt)
-            self.z = np.empty((O, B * Hc * Wc), dtype=dt)
+            self._chunk = cb = self.chunk(B)
+            self.cols = np.empty((self.W2.shape[1], cb * Hc * Wc), dtype=dt)
+            self.z = np.empty((O, cb * Hc * Wc), dtype=dt)
             self.arg = np.zeros((B, *self.post_shape), dtype=np.int64)
             self._B = B
-        return self.cols, self.z, self.arg
+        return self.cols, self.z, self.arg, self._chunk
 
     def im2col(self, v: np.ndarray, cols: np.ndarray) -> None:
         _, Hc, Wc = self.conv_shape
@@ -285,15 +294,25 @@ class _Conn:
         return z.reshape(self.conv_shape[0], B, *self.conv_shape[1:])
 
     def forward(self, r_pre: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out = A r_pre (the drive from below), (B, *post_shape); max pooling records its context in ``arg``."""
+        """out = A r_pre (the drive from below), (B, *post_shape); max pooling records its context in ``arg``.
+
+        A convolution goes chunk by chunk of samples, so that each chunk's im2col columns stay
+        in cache between the copy and the gemm.
+        """
         B = r_pre.shape[0]
         if self.dense:
             np.dot(r_pre.reshape(B, -1), self.weight.T, out=out.reshape(B, -1))
             return out
-        cols, z, arg = self.buffers(B)
-        self.im2col(r_pre, cols)
-        np.dot(self.W2, cols, out=z)
-        _pool_forward(self.z4(z, B), self.mode, self.ps, self.pst, out, arg)
+        cols, z, arg, cb = self.buffers(B)
+        n = self.conv_shape[1] * self.conv_shape[2]
+        for b0 in range(0, B, cb):
+            b1 = min(B, b0 + cb)
+            m = b1 - b0  # contiguous (rows, m n) views of the scratch, also for a last, shorter chunk
+            c = cols.reshape(-1)[: cols.shape[0] * m * n].reshape(cols.shape[0], m * n)
+            zz = z.reshape(-1)[: z.shape[0] * m * n].reshape(z.shape[0], m * n)
+            self.im2col(r_pre[b0:b1], c)
+            np.dot(self.W2, c, out=zz)
+            _pool_forward(self.z4(zz, m), self.mode, self.ps, self.pst, out[b0:b1], arg[b0:b1])
         return out
 
     def unpool(self, u: np.ndarray, arg: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -303,16 +322,22 @@ class _Conn:
         return g
 
     def backward(self, r_post: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out = A^T r_post (the feedback to pre), A fixed by the context of the last :meth:`forward`."""
+        """out = A^T r_post (the feedback to pre), A fixed by the context of the last :meth:`forward`; by chunks."""
         B = r_post.shape[0]
         if self.dense:
             np.dot(r_post, self.weight, out=out.reshape(B, -1))
             return out
-        cols, z, arg = self.buffers(B)
-        self.unpool(r_post, arg, z)  # z is free again once the forward drive is pooled
-        np.dot(self.W2.T, z, out=cols)
+        cols, z, arg, cb = self.buffers(B)
         _, Hc, Wc = self.conv_shape
-        _col2im(cols, self.k, self.stride, self.padding, Hc, Wc, out)
+        n = Hc * Wc
+        for b0 in range(0, B, cb):
+            b1 = min(B, b0 + cb)
+            m = b1 - b0
+            c = cols.reshape(-1)[: cols.shape[0] * m * n].reshape(cols.shape[0], m * n)
+            zz = z.reshape(-1)[: z.shape[0] * m * n].reshape(z.shape[0], m * n)
+            self.unpool(r_post[b0:b1], arg[b0:b1], zz)
+            np.dot(self.W2.T, zz, out=c)
+            _col2im(c, self.k, self.stride, self.padding, Hc, Wc, out[b0:b1])
         return out
 
 
