@@ -205,7 +205,7 @@ def test_the_cnn_configs_run_the_fast_path_with_hts_in_the_conv_layers(name, dat
     assert cfg.data.dataset == dataset and cfg.train.backend == "numba"
     assert [c.kind for c in cfg.model.spec.connections] == ["conv2d", "conv2d", "dense"]
     net = init_network(cfg, np.float32)
-    assert net.dts[0].shape == (16, 12, 12) and net.dts[1].shape == (32, 4, 4)
+    assert net.dts[0].shape == (16, 12, 12) and net.dts[1].shape == (32, 5, 5)
     assert net.dts[0].std() > 0.05 and net.dts[1].std() > 0.05 and np.all(net.dts[2] == net.dts[2][0])
     assert get_backend("numba").supports(net) == []
 
