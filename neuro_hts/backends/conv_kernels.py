@@ -34,10 +34,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..connections import Conv2d, Dense
+from ..connections import Dense
 from ..costs import MSE, SoftmaxReadout
 from ..dynamics import RelaxResult, as_input
-from ..errors import ConfigError
 from ..activations import get_activation
 from .numba_backend import _act, _act_prime
 

@@ -806,6 +806,10 @@ class NumbaBackend:
     the nonzero entries (except with non-finite weights, where only the dense product
     propagates 0 * inf as NaN). The results agree to rounding. Scratch buffers of the
     sparse path are kept per thread and reused from call to call.
+
+    A network that is not a dense chain (conv2d connections, C x H x W layers) runs through
+    :class:`~neuro_hts.backends.conv_kernels.ConvChain` (im2col + gemm convolutions,
+    docs/CONV.md "The fast path") with the same methods and results.
     """
 
     name = "numba"
