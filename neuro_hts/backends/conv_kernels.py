@@ -38,7 +38,6 @@ from ..connections import Dense
 from ..costs import MSE, SoftmaxReadout
 from ..dynamics import RelaxResult, as_input
 from ..activations import get_activation
-from .numba_backend import _act, _act_prime
 
 __all__ = ["ConvChain", "POOL_CODES"]
 
@@ -51,6 +50,25 @@ CHUNK_ELEMENTS = 1 << 18
 
 # --------------------------------------------------------------------------------------
 # kernels
+
+
+@njit(cache=True, inline="always")
+def _act(u, act, one):
+    """sigma(u), as numba_backend._act (not imported: numba_backend hands conv nets to this module)."""
+    zero = one - one
+    if act == 0:
+        return zero if u < zero else (one if u > one else u)
+    return one / (one + np.exp(-(4 * one * u - 2 * one)))
+
+
+@njit(cache=True, inline="always")
+def _act_prime(u, act, one):
+    """sigma'(u), as numba_backend._act_prime: 1 on 0 <= u <= 1 else 0 (act 0), 4 s (1 - s) (act 1)."""
+    zero = one - one
+    if act == 0:
+        return one if (u >= zero and u <= one) else zero
+    s = one / (one + np.exp(-(4 * one * u - 2 * one)))
+    return 4 * one * s * (one - s)
 
 
 @njit(cache=True, inline="always")
