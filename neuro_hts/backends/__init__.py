@@ -3,10 +3,12 @@
 A backend relaxes a :class:`~neuro_hts.network.Network` and computes EP gradients:
 
 * ``numpy``: the readable float64 reference (:mod:`neuro_hts.dynamics`), the oracle.
-* ``numba``: fused per-step kernels, BLAS matrix products, float32 by default.
+* ``numba``: fused per-step kernels, BLAS matrix products, float32 by default; conv
+  networks through :mod:`neuro_hts.backends.conv_kernels` (im2col + gemm).
 
 Both return :class:`~neuro_hts.dynamics.RelaxResult` and lists of gradients with the
-same shapes, and are tested against each other (tests/test_backends.py).
+same shapes, and are tested against each other (tests/test_backends.py; conv networks:
+tests/test_conv_fast.py).
 """
 
 from __future__ import annotations

@@ -813,6 +813,10 @@ class NumbaBackend:
     the nonzero entries (except with non-finite weights, where only the dense product
     propagates 0 * inf as NaN). The results agree to rounding. Scratch buffers of the
     sparse path are kept per thread and reused from call to call.
+
+    A network that is not a dense chain (conv2d connections, C x H x W layers) runs through
+    :class:`~neuro_hts.backends.conv_kernels.ConvChain` (im2col + gemm convolutions,
+    docs/CONV.md "The fast path") with the same methods and results.
     """
 
     name = "numba"
@@ -866,14 +870,40 @@ class NumbaBackend:
         return a
 
     def supports(self, net) -> list[str]:
-        """Why the fused kernels cannot run ``net`` (empty: they can): they run dense chains of [n] layers."""
+        """Why the backend cannot run ``net`` (empty: it can): dense chains run in the fused kernels,
+        chains of conv2d and dense connections in the conv path (:mod:`neuro_hts.backends.conv_kernels`)."""
         if getattr(net, "is_dense", True):
             return []
         from . import numba_dendritic
 
         if numba_dendritic.handles(net):  # dendritic connections: their own kernels
             return numba_dendritic.reasons(net)
-        return ["backend 'numba' runs dense chains of [n] layers only (conv2d and C x H x W layers: backend 'numpy')"]
+        from .conv_kernels import ConvChain
+
+        return ConvChain.reasons(net)
+
+    def _check_network(self, net) -> None:
+        """One-line ConfigErrors for what no kernel runs (the form, activation, output, no relaxed layer)."""
+        reasons = self.supports(net)
+        if reasons:
+            raise ConfigError(reasons[0])
+        if net.form not in _FORMS:
+            raise ConfigError(f"unknown dynamics form {net.form!r}; choose one of {', '.join(_FORMS)}")
+        if net.activation not in _ACTIVATIONS:
+            raise ConfigError(f"unknown activation {net.activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
+        if net.output not in _OUTPUTS:
+            raise ConfigError(f"unknown output {net.output!r}; choose one of {', '.join(_OUTPUTS)}")
+        if net.n_dynamic < 1:
+            raise ConfigError("the network has no relaxed layer")
+
+    def _chain(self, net):
+        """The conv path for a network that is not a dense chain (None for a dense chain)."""
+        if getattr(net, "is_dense", True) or _dendritic(net):
+            return None
+        from .conv_kernels import ConvChain
+
+        self._check_network(net)
+        return ConvChain(net, self.dtype, self._as)
 
     def _network(self, net):
         """(energy, act, ce, weights, biases, dts of the relaxed layers) as kernel arguments."""
@@ -915,6 +945,9 @@ class NumbaBackend:
         """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).input_drive(self, net, x)
+        chain = self._chain(net)
+        if chain is not None:
+            return chain.input_drive(x)
         energy, act, _, Ws, bs, _ = self._network(net)
         x = self._x(net, x)
         B, n0 = x.shape
@@ -931,6 +964,10 @@ class NumbaBackend:
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).relax(self, net, x, n_steps, states, y, beta, drive1, gamma=gamma, clamp=clamp,
                                          anchor=anchor, coe=coe, tol=tol, status_tol=status_tol)
+        chain = self._chain(net)
+        if chain is not None:
+            return self._relax_chain(chain, net, x, n_steps, states, y, beta, drive1, gamma, clamp, anchor, coe, tol,
+                                     status_tol)
         energy, act, ce, Ws, bs, dts = self._network(net)
         x = self._x(net, x)
         B = x.shape[0]
@@ -978,6 +1015,16 @@ class NumbaBackend:
         """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b)
+        chain = self._chain(net)
+        if chain is not None:
+            beta_a, beta_b = float(beta_a), float(beta_b)
+            if beta_a == beta_b:
+                raise ValueError("ep_gradients needs two different beta values")
+            B = np.shape(x)[0]
+            sa = self._image_states(net, states_a, B, "states_a")
+            sb = self._image_states(net, states_b, B, "states_b")
+            y = self._as(y, (B, net.arch[-1]), "y") if net.output == "ce" else None
+            return chain.ep_gradients(x, y, sa, beta_a, sb, beta_b)
         energy, act, ce, Ws, bs, _ = self._network(net)
         x = self._x(net, x)
         B = x.shape[0]
@@ -998,3 +1045,37 @@ class NumbaBackend:
             tuple(gW), tuple(gb),
         )
         return gW, gb
+
+    # --- the conv path ----------------------------------------------------------------
+    def _image_states(self, net, states, batch: int, what: str) -> tuple:
+        shapes = net.shapes[1 : net.n_dynamic + 1]
+        if len(states) != len(shapes):
+            raise ValueError(f"{what}: {len(states)} arrays for {len(shapes)} relaxed layers")
+        return tuple(self._as(s, (batch, *sh), f"{what}[{i}]") for i, (s, sh) in enumerate(zip(states, shapes)))
+
+    def _relax_chain(self, chain, net, x, n_steps, states, y, beta, drive1, gamma, clamp, anchor, coe, tol, status_tol):
+        """:meth:`relax` of a conv network through :class:`~neuro_hts.backends.conv_kernels.ConvChain`."""
+        x = chain.x(x)
+        B = x.shape[0]
+        n_steps = int(n_steps)
+        if n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        shapes = net.shapes[1 : net.n_dynamic + 1]
+        if states is None:
+            s_init = tuple(np.zeros((B, *sh), dtype=self.dtype) for sh in shapes)
+        else:
+            s_init = self._image_states(net, states, B, "states")
+        beta = float(beta)
+        if clamp not in _CLAMPS:
+            raise ValueError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
+        if beta != 0.0 or clamp == "target":
+            if y is None:
+                raise ValueError("a nudged phase (beta != 0) or a clamped one needs targets y")
+            y = self._as(y, (B, net.arch[-1]), "y")
+        drive1 = chain.input_drive(x) if drive1 is None else self._as(drive1, (B, *shapes[0]), "drive1")
+        anchor_t = self._image_states(net, anchor, B, "anchor") if anchor is not None else None
+        judged = float(tol) if tol is not None else float(status_tol)
+        if n_steps == 0:
+            return RelaxResult([s.copy() for s in s_init], np.zeros(B, dtype=self.dtype), 0, judged)
+        return chain.relax(x, n_steps, s_init, y, beta, drive1, gamma, clamp, anchor_t, coe,
+                           float(tol) if tol is not None else None, judged)
