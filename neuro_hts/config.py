@@ -447,12 +447,13 @@ class Config:
         return Config.from_dict(d)
 
 
-def load_config(path: str | Path) -> Config:
-    """Load and validate a TOML config; errors name the file and the problem."""
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML config file; a one-line ConfigError naming the file otherwise
+    (missing, a directory, binary or not UTF-8, invalid TOML)."""
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -461,6 +462,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: not a text TOML file (binary or not UTF-8; a run file goes to --resume or eval)") from None
     except IsADirectoryError:
         raise ConfigError(f"{p}: is a directory, not a TOML config file") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a TOML config; errors name the file and the problem."""
+    p = Path(path)
+    raw = read_toml(p)
     try:
         return Config.from_dict(raw)
     except ConfigError as exc:

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
-from .config import Config
+from .config import Config, read_toml
 from .errors import ConfigError, DivergenceError, RunFileError
 from .sleep import SleepConfig, layer_activations, sleep, sleep_iterations
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = [
     "METHODS", "TRAINERS", "ProtocolConfig", "ContinualConfig", "load_continual_config", "task_classes",
@@ -175,13 +169,7 @@ class ContinualConfig:
 def load_continual_config(path: str | Path) -> ContinualConfig:
     """Load a TOML file with the sections of a Config plus ``[continual]`` and ``[sleep]``."""
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    raw = read_toml(p)
     try:
         return ContinualConfig.from_dict(raw)
     except ConfigError as exc:

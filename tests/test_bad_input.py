@@ -140,6 +140,8 @@ def _stage(fixtures, tmp_path: Path, names) -> Path:
 
 # --------------------------------------------------------------------------- the cases
 
+CL_DIGITS = str(REPO / "models" / "continual_digits.toml")
+
 #: id -> (argv with {d} for the case's directory, fixture files it needs, expected stderr fragment)
 CASES = {
     # ---- train: flags and config files
@@ -262,6 +264,16 @@ CASES = {
     "sweep-set": ("sweep --config {d}/cfg.toml --dt-dists constant --set train.nope=1 --out {d}/sw", ["cfg.toml"],
                   "unknown config key"),
     "report-not-a-sweep": ("report {d}/empty --out {d}/rep", [], "not a sweep directory"),
+    # ---- continual
+    "continual-config-binary": ("continual --config {d}/binary.toml --method src --out {d}/cl", ["binary.toml"],
+                                "not a text TOML file"),
+    "continual-config-missing": ("continual --config {d}/nope.toml --method src --out {d}/cl", [], "config file not found"),
+    "continual-method": ("continual --config " + CL_DIGITS + " --method nope --out {d}/cl", [], "invalid choice"),
+    "continual-seeds": ("continual --config " + CL_DIGITS + " --seeds x --out {d}/cl", [], "--seeds must"),
+    "continual-out-is-file": ("continual --config " + CL_DIGITS + " --out {d}/exists.h5", ["exists.h5"],
+                              "continual writes a directory"),
+    "continual-epochs-zero": ("continual --config " + CL_DIGITS + " --epochs 0 --out {d}/cl", [],
+                              "epochs must be a positive integer"),
     # ---- the parser
     "unknown-command": ("frobnicate", [], "invalid choice"),
     "threads-negative-top": ("--threads -2 show {d}/run.h5", ["run.h5"], "--threads must be >= 1"),

@@ -907,17 +907,7 @@ class NumbaBackend:
 
     def _network(self, net):
         """(energy, act, ce, weights, biases, dts of the relaxed layers) as kernel arguments."""
-        reasons = self.supports(net)
-        if reasons:
-            raise ConfigError(reasons[0])
-        if net.form not in _FORMS:
-            raise ConfigError(f"unknown dynamics form {net.form!r}; choose one of {', '.join(_FORMS)}")
-        if net.activation not in _ACTIVATIONS:
-            raise ConfigError(f"unknown activation {net.activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
-        if net.output not in _OUTPUTS:
-            raise ConfigError(f"unknown output {net.output!r}; choose one of {', '.join(_OUTPUTS)}")
-        if net.n_dynamic < 1:
-            raise ConfigError("the network has no relaxed layer")
+        self._check_network(net)
         if not self._logged_conversion and any(
             a.dtype != self.dtype or not a.flags.c_contiguous for a in (*net.weights, *net.biases, *net.dts)
         ):
