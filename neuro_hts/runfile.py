@@ -159,7 +159,8 @@ def _count_bad(a: np.ndarray) -> int:
 def check_values(state: RunState, path: str | Path = "run") -> None:
     """Refuse a run whose values (not only shapes) are impossible, with one line naming the first.
 
-    Weights, biases and optimiser arrays must be finite; every dt must lie in (0, 1];
+    Weights, biases and optimiser arrays must be finite; every dt must lie in (0, 1]; masks
+    (connection buffers named ``*mask*``, e.g. dendritic branches) hold only 0 and 1;
     ``epochs_completed`` must be >= 0 and no ``/history`` series longer; ``status``
     one of :data:`STATUSES` (docs/FORMAT.md, "Validation on load").
     """
@@ -178,6 +179,12 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
             j = int(np.flatnonzero(out.ravel())[0])
             raise RunFileError(f"{path}: layer {i} dt[{j}] = {float(d.ravel()[j]):.6g} lies outside (0, 1] "
                                f"({int(out.sum())} value(s)); every time step must be in (0, 1]")
+    for i, bufs in enumerate(getattr(net, "buffers", None) or (), start=1):
+        for k, a in (bufs or {}).items():
+            a = np.asarray(a)
+            if "mask" in k and a.size and not np.isin(a, (0, 1)).all():
+                raise RunFileError(f"{path}: layer {i} {k} holds values other than 0 and 1; "
+                                   f"the file is damaged or was edited")
     for k, arrs in state.optimizer_state.items():
         for j, a in enumerate(arrs):
             a = np.asarray(a)

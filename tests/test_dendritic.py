@@ -282,6 +282,17 @@ def test_cli_flags_override_the_config_and_the_run_file_keeps_the_masks(tmp_path
     assert (c.basal_weight[c.basal_mask == 0] == 0).all()
     code, out, err = run_cli(["eval", str(run)])
     assert code == 0, err
+    import h5py  # a hand-edited mask (a 2 where only 0 and 1 mean anything) is refused at load, in one line
+
+    bad = tmp_path / "badmask.h5"
+    bad.write_bytes(run.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        name = next(n for n in ("layers/1/buffers/basal_mask", "layers/2/buffers/basal_mask") if n in f)
+        m = f[name][()]
+        m.flat[0] = 2
+        f[name][...] = m
+    code, out, err = run_cli(["eval", str(bad)])
+    assert code == 2 and "values other than 0 and 1" in err and err.count("\n") == 1 and out == "", err
     code, _, err = run_cli(["train", "--config", str(toml), "--apical-scale", "x", "--out", str(tmp_path / "y.h5")])
     assert code == 2
 
