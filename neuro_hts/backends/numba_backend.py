@@ -924,12 +924,6 @@ class NumbaBackend:
             raise ValueError(f"x has shape {x.shape}, expected (batch, {net.arch[0]})")
         return x
 
-    def _states(self, net, states, batch: int, what: str) -> tuple:
-        sizes = net.arch[1 : net.n_dynamic + 1]
-        if len(states) != len(sizes):
-            raise ValueError(f"{what}: {len(states)} arrays for {len(sizes)} relaxed layers")
-        return tuple(self._as(s, (batch, n), f"{what}[{i}]") for i, (s, n) in enumerate(zip(states, sizes)))
-
     # --- the interface ----------------------------------------------------------------
     def input_drive(self, net, x) -> np.ndarray:
         """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
@@ -968,7 +962,7 @@ class NumbaBackend:
         if states is None:
             s_init = tuple(np.zeros((B, n), dtype=self.dtype) for n in sizes)
         else:
-            s_init = self._states(net, states, B, "states")
+            s_init = self._image_states(net, states, B, "states")
         beta = float(beta)
         top_mode = _CLAMPS.index(clamp) if clamp in _CLAMPS else -1
         if top_mode < 0:
@@ -984,7 +978,7 @@ class NumbaBackend:
         else:
             drive1 = self._as(drive1, (B, sizes[0]), "drive1")
         has_anchor = anchor is not None
-        anchor_t = self._states(net, anchor, B, "anchor") if has_anchor else s_init
+        anchor_t = self._image_states(net, anchor, B, "anchor") if has_anchor else s_init
         judged = float(tol) if tol is not None else float(status_tol)
         residual = np.zeros(B, dtype=self.dtype)
         if n_steps == 0:
@@ -1021,8 +1015,8 @@ class NumbaBackend:
         beta_a, beta_b = float(beta_a), float(beta_b)
         if beta_a == beta_b:
             raise ValueError("ep_gradients needs two different beta values")
-        sa = self._states(net, states_a, B, "states_a")
-        sb = self._states(net, states_b, B, "states_b")
+        sa = self._image_states(net, states_a, B, "states_a")
+        sb = self._image_states(net, states_b, B, "states_b")
         if ce:
             y = self._as(y, (B, net.arch[-1]), "y")
         else:
@@ -1038,6 +1032,7 @@ class NumbaBackend:
 
     # --- the conv path ----------------------------------------------------------------
     def _image_states(self, net, states, batch: int, what: str) -> tuple:
+        """``states`` of the relaxed layers as kernel arrays (B, *shape): (B, n) in a dense chain, (B, C, H, W) in a conv layer."""
         shapes = net.shapes[1 : net.n_dynamic + 1]
         if len(states) != len(shapes):
             raise ValueError(f"{what}: {len(states)} arrays for {len(shapes)} relaxed layers")
