@@ -7,6 +7,7 @@ line on stderr and exit with code 2; Ctrl-C exits 130 with the last checkpoint k
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -101,6 +102,8 @@ def _add_train_args(p):
     p.add_argument("--form", choices=_names("dynamics:FORMS"), help="dynamics form" + _dflt("model", "form"))
     p.add_argument("--activation", choices=_names("activations:ACTIVATIONS"), help="activation" + _dflt("model", "activation"))
     p.add_argument("--output", choices=_names("dynamics:OUTPUTS"), help="output cost" + _dflt("model", "output"))
+    p.add_argument("--nudge", choices=list(importlib.import_module("neuro_hts.dynamics").NUDGE_PLACEMENTS),
+                   help="where the leaky form's nudge enters: inside sigma or outside it" + _dflt("model", "nudge"))
     p.add_argument("--dt-dist", help="a dt law: " + ", ".join(_names("distributions:_REGISTRY")) + _dflt("dt", "dist"))
     p.add_argument("--dt-mean", type=float, help="mean of the dt law" + _dflt("dt", "mean"))
     p.add_argument("--dt-std", type=float, help="standard deviation of the dt law" + _dflt("dt", "std"))
@@ -298,6 +301,7 @@ def _config_from_args(args):
             "form": args.form,
             "activation": args.activation,
             "output": args.output,
+            "nudge": args.nudge,
         },
         dt={"dist": args.dt_dist, "mean": args.dt_mean, "std": args.dt_std, "dt_min": args.dt_min, "dt_max": args.dt_max, "layers": args.dt_layers,
             "per_channel": args.dt_per_channel},
@@ -328,7 +332,7 @@ def _config_from_args(args):
 
 #: train flags that --resume cannot change (the stored config is used; only --epochs may grow)
 _RESUME_FIXED = (
-    "config", "dataset", "n_train", "n_test", "arch", "form", "activation", "output",
+    "config", "dataset", "n_train", "n_test", "arch", "form", "activation", "output", "nudge",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",

@@ -30,7 +30,7 @@ from .algorithms import ALGORITHMS, NUDGINGS, make_algorithm
 from .backends import BACKENDS
 from .data import DATASETS
 from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
-from .dynamics import FORMS, OUTPUTS
+from .dynamics import FORMS, NUDGE_PLACEMENTS, OUTPUTS
 from .engines import ENGINES
 from .errors import ConfigError
 from .learning import OPTIMIZERS
@@ -97,6 +97,11 @@ class ModelConfig:
 
     ``output='mse'``: the last layer is a dynamic layer nudged by beta (y - s_L).
     ``output='ce'``: the last layer is a softmax readout of layer L-1 (Laborieux et al.).
+    ``nudge``: where the nudge -beta dC/ds_L enters the leaky form's top layer: ``"inside"``
+    sigma (Laborieux et al.; EP's estimate is then exact in the small-beta limit) or
+    ``"outside"`` it, s <- s + dt (sigma(h) - s - beta dC/ds) (Ernoult et al.'s leaky form,
+    followed by the HTS authors' public EP code; not an exact gradient, see
+    :func:`neuro_hts.dynamics.leaky_update`). The energy form's nudge is always outside rho'.
 
     Instead of ``arch``/``output`` the parts may be declared (``[[model.layers]]``,
     ``[[model.connections]]``, ``[[model.costs]]``, see :mod:`neuro_hts.spec`); ``arch``
@@ -108,6 +113,7 @@ class ModelConfig:
     activation: str = "hard_sigmoid"
     output: str = "mse"
     init_scale: float = 1.0
+    nudge: str = "inside"
     layers: tuple[LayerSpec, ...] = ()
     connections: tuple[ConnectionSpec, ...] = ()
     costs: tuple[CostSpec, ...] = ()
@@ -135,6 +141,10 @@ class ModelConfig:
         _choice("model", "form", self.form, FORMS)
         _choice("model", "output", self.output, OUTPUTS)
         _choice("model", "activation", self.activation, ACTIVATIONS)
+        _choice("model", "nudge", self.nudge, NUDGE_PLACEMENTS)
+        if self.nudge == "outside" and self.form != "leaky":
+            raise ConfigError(f"[model] nudge = 'outside' is an option of the leaky form; the {self.form} form's "
+                              f"nudge already enters outside the activation (use nudge = 'inside', the default)")
         if self.output == "ce" and len(self.arch) < 3:
             raise ConfigError("[model] output='ce' needs at least one hidden layer (a readout of layer L-1)")
         if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
@@ -384,6 +394,9 @@ class Config:
             algo = make_algorithm(self)
         except ConfigError as exc:
             raise ConfigError(f"[{self.train.algorithm}] {exc}" if not str(exc).startswith("[") else str(exc)) from None
+        if self.model.nudge != "inside" and self.train.arith == "fixed":
+            raise ConfigError(f"[model] nudge = {self.model.nudge!r} is not in the fixed-point (Loihi) neuron, which adds "
+                              f"the nudge to its input current (inside); train with arith = 'float', or nudge = 'inside'")
         reasons = algo.supports(self.model)
         if reasons:
             raise ConfigError(f"[train] algorithm {algo.name!r}: " + "; ".join(reasons))

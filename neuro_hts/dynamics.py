@@ -16,7 +16,9 @@ Two dynamics forms:
       s_l <- s_l + dt_l * (sigma(h_l) - s_l)
 
   Nudging adds -beta dC/ds_L to h_L (inside sigma, as in Laborieux et al.'s
-  s <- sigma(dPhi_beta/ds)); with dt = 1 this is exactly their discrete-time EP.
+  s <- sigma(dPhi_beta/ds)); with dt = 1 this is exactly their discrete-time EP. With
+  the network's ``nudge = "outside"`` it is added to the update outside sigma instead,
+  s_L <- s_L + dt_L * (sigma(h_L) - s_L - beta dC/ds_L) (Ernoult et al.'s leaky form).
 
 * ``energy`` (Scellier & Bengio), states are membrane potentials, rho = activation::
 
@@ -42,6 +44,7 @@ from .registry import Registry
 
 __all__ = [
     "FORMS",
+    "NUDGE_PLACEMENTS",
     "OUTPUTS",
     "RelaxStatus",
     "RelaxResult",
@@ -155,9 +158,16 @@ def layer_drive(net: Network, l: int, r: list[np.ndarray], drive1: np.ndarray, g
     return h
 
 
-def leaky_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, sigma) -> np.ndarray:
-    """s <- s + dt * (sigma(h) - s)   (per-neuron dt)."""
-    return s + dt * (sigma(h) - s)
+def leaky_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, sigma, nudge=0.0) -> np.ndarray:
+    """s <- s + dt * (sigma(h) - s + nudge)   (per-neuron dt).
+
+    ``nudge`` is the outside-sigma nudge -beta dC/ds of ``nudge = "outside"`` (0 elsewhere;
+    the inside nudge is part of ``h``). Its fixed point s* = sigma(h) - beta dC/ds moves
+    the state by ds*/dbeta = -(I - D W)^-1 dC/ds (D = diag sigma'(h)), without the factor D
+    that the inside placement carries and that EP's exactness argument needs, so EP's
+    estimate with it is a descent direction, not the gradient (the test measures how far).
+    """
+    return s + dt * (sigma(h) - s + nudge)
 
 
 def energy_update(s: np.ndarray, h: np.ndarray, dt: np.ndarray, rho_prime, nudge=0.0) -> np.ndarray:
@@ -275,6 +285,9 @@ def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0, *, gamma
             continue
         h = layer_drive(net, l, r, drive1, gamma)
         if net.form == "leaky":
+            if top and nudge is not None and net.nudge == "outside":
+                new.append(leaky_update(s, h, dt, sigma, nudge))
+                continue
             if top and nudge is not None:
                 h = h + nudge
             new.append(leaky_update(s, h, dt, sigma))
@@ -349,6 +362,9 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
 
 
 #: dynamics forms -> their update rule (docs/MODEL.md "Dynamics")
+#: where the top layer's nudge enters the leaky form (Network.nudge, [model] nudge)
+NUDGE_PLACEMENTS = ("inside", "outside")
+
 FORMS: Registry = Registry("dynamics form")
 FORMS.register("leaky", leaky_update)
 FORMS.register("energy", energy_update)

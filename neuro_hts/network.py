@@ -80,8 +80,13 @@ class Network:
     #: per layer, the connection's fixed arrays that are not trained (a dendritic
     #: connection's masks), by name; empty dicts for dense and conv2d layers
     buffers: list[dict[str, np.ndarray]] | None = None
+    #: where the top layer's nudge enters the leaky form: "inside" sigma or "outside" it
+    #: (:func:`neuro_hts.dynamics.leaky_update`); inference does not depend on it
+    nudge: str = "inside"
 
     def __post_init__(self):
+        if self.nudge not in ("inside", "outside"):
+            raise ValueError(f"nudge must be 'inside' or 'outside', got {self.nudge!r}")
         if not (len(self.weights) == len(self.biases) == len(self.dts) >= 1):
             raise ValueError("weights, biases and dts need one entry per layer")
         if self.buffers is None:
@@ -159,7 +164,8 @@ class Network:
         """A copy with all arrays in ``dtype`` (C-contiguous)."""
         conv = lambda arrs: [np.ascontiguousarray(a, dtype=dtype).copy() for a in arrs]  # noqa: E731
         return Network(conv(self.weights), conv(self.biases), conv(self.dts), self.form, self.activation, self.output,
-                       dict(self.meta), self.spec, [{k: v.copy() for k, v in b.items()} for b in self.buffers])
+                       dict(self.meta), self.spec, [{k: v.copy() for k, v in b.items()} for b in self.buffers],
+                       self.nudge)
 
     def copy(self) -> "Network":
         return self.astype(self.dtype)
@@ -290,5 +296,5 @@ def init_network(config, dtype=np.float64) -> Network:
         buffers.append({})
     dts = sample_network_dts(config, arch, rng_streams(seed, "dt"))
     net = Network(weights, biases, dts, config.model.form, config.model.activation, config.model.output, spec=spec,
-                  buffers=buffers)
+                  buffers=buffers, nudge=config.model.nudge)
     return net.astype(dtype)

@@ -128,7 +128,7 @@ def load_run(path: str | Path) -> RunState:
         la = f["layers"].attrs
         try:
             net = Network(weights, biases, dts, str(la["form"]), str(la["activation"]), str(la["output"]),
-                          spec=network_spec(config), buffers=buffers)
+                          spec=network_spec(config), buffers=buffers, nudge=config.model.nudge)
         except ValueError as exc:
             raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
         if net.arch != config.model.arch:

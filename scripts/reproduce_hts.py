@@ -21,6 +21,13 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
 * ``stress_adapt`` (RESULTS.md section 6b): the stressed setup of ``stress_mnist``, one-sided,
   constant and lognormal dt x 3 seeds x T1 {20,30} x beta {0.1,0.2} x adaptation K {0,20};
   48 runs; about 35 min with ``--workers 2``
+* ``lr_mnist``, ``lr_fashionmnist`` (issue 16, the learning-rate axis): 784-512-10 on the full
+  data, constant Adam rate {5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2} x {one-sided, symmetric} x
+  6 laws x 5 seeds, 3 epochs; 360 runs each, about 50 s a run (about 2.5 h with
+  ``--workers 2``)
+* ``lr_mnist_placement``: the same rates, one-sided, crossed with the nudge's placement
+  (``model.nudge`` inside / outside sigma) and the heterogeneous output layer
+  (``dt.layers`` hidden / all); constant and lognormal dt x 5 seeds; 240 runs
 
 Usage::
 
@@ -52,6 +59,7 @@ DTMEAN = "dt.mean=0.1,0.2,0.3,0.4,0.5"
 
 FAMILY_LAWS = "constant,lognormal"
 STRESS_ADAPT_SETS = ("train.t1=20,30", "train.beta=0.1,0.2", "adapt.steps=0,20")
+LR_AXIS = "train.lr=0.0005,0.001,0.002,0.005,0.01,0.02"
 
 #: name -> (config relative to the repository, dataset directory name, seeds, --set values, dt laws)
 GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
@@ -65,6 +73,11 @@ GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
     **{f"family_mnist_{v}": (f"models/family/mnist_{v}.toml", "mnist", "0-2", (), FAMILY_LAWS)
        for v in ("ep", "ep_adapt", "chl", "chl_adapt")},
     "stress_adapt": ("models/repro/stress_mnist.toml", "mnist", "0-2", STRESS_ADAPT_SETS, FAMILY_LAWS),
+    "lr_mnist": ("models/repro/lr_mnist.toml", "mnist", "0-4", (LR_AXIS, "train.nudging=one-sided,symmetric"), LAWS),
+    "lr_fashionmnist": ("models/repro/lr_fashionmnist.toml", "fashion-mnist", "0-4",
+                        (LR_AXIS, "train.nudging=one-sided,symmetric"), LAWS),
+    "lr_mnist_placement": ("models/repro/lr_mnist.toml", "mnist", "0-4",
+                           (LR_AXIS, "model.nudge=inside,outside", "dt.layers=hidden,all"), FAMILY_LAWS),
 }
 
 

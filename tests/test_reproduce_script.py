@@ -27,14 +27,14 @@ def script():
 def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_path):
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(script.GRIDS) == 12
+    assert len(lines) == len(script.GRIDS) == 15
     n_cells = {}
     for line, name in zip(lines, script.GRIDS):
         argv = shlex.split(line)[1:]
         args = build_parser().parse_args(argv)  # the real CLI accepts it
         assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
         assert args.out == str(tmp_path / "o" / "sweeps" / name)
-        family = name.startswith("family_") or name == "stress_adapt"
+        family = name.startswith("family_") or name in ("stress_adapt", "lr_mnist_placement")
         assert args.dt_dists == ("constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
         base = load_config(args.config)
         n_cells[name] = len(make_grid(base, args.dt_dists.split(","), parse_seeds(args.seeds),
@@ -43,12 +43,15 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
                        "stress_mnist_dtmean": 90, "stress_mnist_dtmean_sym": 90,
                        "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30,
                        "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6,
-                       "stress_adapt": 48}
+                       "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240}
     algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
              for line, name in zip(lines, script.GRIDS) if name.startswith("family_")}
     assert algos == {"family_mnist_ep": "ep", "family_mnist_ep_adapt": "ep", "family_mnist_chl": "chl",
                      "family_mnist_chl_adapt": "chl"}
     assert "/fashion-mnist" in lines[1] and "train.nudging=symmetric" in lines[4]
+    lr_cfg = load_config(shlex.split(lines[12])[shlex.split(lines[12]).index("--config") + 1])
+    assert (lr_cfg.train.lr_schedule, lr_cfg.train.t1, lr_cfg.model.arch) == ("constant", 60, (784, 512, 10))
+    assert "/fashion-mnist" in lines[13] and "model.nudge=inside,outside" in lines[14]
 
 
 def test_only_and_overrides(script, capsys, tmp_path):

@@ -224,10 +224,11 @@ def _pool_backward(u, mode, ps, pst, arg, g):
 
 
 @njit(cache=True)
-def _layer_update(s, h, bvec, td, has_td, gamma, nudge, has_nudge, dt, energy, act, out, res):
+def _layer_update(s, h, bvec, td, has_td, gamma, nudge, has_nudge, dt, energy, act, out, res, outside):
     """One relaxed layer's step on (B, n) views, and the running residual max_j |out - s| per sample.
 
-    h' = h + b + gamma td (+ nudge, leaky form); leaky: out = s + dt (sigma(h') - s);
+    h' = h + b + gamma td (+ nudge, leaky form); leaky: out = s + dt (sigma(h') - s), or
+    with ``outside`` (``nudge = "outside"``) out = s + dt (sigma(h + b + gamma td) - s + nudge);
     energy: out = clip(s + dt (rho'(s) h' - s + nudge), 0, 1) (dynamics.leaky_update /
     dynamics.energy_update). ``bvec`` is the bias per unit (zeros when h already holds it).
     """
@@ -246,9 +247,13 @@ def _layer_update(s, h, bvec, td, has_td, gamma, nudge, has_nudge, dt, energy, a
                 v = sv + dt[j] * (_act_prime(sv, act, one) * hh - sv + nu)
                 v = zero if v < zero else (one if v > one else v)
             else:
+                nu = zero
                 if has_nudge:
-                    hh = hh + nudge[b, j]
-                v = sv + dt[j] * (_act(hh, act, one) - sv)
+                    if outside:
+                        nu = nudge[b, j]
+                    else:
+                        hh = hh + nudge[b, j]
+                v = sv + dt[j] * (_act(hh, act, one) - sv + nu)
             out[b, j] = v
             d = abs(v - sv)
             if d > m or d != d:
@@ -376,6 +381,7 @@ class ConvChain:
         self.net = net
         self.dtype = np.dtype(dtype)
         self.energy = net.form == "energy"
+        self.outside = net.nudge == "outside" and not self.energy
         self.act = ("hard_sigmoid", "sigmoid4").index(net.activation)
         self.ce = net.output == "ce"
         conns = net.connections()
@@ -472,7 +478,7 @@ class ConvChain:
                 _layer_update(s.reshape(B, -1), h[l - 1].reshape(B, -1), self.bvecs[l - 1],
                               td[l - 1].reshape(B, -1) if has_td else empty, has_td, gamma,
                               nudge.reshape(B, -1) if has_nudge else empty, has_nudge, self.dts[l - 1],
-                              self.energy, self.act, o.reshape(B, -1), res)
+                              self.energy, self.act, o.reshape(B, -1), res, self.outside)
             if anchor is not None:
                 c = self.dtype.type(coe)
                 for i, o in enumerate(nxt):

@@ -54,8 +54,8 @@ _OUTPUTS = ("mse", "ce")
 # output-layer modes of a phase (algorithms.CLAMPS), kernel codes 0, 1, 2
 _CLAMPS = ("none", "target", "hold")
 
-# nudge modes of the top relaxed layer
-_NUDGE_NONE, _NUDGE_MSE, _NUDGE_CE = 0, 1, 2
+# nudge modes of the top relaxed layer (the _OUT ones: outside sigma, leaky form)
+_NUDGE_NONE, _NUDGE_MSE, _NUDGE_CE, _NUDGE_MSE_OUT, _NUDGE_CE_OUT = 0, 1, 2, 3, 4
 
 # a = s W^T into a layer of at most this many neurons uses plain dot products instead of
 # gemm (faster for a 10-class output layer at batch 50; see scripts/bench_train.py)
@@ -502,17 +502,22 @@ def _update_rows(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt, 
             if energy:
                 rp = _act_prime(sj, act, one)
                 u = rp * h - sj
-                if nudge_mode == 1:
+                if nudge_mode == 1 or nudge_mode == 3:
                     u += beta * (ny[b, j] - sj)
-                elif nudge_mode == 2:
+                elif nudge_mode == 2 or nudge_mode == 4:
                     u += beta * (ny[b, j] * rp)
                 out[b, j] = _clip01(sj + dt[j] * u, one)
             else:
+                nu = s.dtype.type(0.0)
                 if nudge_mode == 1:
                     h += beta * (ny[b, j] - sj)
                 elif nudge_mode == 2:
                     h += beta * ny[b, j]
-                out[b, j] = sj + dt[j] * (_act(h, act, one) - sj)
+                elif nudge_mode == 3:
+                    nu = beta * (ny[b, j] - sj)
+                elif nudge_mode == 4:
+                    nu = beta * ny[b, j]
+                out[b, j] = sj + dt[j] * (_act(h, act, one) - sj + nu)
 
 
 @njit(cache=True)
@@ -521,8 +526,9 @@ def _update_layer(s, base, bias, add_bias, td, has_td, nudge_mode, ny, beta, dt,
 
     h = base (+ bias) (+ td). Nudge mode 1 (MSE): beta (y - s) with ``ny`` = y; mode 2
     (softmax readout): beta * ny with ``ny`` = (y - softmax) W_L, times rho'(s) in the
-    energy form. Leaky: s + dt (sigma(h + nudge) - s). Energy: clip(s + dt (rho'(s) h -
-    s + nudge), 0, 1).
+    energy form. Leaky: s + dt (sigma(h + nudge) - s); modes 3 and 4 are modes 1 and 2
+    placed outside sigma, s + dt (sigma(h) - s + nudge) (``nudge = "outside"``). Energy:
+    clip(s + dt (rho'(s) h - s + nudge), 0, 1).
     """
     # each call below is a separate inlined copy with constant flags; nudge_mode 0 (every
     # layer but the top one) gets its own copies
@@ -598,7 +604,7 @@ def _mix_into(s, anchor, coe):
 
 @njit(cache=True)
 def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual,
-                  fbuf, ibuf, gamma, top_mode, anchor, has_anchor, coe, tol):
+                  fbuf, ibuf, gamma, top_mode, anchor, has_anchor, coe, tol, outside):
     """Run up to ``n_steps`` >= 1 synchronous steps from ``s_init``; returns the number of steps taken.
 
     Step t reads the states of step t-1 (``s_init``, then alternately ``buf0``/``buf1``)
@@ -610,7 +616,8 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
     top-down product; ``top_mode`` 1 holds the output layer at ``y`` (clamp), 2 at its
     current value; with ``has_anchor`` every layer is then mixed toward ``anchor`` with
     ``coe``. With ``tol`` > 0 the residual is formed every step and the loop ends at the
-    first step where every sample's residual is <= tol.
+    first step where every sample's residual is <= tol. With ``outside`` the nudge enters
+    the leaky update outside sigma (``nudge = "outside"``).
     """
     n_dyn = len(s_init)
     top = n_dyn - 1
@@ -627,7 +634,9 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
     nudge_mode = _NUDGE_NONE
     if beta != 0:
         nudge_mode = _NUDGE_CE if ce else _NUDGE_MSE
-    ny = y if nudge_mode == _NUDGE_MSE else td[top]
+        if outside:
+            nudge_mode += _NUDGE_MSE_OUT - _NUDGE_MSE
+    ny = y if (nudge_mode == _NUDGE_MSE or nudge_mode == _NUDGE_MSE_OUT) else td[top]
     scale_td = gamma != 1
     check = tol > 0
     cur = s_init
@@ -645,7 +654,7 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
             np.dot(r[i + 1], Ws[i + 1], td[i])
             if scale_td:
                 _scale_into(td[i], gamma)
-        if nudge_mode == _NUDGE_CE:
+        if nudge_mode == _NUDGE_CE or nudge_mode == _NUDGE_CE_OUT:
             _dot_nt(r[top], W_L, logits)
             for b in range(B):
                 for k in range(n_out):
@@ -991,7 +1000,7 @@ class NumbaBackend:
         taken = _relax_kernel(
             Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual,
             fbuf, ibuf, self.dtype.type(gamma), top_mode, anchor_t, has_anchor, self.dtype.type(coe),
-            self.dtype.type(tol if tol is not None else 0.0),
+            self.dtype.type(tol if tol is not None else 0.0), net.nudge == "outside" and not energy,
         )
         return RelaxResult(list(buf0 if taken % 2 else buf1), residual, int(taken), judged)
 

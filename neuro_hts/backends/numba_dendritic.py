@@ -58,8 +58,9 @@ def _branch_mean_into(P, bias, has_bias, K, scale, out, accumulate):
 
 
 @njit(cache=True)
-def _leaky_into(s, h, bias, has_bias, dt, nudge, has_nudge, beta, act, out):
-    """out = s + dt (sigma(h + b + beta nudge) - s), per unit."""
+def _leaky_into(s, h, bias, has_bias, dt, nudge, has_nudge, beta, act, out, outside):
+    """out = s + dt (sigma(h + b + beta nudge) - s), per unit; with ``outside``
+    (``nudge = "outside"``) out = s + dt (sigma(h + b) - s + beta nudge)."""
     one = s.dtype.type(1.0)
     B, n = s.shape
     for b in range(B):
@@ -67,9 +68,13 @@ def _leaky_into(s, h, bias, has_bias, dt, nudge, has_nudge, beta, act, out):
             u = h[b, j]
             if has_bias:
                 u += bias[j]
+            nu = one - one
             if has_nudge:
-                u += beta * nudge[b, j]
-            out[b, j] = s[b, j] + dt[j] * (_act(u, act, one) - s[b, j])
+                if outside:
+                    nu = beta * nudge[b, j]
+                else:
+                    u += beta * nudge[b, j]
+            out[b, j] = s[b, j] + dt[j] * (_act(u, act, one) - s[b, j] + nu)
 
 
 def reasons(net) -> list[str]:
@@ -189,7 +194,8 @@ def relax(backend, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, 
             if has_nudge:
                 np.subtract(y, cur[l], out=nudge)  # MSE: -dC/ds = y - s
             add_bias = layers[l].post_bias and l > 0  # layer 1's bias is in d1
-            _leaky_into(cur[l], h[l], biases[l], add_bias, dts[l], nudge, has_nudge, dtype.type(beta), act, nxt[l])
+            _leaky_into(cur[l], h[l], biases[l], add_bias, dts[l], nudge, has_nudge, dtype.type(beta), act, nxt[l],
+                        net.nudge == "outside")
         if anchor is not None:
             for l in range(L):
                 nxt[l] *= dtype.type(1.0 - coe)
