@@ -23,8 +23,11 @@ file, groups the cells by (distribution, swept settings) across seeds and writes
   accuracy (mean, band min..max over seeds) and divergence rate against that setting, one
   line per distribution.
 
-When settings are swept and ``constant`` is among several distributions, ``report.md``
-also has a side-by-side table (one row per setting combination, one column per
+When ``constant`` is among several distributions, ``comparisons.csv`` and a section of
+``report.md`` compare each law's final accuracy with it per setting combination: difference
+of means, seed spread, 95 % bootstrap interval, permutation p-value, Holm-adjusted over
+the report's comparisons, and a verdict (:mod:`neuro_hts.stats`). When settings are swept
+and ``constant`` is among several distributions, ``report.md`` also has a side-by-side table (one row per setting combination, one column per
 distribution) and a tally, per heterogeneous law, of the combinations where it diverged in
 fewer, as many or more seeds than the constant baseline (:func:`divergence_tally`).
 
@@ -207,7 +210,34 @@ def _side_by_side(data) -> list[str]:
     return lines + [""]
 
 
-def _markdown(data, sweep_dir) -> str:
+def _comparison_lines(rows, keys) -> list[str]:
+    """The law-vs-constant section of report.md (:func:`neuro_hts.stats.law_comparisons`)."""
+    if not rows:
+        return []
+    n_unres = sum(r["verdict"] == "unresolved" for r in rows)
+
+    def pts(v):
+        return "n/a" if math.isnan(v) else f"{100 * v:+.2f}"
+
+    lines = ["## Each law against constant", "",
+             f"Final accuracy, law minus constant, in points: difference of the seed means, seed spread (the larger "
+             f"std), 95 % bootstrap interval, two-sided permutation p and Holm's adjustment over the {len(rows)} "
+             f"comparisons of this report (not across reports: reading several reports together makes more "
+             f"comparisons than any one corrects for). Verdict: higher/lower at Holm p < 0.05; 'unresolved' where "
+             f"the difference is below the spread and a law has fewer than 20 seeds ({n_unres} such comparisons).",
+             "", "| law | " + " | ".join(keys) + (" | " if keys else "") + "seeds | diff | spread | 95 % CI | p | Holm p | verdict |",
+             "|" + "---|" * (len(keys) + 8)]
+    for r in rows:
+        ci = "n/a" if math.isnan(r["ci_low"]) else f"[{pts(r['ci_low'])}, {pts(r['ci_high'])}]"
+        p = "n/a" if math.isnan(r["p"]) else f"{r['p']:.3g}"
+        ph = "n/a" if math.isnan(r["p_holm"]) else f"{r['p_holm']:.3g}"
+        spread = "n/a" if math.isnan(r["spread"]) else f"{100 * r['spread']:.2f}"
+        lines.append("| " + " | ".join([r["dist"], *r["settings"], f"{r['n']}/{r['n_baseline']}", pts(r["diff"]),
+                                         spread, ci, p, ph, r["verdict"]]) + " |")
+    return lines + [""]
+
+
+def _markdown(data, sweep_dir, comparisons=()) -> str:
     keys = data["keys"]
     head = ["dist", *keys, "seeds", "final acc. (%)", "best (%)", "diverged", "volatility (pts)",
             "largest drop (pts)", "spread (pts)", "residual", "not conv."]
@@ -255,6 +285,7 @@ def _markdown(data, sweep_dir) -> str:
         *lines,
         "",
         *_side_by_side(data),
+        *_comparison_lines(list(comparisons), data["keys"]),
         "![Figure 1](fig1_dt_distributions.png)",
         "",
         "![accuracy curves](accuracy_curves.png)",
@@ -464,7 +495,17 @@ def write_report(sweep_dir, out_dir) -> dict:
         _plot_stability_map(data, out_dir / "stability_map.png")
     if _curve_key(data) is not None:
         _plot_setting_curve(data, out_dir / "setting_curve.png")
-    _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
+    comparisons = []
+    if "constant" in {g["dist"] for g in data["groups"]} and len({g["dist"] for g in data["groups"]}) > 1:
+        from .stats import COMPARISON_COLUMNS, law_comparisons
+
+        comparisons = law_comparisons(data)
+        _write_text(out_dir / "comparisons.csv", _csv_text(
+            ["dist", *keys, *COMPARISON_COLUMNS[1:], "left_out"],
+            [[r["dist"], *r["settings"], *[r[c] if isinstance(r[c], str) else _num(r[c]) for c in COMPARISON_COLUMNS[1:]],
+              r["left_out"]] for r in comparisons]))
+    data["comparisons"] = comparisons
+    _write_text(out_dir / "report.md", _markdown(data, sweep_dir, comparisons))
     logger.info("report of %s written to %s", sweep_dir, out_dir)
     return data
 

@@ -88,7 +88,8 @@ def test_report_tables_hold_the_expected_numbers(tmp_path):
     assert collapsed[0]["diverged"] == "1" and collapsed[0]["final_accuracy"] == "0.09"
 
     md = (tmp_path / "r" / "report.md").read_text()
-    table = [ln for ln in md.splitlines() if ln.startswith("| constant") or ln.startswith("| lognormal")]
+    summary = md.split("\n## ")[0]  # the summary table, before the side-by-side and comparison sections
+    table = [ln for ln in summary.splitlines() if ln.startswith("| constant") or ln.startswith("| lognormal")]
     assert len(table) == 4
     assert table[0].startswith("| constant | 10 | 2/2 | 47.00 +- 53.74 | 82.50 | 1/2 |")
     for name in ("fig1_dt_distributions.png", "accuracy_curves.png", "stability_map.png"):

@@ -1,0 +1,69 @@
+"""neuro_hts.stats: Holm's adjustment, permutation p and bootstrap interval, the verdicts, and the report's table."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from test_report import make_sweep
+
+from neuro_hts.report import write_report
+from neuro_hts.stats import compare_samples, holm, law_comparisons
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4 * 0.005 = 0.02, 3 * 0.01 = 0.03, 2 * 0.03 = 0.06,
+    # 1 * 0.04 = 0.04 -> max(0.06, 0.04) = 0.06 (step-down monotone)
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    out = holm([0.5, np.nan, 0.6])  # NaN not counted: m = 2
+    np.testing.assert_allclose(out[[0, 2]], [1.0, 1.0])
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(holm([0.2]), [0.2])
+
+
+def test_exact_permutation_p_and_bootstrap_interval():
+    # 3 + 3 values: C(6, 3) = 20 relabellings; only the observed split and its mirror reach |diff| = 3
+    r = compare_samples([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert r["diff"] == pytest.approx(-3.0)
+    assert r["p"] == pytest.approx(2 / 20)
+    assert r["spread"] == pytest.approx(1.0)
+    assert -5.0 <= r["ci_low"] <= -3.0 <= r["ci_high"] <= -1.0
+    r1 = compare_samples([0.9], [0.8, 0.7])
+    assert r1["diff"] == pytest.approx(0.15) and np.isnan(r1["p"]) and np.isnan(r1["ci_low"])
+
+
+def _data(samples: dict, settings=("x",)):
+    def run(v):
+        return {"found": True, "metrics": {"final_accuracy": v}}
+
+    return {"groups": [{"dist": d, "settings": settings, "runs": [run(v) for v in vals]} for d, vals in samples.items()]}
+
+
+def test_verdicts():
+    rng = np.random.default_rng(0)
+    base = list(0.90 + 0.002 * rng.standard_normal(6))
+    higher = [v + 0.02 for v in base]
+    noisy = list(0.90 + 0.01 * rng.standard_normal(6))
+    rows = {r["dist"]: r for r in law_comparisons(_data({"constant": base, "lognormal": higher, "gamma": noisy}))}
+    assert rows["lognormal"]["verdict"] == "higher" and rows["lognormal"]["p"] == pytest.approx(2 / 924)  # C(12, 6) = 924: exact
+    assert rows["lognormal"]["p_holm"] == pytest.approx(2 * 2 / 924)  # smallest of m = 2
+    assert rows["gamma"]["verdict"] == "unresolved" and rows["gamma"]["p_holm"] >= 0.05
+    # the same undecided comparison with the seed budget reached
+    done = law_comparisons(_data({"constant": base, "gamma": noisy}), max_seeds=6)
+    assert done[0]["verdict"] == "no detected difference"
+    nan_run = law_comparisons(_data({"constant": base, "cauchy": [float("nan")] + higher[1:]}))
+    assert nan_run[0]["left_out"] == 1 and nan_run[0]["n"] == 5
+
+
+def test_the_report_writes_the_comparison_table(tmp_path):
+    make_sweep(tmp_path / "s")
+    data = write_report(tmp_path / "s", tmp_path / "r")
+    with open(tmp_path / "r" / "comparisons.csv", newline="") as f:
+        rows = {r["train.t1"]: r for r in csv.DictReader(f)}
+    # t1 = 30: lognormal 0.93, 0.91 against constant 0.92, 0.90: +1 point, spread 1.41 points, 2 + 2 seeds
+    assert float(rows["30"]["diff"]) == pytest.approx(0.01, rel=1e-5) and float(rows["30"]["spread"]) == pytest.approx(0.02 ** 0.5 / 10, rel=1e-5)
+    assert rows["30"]["verdict"] == "unresolved" and rows["10"]["verdict"] == "unresolved"
+    assert float(rows["30"]["p"]) == pytest.approx(4 / 6, rel=1e-5)  # of C(4, 2) = 6 relabellings, diffs +-1, +-2, 0, 0 points
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Each law against constant" in md and "Holm" in md and len(data["comparisons"]) == 2
