@@ -240,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="REPORT_DIR",
                    help="also write the report (as neuro-hts report) of the sweep directory when the grid is done")
 
+    p = sub.add_parser("resolve-seeds", help="add seeds where a law and constant differ by less than their seed "
+                       "spread, until resolved or --max-seeds (resumable)")
+    p.add_argument("sweep_dir", help="directory written by neuro-hts sweep (with constant among its laws)")
+    p.add_argument("--max-seeds", type=int, default=20, help="at most this many seeds per law and setting (default 20)")
+    p.add_argument("--step", type=int, default=5, help="seeds added per round to each undecided comparison (default 5)")
+    p.add_argument("--engine", choices=["local", "dask"], default="local")
+    p.add_argument("--scheduler", help="Dask scheduler address (with --engine dask)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--report", dest="report_dir", help="also write the report of the sweep directory when done")
+    p.add_argument("--dry-run", action="store_true", help="list the cells of the next round and exit")
+
     p = sub.add_parser("report", help="tables (markdown, CSV) and figures of a sweep directory")
     p.add_argument("sweep_dir", help="directory written by neuro-hts sweep")
     p.add_argument("--out", required=True, help="report directory (report.md, summary.csv, runs.csv, PNGs)")
@@ -734,6 +745,34 @@ def _cmd_sweep(args) -> int:
 
 
 _COMMANDS["sweep"] = _cmd_sweep
+
+
+def _cmd_resolve_seeds(args) -> int:
+    from .sweep import more_seeds, resolve_seeds
+
+    if args.dry_run:
+        cells = more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step)
+        for c in cells:
+            print(c.name)
+        print(f"next round: {len(cells)} cells in {args.sweep_dir}")
+        return 0
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step)  # bad input fails here, before any run
+    rounds = resolve_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step, engine=args.engine,
+                           workers=args.workers, scheduler=args.scheduler)
+    errors = sum(r["status"] == "error" for rnd in rounds for r in rnd)
+    print(f"{len(rounds)} rounds, {sum(len(r) for r in rounds)} cells added to {args.sweep_dir}"
+          + (f", {errors} failed" if errors else ""))
+    if args.report_dir:
+        from .report import write_report
+
+        write_report(args.sweep_dir, args.report_dir)
+        print(f"report: {Path(args.report_dir) / 'report.md'}")
+    return 1 if errors else 0
+
+
+_COMMANDS["resolve-seeds"] = _cmd_resolve_seeds
 
 
 def _cmd_report(args) -> int:

@@ -264,6 +264,7 @@ CASES = {
     "sweep-set": ("sweep --config {d}/cfg.toml --dt-dists constant --set train.nope=1 --out {d}/sw", ["cfg.toml"],
                   "unknown config key"),
     "report-not-a-sweep": ("report {d}/empty --out {d}/rep", [], "not a sweep directory"),
+    "resolve-seeds-not-a-sweep": ("resolve-seeds {d}/empty", [], "not a sweep directory"),
     # ---- continual
     "continual-config-binary": ("continual --config {d}/binary.toml --method src --out {d}/cl", ["binary.toml"],
                                 "not a text TOML file"),

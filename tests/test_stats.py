@@ -67,3 +67,31 @@ def test_the_report_writes_the_comparison_table(tmp_path):
     assert float(rows["30"]["p"]) == pytest.approx(4 / 6, rel=1e-5)  # of C(4, 2) = 6 relabellings, diffs +-1, +-2, 0, 0 points
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Each law against constant" in md and "Holm" in md and len(data["comparisons"]) == 2
+
+
+def test_more_seeds_adds_seeds_only_where_undecided(tmp_path):
+    from neuro_hts.sweep import more_seeds
+
+    make_sweep(tmp_path / "s")  # 2 seeds per (law, t1); both comparisons unresolved
+    cells = more_seeds(tmp_path / "s", max_seeds=4, step=2)
+    assert sorted(c.name for c in cells) == sorted(f"dist={d}__seed={s}__train.t1={t}" for d in ("constant", "lognormal")
+                                                   for s in (2, 3) for t in (10, 30))
+    assert more_seeds(tmp_path / "s", max_seeds=2) == []  # the budget is reached: nothing to add
+
+
+def test_resolve_seeds_cli_runs_rounds_until_the_budget_and_reports(tmp_path, run_cli):
+    make_sweep(tmp_path / "s")
+    code, out, err = run_cli(["resolve-seeds", str(tmp_path / "s"), "--max-seeds", "3", "--step", "1", "--dry-run"])
+    assert code == 0 and out.strip().endswith("next round: 4 cells in " + str(tmp_path / "s")), err
+    assert not (tmp_path / "s" / "dist=constant__seed=2__train.t1=10.h5").exists()
+    code, out, err = run_cli(["resolve-seeds", str(tmp_path / "s"), "--max-seeds", "3", "--step", "1",
+                              "--report", str(tmp_path / "r")])
+    assert code == 0, err
+    assert "1 rounds, 4 cells added" in out
+    with open(tmp_path / "r" / "comparisons.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["n"], r["n_baseline"]) for r in rows} == {("3", "3")}
+    code, out, _ = run_cli(["resolve-seeds", str(tmp_path / "s"), "--max-seeds", "3", "--dry-run"])
+    assert code == 0 and "next round: 0 cells" in out  # the budget of 3 seeds is reached
+    code, _, err = run_cli(["resolve-seeds", str(tmp_path / "s"), "--step", "0"])
+    assert code == 2 and "step >= 1" in err
