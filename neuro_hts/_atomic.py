@@ -25,9 +25,10 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
+    tmp = None
+    try:  # created inside the try, so that an exception (SIGTERM) right after creation removes it too
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -42,6 +43,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise

@@ -93,6 +93,16 @@ def _lognormal(rng, mu, sigma, size):
     return np.exp(rng.normal(m, math.sqrt(s2), size))
 
 
+def _lognormal_min(rng, mu, sigma, size):
+    """dt_i = min_j x_j for x ~ :func:`_lognormal` (mu, sigma) of the layer's size: homogeneous,
+    at the slowest dt that ``lognormal`` draws for the same layer and seed (the same random
+    stream, consumed the same way; clipping commutes with the minimum). The baseline of
+    the equal-slowest comparison: a constant network as slow as the heterogeneous one's
+    slowest neuron, which takes the slow-neuron effect out of a constant-vs-lognormal
+    difference."""
+    return np.full(size, _lognormal(rng, mu, sigma, size).min())
+
+
 def _gamma(rng, mu, sigma, size):
     """Gamma(shape k = mu^2/sigma^2, scale theta = sigma^2/mu)."""
     cv = sigma / mu
@@ -146,6 +156,7 @@ for _name, _fn in [
     ("uniform", _uniform),
     ("normal", _normal),
     ("lognormal", _lognormal),
+    ("lognormal_min", _lognormal_min),
     ("gamma", _gamma),
     ("cauchy", _cauchy),
     ("levy", _levy),
@@ -157,6 +168,8 @@ for _name, _fn in [
 #: the laws shipped with neuro-hts (their out-of-range draws are clipped, as in the paper);
 #: a user-registered law must return positive finite values
 BUILTIN = frozenset(_REGISTRY.names())
+#: the laws that give every neuron of a layer the same dt on purpose
+HOMOGENEOUS = frozenset({"constant", "lognormal_min"})
 
 
 def validate_dt_params(dist: str, mu: float, sigma: float, dt_min: float, dt_max: float) -> None:

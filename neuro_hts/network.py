@@ -23,7 +23,7 @@ import numpy as np
 
 from .connections import CONNECTIONS, Dense
 from .costs import COSTS, Cost, SoftmaxReadout
-from .distributions import sample_dt
+from .distributions import HOMOGENEOUS, sample_dt
 from .errors import ConfigError
 from .spec import NetworkSpec
 
@@ -221,7 +221,7 @@ CLIP_WARN_FRACTION = 0.10
 
 def _check_spread(dtc, l: int, d: np.ndarray, warn: bool) -> None:
     """Refuse a law that clipping turned into one value; warn when much of it was clipped."""
-    if dtc.dist == "constant" or d.size < 2:
+    if dtc.dist in HOMOGENEOUS or d.size < 2:
         return
     law = f"dt law {dtc.dist!r} (mean {dtc.mean:g}, std {dtc.std:g}) clipped to [{dtc.dt_min:g}, {dtc.dt_max:g}]"
     if np.all(d == d.flat[0]):

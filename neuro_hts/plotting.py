@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
-from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, HEAVY_TAILED, available_distributions, sample_dt
+from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, HEAVY_TAILED, HOMOGENEOUS, available_distributions, sample_dt
 from .errors import ConfigError, NeuroHTSError
 
 __all__ = ["PlottingUnavailableError", "dt_summary", "plot_dt_distributions"]
@@ -47,7 +47,10 @@ def _law_rng(seed: int, dist: str) -> np.random.Generator:
 def _draw_all(mu, sigma, dt_min, dt_max, n, seed, distributions) -> dict[str, np.ndarray]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
-    names = available_distributions() if distributions is None else tuple(distributions)
+    # by default every law but the layer-size-dependent homogeneous ones (lognormal_min's value is
+    # the minimum of n draws: of the figure's 100,000 samples it says nothing about a layer)
+    names = (tuple(d for d in available_distributions() if d == "constant" or d not in HOMOGENEOUS)
+             if distributions is None else tuple(distributions))
     if not names:
         raise ConfigError("no distributions to draw")
     return {d: sample_dt(d, int(n), _law_rng(seed, d), mu, sigma, dt_min, dt_max) for d in names}

@@ -384,7 +384,7 @@ def test_plot_dt_writes_png_and_prints_table(tmp_path, run_cli):
     lines = out.strip().splitlines()
     assert lines[0].split() == ["distribution", "mean", "std", "at", "dt_min", "at", "dt_max"]
     rows = {parts[0]: [float(v) for v in parts[1:]] for parts in (line.split() for line in lines[1:-1])}
-    assert list(rows) == list(available_distributions())
+    assert list(rows) == [d for d in available_distributions() if d != "lognormal_min"]  # layer-size dependent
     assert rows["constant"] == [0.3, 0.0, 0.0, 0.0]
     assert all(0.001 <= r[0] <= 0.5 and 0 <= r[2] <= 1 and 0 <= r[3] <= 1 for r in rows.values())
     assert rows["levy"][3] > 0.05  # heavy tail piles up at dt_max

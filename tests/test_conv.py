@@ -14,7 +14,7 @@ import pytest
 from neuro_hts import dynamics
 from neuro_hts.bptt import bptt_gradients
 from neuro_hts.config import Config
-from neuro_hts.distributions import available_distributions
+from neuro_hts.distributions import HOMOGENEOUS, available_distributions
 from neuro_hts.errors import ConfigError
 from neuro_hts.network import init_network
 
@@ -104,7 +104,7 @@ def test_every_dt_law_gives_every_unit_a_dt_or_one_per_channel(dist):
         assert d.min() >= 1e-3 and d.max() <= 0.5
     # per channel: one value per feature map
     assert np.all(per_chan == per_chan[:, :1, :1])
-    if dist != "constant":
+    if dist not in HOMOGENEOUS:
         assert len(np.unique(per_chan)) > 1  # channels differ
         assert any(len(np.unique(per_unit[c])) > 1 for c in range(4))  # units of a channel differ
 

@@ -231,3 +231,16 @@ def test_sample_dt_always_within_bounds(dist, mu, sigma, bounds, seed):
     dt = sample_dt(dist, 64, np.random.default_rng(seed), mu, sigma, dt_min, dt_max)
     assert dt.shape == (64,)
     assert np.all((dt >= dt_min) & (dt <= dt_max))
+
+
+def test_lognormal_min_is_constant_at_the_slowest_dt_lognormal_draws_for_the_same_seed():
+    from neuro_hts.config import Config
+    from neuro_hts.network import init_network
+
+    nets = {d: init_network(Config.from_dict({"model": {"arch": [20, 300, 200, 10]},
+                                             "dt": {"dist": d, "mean": 0.3, "std": 0.15, "layers": "all"},
+                                             "train": {"seed": 4}}))
+            for d in ("lognormal", "lognormal_min")}
+    for het, hom in zip(nets["lognormal"].dts, nets["lognormal_min"].dts):  # every layer, the stream stays in step
+        assert np.all(hom == het.min()) and het.max() > het.min()
+    assert nets["lognormal_min"].dts[0][0] < 0.3 / 2  # well below the mean: the slow-neuron baseline

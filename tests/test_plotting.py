@@ -35,7 +35,7 @@ def test_plot_subset_and_formats(tmp_path):
 
 def test_summary_pile_up():
     s = dt_summary(n=50_000)
-    assert tuple(s) == available_distributions()
+    assert tuple(s) == tuple(d for d in available_distributions() if d != "lognormal_min")  # not a law of samples
     assert s["cauchy"]["frac_at_max"] > 0.01 and s["cauchy"]["frac_at_min"] > 0.01
     assert s["levy"]["frac_at_max"] > 0.1
     assert s["constant"]["frac_at_max"] == 0.0 and s["constant"]["frac_at_min"] == 0.0

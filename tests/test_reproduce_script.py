@@ -27,7 +27,7 @@ def script():
 def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_path):
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(script.GRIDS) == 15
+    assert len(lines) == len(script.GRIDS) == 17
     n_cells = {}
     for line, name in zip(lines, script.GRIDS):
         argv = shlex.split(line)[1:]
@@ -35,7 +35,9 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
         assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
         assert args.out == str(tmp_path / "o" / "sweeps" / name)
         family = name.startswith("family_") or name in ("stress_adapt", "lr_mnist_placement")
-        assert args.dt_dists == ("constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
+        laws = "constant,lognormal,lognormal_min" if name == "lr_mnist_slowest" else (
+            "constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
+        assert args.dt_dists == laws
         base = load_config(args.config)
         n_cells[name] = len(make_grid(base, args.dt_dists.split(","), parse_seeds(args.seeds),
                                       [parse_set(s, base) for s in args.set]))
@@ -43,7 +45,8 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
                        "stress_mnist_dtmean": 90, "stress_mnist_dtmean_sym": 90,
                        "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30,
                        "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6,
-                       "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240}
+                       "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240,
+                       "lr_mnist_slowest": 90, "lr_mnist_settled": 180}
     algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
              for line, name in zip(lines, script.GRIDS) if name.startswith("family_")}
     assert algos == {"family_mnist_ep": "ep", "family_mnist_ep_adapt": "ep", "family_mnist_chl": "chl",
