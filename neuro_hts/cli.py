@@ -748,7 +748,7 @@ _COMMANDS["sweep"] = _cmd_sweep
 
 
 def _cmd_resolve_seeds(args) -> int:
-    from .sweep import more_seeds, resolve_seeds
+    from .resolve import more_seeds, resolve_seeds
 
     if args.dry_run:
         cells = more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step)

@@ -70,7 +70,7 @@ def test_the_report_writes_the_comparison_table(tmp_path):
 
 
 def test_more_seeds_adds_seeds_only_where_undecided(tmp_path):
-    from neuro_hts.sweep import more_seeds
+    from neuro_hts.resolve import more_seeds
 
     make_sweep(tmp_path / "s")  # 2 seeds per (law, t1); both comparisons unresolved
     cells = more_seeds(tmp_path / "s", max_seeds=4, step=2)
