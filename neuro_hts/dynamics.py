@@ -39,7 +39,7 @@ import numpy as np
 from .activations import get_activation
 from .costs import COSTS, MSE
 from .costs import softmax as _softmax
-from .network import Network, bias_grad
+from .network import NUDGE_PLACEMENTS, Network, bias_grad
 from .registry import Registry
 
 __all__ = [
@@ -362,9 +362,6 @@ def ep_gradients(net: Network, x, y, states_a, beta_a: float, states_b, beta_b: 
 
 
 #: dynamics forms -> their update rule (docs/MODEL.md "Dynamics")
-#: where the top layer's nudge enters the leaky form (Network.nudge, [model] nudge)
-NUDGE_PLACEMENTS = ("inside", "outside")
-
 FORMS: Registry = Registry("dynamics form")
 FORMS.register("leaky", leaky_update)
 FORMS.register("energy", energy_update)

@@ -64,6 +64,10 @@ def rng_streams(seed: int, purpose: str, *extra: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), tags[purpose], *map(int, extra)])
 
 
+#: where the top layer's nudge enters the leaky form (Network.nudge, [model] nudge)
+NUDGE_PLACEMENTS = ("inside", "outside")
+
+
 @dataclass
 class Network:
     """Parameters of an HTS-EP network (arrays are updated in place by optimisers)."""
@@ -85,8 +89,8 @@ class Network:
     nudge: str = "inside"
 
     def __post_init__(self):
-        if self.nudge not in ("inside", "outside"):
-            raise ValueError(f"nudge must be 'inside' or 'outside', got {self.nudge!r}")
+        if self.nudge not in NUDGE_PLACEMENTS:
+            raise ValueError(f"nudge must be one of {', '.join(NUDGE_PLACEMENTS)}, got {self.nudge!r}")
         if not (len(self.weights) == len(self.biases) == len(self.dts) >= 1):
             raise ValueError("weights, biases and dts need one entry per layer")
         if self.buffers is None:

@@ -85,7 +85,8 @@ def collect(sweep_dir) -> dict:
     for c in cells:
         path = sweep_dir / f"{c['name']}.h5"
         row = {"name": c["name"], "dist": c["dist"], "seed": int(c["seed"]),
-               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "found": False}
+               "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "raw_settings": c["settings"],
+               "found": False}
         if path.exists():
             st = load_run(path)
             n_classes = int(st.config.model.arch[-1])
@@ -237,7 +238,7 @@ def _comparison_lines(rows, keys) -> list[str]:
     return lines + [""]
 
 
-def _markdown(data, sweep_dir, comparisons=()) -> str:
+def _markdown(data, sweep_dir) -> str:
     keys = data["keys"]
     head = ["dist", *keys, "seeds", "final acc. (%)", "best (%)", "diverged", "volatility (pts)",
             "largest drop (pts)", "spread (pts)", "residual", "not conv."]
@@ -285,7 +286,7 @@ def _markdown(data, sweep_dir, comparisons=()) -> str:
         *lines,
         "",
         *_side_by_side(data),
-        *_comparison_lines(list(comparisons), data["keys"]),
+        *_comparison_lines(data["comparisons"], data["keys"]),
         "![Figure 1](fig1_dt_distributions.png)",
         "",
         "![accuracy curves](accuracy_curves.png)",
@@ -495,17 +496,15 @@ def write_report(sweep_dir, out_dir) -> dict:
         _plot_stability_map(data, out_dir / "stability_map.png")
     if _curve_key(data) is not None:
         _plot_setting_curve(data, out_dir / "setting_curve.png")
-    comparisons = []
-    if "constant" in {g["dist"] for g in data["groups"]} and len({g["dist"] for g in data["groups"]}) > 1:
-        from .stats import COMPARISON_COLUMNS, law_comparisons
+    from .stats import COMPARISON_COLUMNS, law_comparisons
 
-        comparisons = law_comparisons(data)
+    data["comparisons"] = law_comparisons(data)  # empty without constant and another law
+    if data["comparisons"]:
         _write_text(out_dir / "comparisons.csv", _csv_text(
             ["dist", *keys, *COMPARISON_COLUMNS[1:], "left_out"],
             [[r["dist"], *r["settings"], *[r[c] if isinstance(r[c], str) else _num(r[c]) for c in COMPARISON_COLUMNS[1:]],
-              r["left_out"]] for r in comparisons]))
-    data["comparisons"] = comparisons
-    _write_text(out_dir / "report.md", _markdown(data, sweep_dir, comparisons))
+              r["left_out"]] for r in data["comparisons"]]))
+    _write_text(out_dir / "report.md", _markdown(data, sweep_dir))
     logger.info("report of %s written to %s", sweep_dir, out_dir)
     return data
 

@@ -16,6 +16,7 @@ __all__ = ["more_seeds", "resolve_seeds"]
 
 logger = logging.getLogger(__name__)
 
+
 def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str = "constant",
                alpha: float = 0.05) -> list[Cell]:
     """The cells one round of :func:`resolve_seeds` adds: for every law whose comparison with
@@ -23,7 +24,6 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
     below the seed spread, not significant after Holm, and a side has fewer than
     ``max_seeds`` seeds), ``step`` more seeds (the smallest unused ones, at most
     ``max_seeds`` in all) of that law and of the baseline at the same settings."""
-    from .report import _fmt as _report_fmt
     from .report import collect
     from .stats import law_comparisons
 
@@ -38,11 +38,9 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
     for r in rows:
         if r["verdict"] == "unresolved":
             targets |= {(r["dist"], r["settings"]), (baseline, r["settings"])}
-    _, manifest = load_manifest(sweep_dir)
     groups: dict[tuple, list[dict]] = {}
-    for c in manifest:
-        key = (c["dist"], tuple(_report_fmt(c["settings"].get(k, "")) for k in data["keys"]))
-        groups.setdefault(key, []).append(c)
+    for r in data["runs"]:  # every cell of the manifest, found or not
+        groups.setdefault((r["dist"], r["settings"]), []).append(r)
     new = []
     for dist, settings in sorted(targets):
         have = groups[(dist, settings)]
@@ -52,7 +50,7 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
         while len(seeds) < want:
             if s not in seeds:
                 seeds.add(s)
-                new.append(Cell(dist=dist, seed=s, settings=tuple(have[0]["settings"].items())))
+                new.append(Cell(dist=dist, seed=s, settings=tuple(have[0]["raw_settings"].items())))
             s += 1
     return new
 
