@@ -120,6 +120,9 @@ def _add_train_args(p):
     p.add_argument("--t2", type=int, help="nudged (ep) or clamped (chl) phase steps" + _dflt("train", "t2"))
     p.add_argument("--beta", type=float, help="nudging strength" + _dflt("train", "beta"))
     p.add_argument("--nudging", choices=list(_names_nudging()), help="nudging sign scheme" + _dflt("train", "nudging"))
+    p.add_argument("--trainer", choices=list(importlib.import_module("neuro_hts.engines").TRAINERS),
+                   help="ep: the algorithm's estimate; bptt: the exact gradient of the free phase by BPTT"
+                   + _dflt("train", "trainer"))
     p.add_argument("--chl-gamma", type=float, help="CHL's feedback gain on every top-down term (default 1)")
     p.add_argument("--clamp-delay", type=int, help="CHL: steps of the clamped phase run as free before clamping (default 0)")
     p.add_argument("--adapt-steps", type=int, help="adjusted adaptation: K steps pulled toward the free state (0: off)")
@@ -334,6 +337,7 @@ def _config_from_args(args):
             "arith": args.arith,
             "target": args.target,
             "update_rounding": args.update_rounding,
+            "trainer": args.trainer,
         },
         chl={"gamma": args.chl_gamma, "clamp_delay": args.clamp_delay},
         adapt={"steps": args.adapt_steps, "coe": args.adapt_coe},
@@ -347,7 +351,7 @@ _RESUME_FIXED = (
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
-    "adapt_coe", "blas_threads", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
+    "adapt_coe", "blas_threads", "trainer", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
 )
 
 

@@ -31,7 +31,7 @@ from .backends import BACKENDS
 from .data import DATASETS
 from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
 from .dynamics import FORMS, NUDGE_PLACEMENTS, OUTPUTS
-from .engines import ENGINES
+from .engines import ENGINES, TRAINERS
 from .errors import ConfigError
 from .learning import OPTIMIZERS
 from .spec import ConnectionSpec, CostSpec, LayerSpec, NetworkSpec
@@ -248,6 +248,10 @@ class TrainConfig:
     target: str = ""
     #: rounding of the fixed-point updates onto the weight grid (arith = "fixed")
     update_rounding: str = "stochastic"
+    #: "ep": the algorithm's phases and estimate; "bptt": the same network trained by the
+    #: exact gradient of its free phase (:func:`neuro_hts.bptt.bptt_gradients`), the reference
+    #: EP is compared with (and a teacher)
+    trainer: str = "ep"
 
     def __post_init__(self):
         lr = self.lr if isinstance(self.lr, (list, tuple)) else (self.lr,)
@@ -282,6 +286,7 @@ class TrainConfig:
         _choice("train", "backend", self.backend, BACKENDS)
         _choice("train", "arith", self.arith, ENGINES)
         _choice("train", "update_rounding", self.update_rounding, UPDATE_ROUNDINGS)
+        _choice("train", "trainer", self.trainer, TRAINERS)
         if not isinstance(self.target, str):
             raise ConfigError(f"[train] target must be a string, got {self.target!r}")
         if self.arith == "fixed" and not self.target:
@@ -394,6 +399,14 @@ class Config:
             algo = make_algorithm(self)
         except ConfigError as exc:
             raise ConfigError(f"[{self.train.algorithm}] {exc}" if not str(exc).startswith("[") else str(exc)) from None
+        if self.train.trainer == "bptt":
+            why = [w for w, bad in [("train.arith = 'float'", self.train.arith != "float"),
+                                    ("train.algorithm = 'ep'", self.train.algorithm != "ep"),
+                                    ("adapt.steps = 0", self.adapt.steps != 0),
+                                    ("no train.t1_tol (BPTT runs exactly t1 steps)", self.train.t1_tol is not None)] if bad]
+            if why:
+                raise ConfigError("[train] trainer = 'bptt' backpropagates through the t1 free-phase steps; it needs "
+                                  + ", ".join(why))
         if self.model.nudge != "inside" and self.train.arith == "fixed":
             raise ConfigError(f"[model] nudge = {self.model.nudge!r} is not in the fixed-point (Loihi) neuron, which adds "
                               f"the nudge to its input current (inside); train with arith = 'float', or nudge = 'inside'")

@@ -118,6 +118,7 @@ class FloatEngine:
         self.dtype = self.backend.dtype
         self.optimizer = optimizer
         self.status_tol = float(config.train.residual_tol) if config is not None else 1e-3
+        self.trainer = config.train.trainer if config is not None else "ep"
 
     @property
     def lrs(self):
@@ -152,7 +153,20 @@ class FloatEngine:
         return run_phases(self._relax(net, x, y, self.backend.input_drive(net, x)), algorithm, rng)
 
     def gradients(self, net, x, y, algorithm, rng=None):
-        """``(free RelaxResult, gW, gb)``: the algorithm's estimate (descent direction) on one batch."""
+        """``(free RelaxResult, gW, gb)``: the algorithm's estimate (descent direction) on one batch.
+
+        With ``train.trainer = "bptt"`` the estimate is the exact gradient of the mean cost
+        after the free phase's ``t1`` steps, by backpropagation through time
+        (:func:`neuro_hts.bptt.bptt_gradients`, NumPy, in the network's dtype); the free
+        phase is also run on the backend for the batch's statistics.
+        """
+        if self.trainer == "bptt":
+            from .bptt import bptt_gradients
+
+            phase = algorithm.free_phase()
+            free = self.backend.relax(net, x, phase.steps, status_tol=self.status_tol)
+            gW, gb, _ = bptt_gradients(net, np.asarray(x, dtype=net.dtype), np.asarray(y, dtype=net.dtype), phase.steps)
+            return free, gW, gb
         res, c = self.phases(net, x, y, algorithm, rng)
         gW, gb = self.backend.ep_gradients(net, x, y, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b)
         return res["free"], gW, gb
@@ -180,6 +194,9 @@ class FloatEngine:
 
 
 #: ``train.arith`` -> engine class ``(config, optimizer) -> Engine``
+#: ``train.trainer``: the algorithm's estimate, or backpropagation through the free phase
+TRAINERS = ("ep", "bptt")
+
 ENGINES: Registry = Registry("engine")
 ENGINES.register("float", FloatEngine)
 ENGINES.register_lazy("fixed", "neuro_hts.hardware.fixed_engine:FixedEngine",
