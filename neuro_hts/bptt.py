@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import dynamics
+import neuro_hts.dynamics as dynamics  # the submodule only (not the package namespace: tests/test_layering.py)
 from .activations import get_activation
 from .connections import LinearConnection
 from .errors import ConfigError
