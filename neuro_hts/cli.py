@@ -254,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", dest="report_dir", help="also write the report of the sweep directory when done")
     p.add_argument("--dry-run", action="store_true", help="list the cells of the next round and exit")
 
+    p = sub.add_parser("archive", help="merge a sweep's finished cells (status and history, no weights) into a "
+                       "JSON archive that travels to other machines")
+    p.add_argument("sweep_dir", help="directory written by neuro-hts sweep")
+    p.add_argument("archive", help="archive file (.json); created, or merged into when it exists")
+
+    p = sub.add_parser("restore", help="write an archive's cells into a sweep directory as metrics-only run files, "
+                       "so that sweep skips them and report reads them")
+    p.add_argument("archive", help="archive file written by neuro-hts archive")
+    p.add_argument("sweep_dir", help="sweep directory (created if missing); existing run files are never replaced")
+
     p = sub.add_parser("report", help="tables (markdown, CSV) and figures of a sweep directory")
     p.add_argument("sweep_dir", help="directory written by neuro-hts sweep")
     p.add_argument("--out", required=True, help="report directory (report.md, summary.csv, runs.csv, PNGs)")
@@ -777,6 +787,27 @@ def _cmd_resolve_seeds(args) -> int:
 
 
 _COMMANDS["resolve-seeds"] = _cmd_resolve_seeds
+
+
+def _cmd_archive(args) -> int:
+    from .archive import archive_sweep
+
+    n = archive_sweep(args.sweep_dir, args.archive)
+    print(f"{args.archive}: {n['added']} cells added, {n['updated']} updated, {n['kept']} already archived"
+          + (f", {n['running']} still running left out" if n["running"] else ""))
+    return 0
+
+
+def _cmd_restore(args) -> int:
+    from .archive import restore_archive
+
+    n = restore_archive(args.archive, args.sweep_dir)
+    print(f"{args.sweep_dir}: {n['restored']} cells restored from {args.archive}, {n['present']} already present")
+    return 0
+
+
+_COMMANDS["archive"] = _cmd_archive
+_COMMANDS["restore"] = _cmd_restore
 
 
 def _cmd_report(args) -> int:

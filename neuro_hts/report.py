@@ -75,7 +75,7 @@ def _fmt(v) -> str:
 
 def collect(sweep_dir) -> dict:
     """Load a sweep: {'base', 'keys', 'runs': [per-cell dict], 'groups': [per-group dict]}."""
-    from .runfile import load_run
+    from .runfile import load_summary
     from .sweep import load_manifest
 
     sweep_dir = Path(sweep_dir)
@@ -88,7 +88,7 @@ def collect(sweep_dir) -> dict:
                "settings": tuple(_fmt(c["settings"].get(k, "")) for k in keys), "raw_settings": c["settings"],
                "found": False}
         if path.exists():
-            st = load_run(path)
+            st = load_summary(path)
             n_classes = int(st.config.model.arch[-1])
             row.update(status=st.status, epochs=st.epochs_completed, history=st.history,
                        metrics=run_metrics(st.history, st.status, n_classes))

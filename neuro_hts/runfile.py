@@ -19,8 +19,8 @@ from .errors import ConfigError, RunFileError
 from .network import Network, network_spec
 from .stability import run_metrics
 
-__all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "STATUSES", "RunState", "save_run", "load_run", "status_line",
-           "check_values"]
+__all__ = ["SCHEMA_VERSION", "FORMAT_NAME", "HISTORY_KEYS", "STATUSES", "RunState", "RunSummary", "save_run", "load_run",
+           "load_summary", "save_summary", "status_line", "check_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,23 @@ class RunState:
     optimizer_state: dict[str, list[np.ndarray]] = field(default_factory=dict)
     status: str = "running"  # running | complete | diverged
     message: str = ""
+
+
+@dataclass
+class RunSummary:
+    """How a run went, without its weights: what sweeps, reports and sweep archives read.
+
+    ``metrics_only`` marks a file written by :func:`save_summary` (a sweep cell restored
+    from an archive, docs/FORMAT.md "Metrics-only run files"): it has no ``/layers`` and
+    cannot be evaluated or resumed.
+    """
+
+    config: Config
+    epochs_completed: int
+    history: dict[str, list[float]]
+    status: str
+    message: str = ""
+    metrics_only: bool = False
 
 
 def _version() -> str:
@@ -108,15 +125,69 @@ def save_run(path: str | Path, state: RunState) -> Path:
     return path
 
 
+def _read_config(f, path: Path) -> Config:
+    try:
+        return Config.from_json(str(f.attrs["config"]))
+    except ConfigError as exc:
+        raise RunFileError(f"{path}: invalid stored config: {exc}") from None
+
+
+def _read_history(f, version: int, config: Config) -> dict[str, list[float]]:
+    history = {k: [float(v) for v in np.array(f["history"][k])] for k in HISTORY_KEYS if k in f["history"]}
+    if version == 1:  # schema 1 had no early-stopping free phase: every epoch ran t1 steps
+        history["free_steps_mean"] = [float(config.train.t1)] * len(history.get("test_accuracy", []))
+    return history
+
+
+def load_summary(path: str | Path) -> RunSummary:
+    """Read a run file's config, status and history, not its weights (any run file,
+    metrics-only ones included); one-line RunFileError if it is not a valid one."""
+    path = Path(path)
+    with open_checked(path, FORMAT_NAME, READ_VERSIONS, "run") as f:
+        version = int(f.attrs["schema_version"])
+        config = _read_config(f, path)
+        summary = RunSummary(config=config, epochs_completed=int(f.attrs["epochs_completed"]),
+                             history=_read_history(f, version, config),
+                             status=str(f.attrs.get("status", "running")), message=str(f.attrs.get("message", "")),
+                             metrics_only=bool(f.attrs.get("metrics_only", False)))
+    _check_progress(summary.status, summary.epochs_completed, summary.history, path)
+    return summary
+
+
+def save_summary(path: str | Path, summary: RunSummary) -> Path:
+    """Write a metrics-only run file (config, status, history, stability; no weights), atomically."""
+    import h5py
+
+    path = Path(path)
+    _check_progress(summary.status, summary.epochs_completed, summary.history, path)
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            f.attrs["config"] = summary.config.to_json()
+            f.attrs["neuro_hts_version"] = _version()
+            f.attrs["epochs_completed"] = np.int64(summary.epochs_completed)
+            f.attrs["status"] = summary.status
+            f.attrs["message"] = summary.message
+            f.attrs["metrics_only"] = np.int64(1)
+            hist = f.create_group("history")
+            for k in HISTORY_KEYS:
+                hist.create_dataset(k, data=np.asarray(summary.history.get(k, []), dtype=np.float64))
+            stab = f.create_group("stability")
+            for k, v in run_metrics(summary.history, summary.status, int(summary.config.model.arch[-1])).items():
+                stab.attrs[k] = np.float64(v)
+    return path
+
+
 def load_run(path: str | Path) -> RunState:
     """Read a run file; raise RunFileError with one clear line if it is not a valid one."""
     path = Path(path)
     with open_checked(path, FORMAT_NAME, READ_VERSIONS, "run") as f:
         version = int(f.attrs["schema_version"])
-        try:
-            config = Config.from_json(str(f.attrs["config"]))
-        except ConfigError as exc:
-            raise RunFileError(f"{path}: invalid stored config: {exc}") from None
+        if f.attrs.get("metrics_only", False):
+            raise RunFileError(f"{path} is a metrics-only run file (a sweep cell restored from an archive): "
+                               f"it holds the history but no weights")
+        config = _read_config(f, path)
         L = len(config.model.arch) - 1
         weights, biases, dts, buffers = [], [], [], []
         for i in range(1, L + 1):
@@ -133,9 +204,7 @@ def load_run(path: str | Path) -> RunState:
             raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
         if net.arch != config.model.arch:
             raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
-        history = {k: [float(v) for v in np.array(f["history"][k])] for k in HISTORY_KEYS if k in f["history"]}
-        if version == 1:  # schema 1 had no early-stopping free phase: every epoch ran t1 steps
-            history["free_steps_mean"] = [float(config.train.t1)] * len(history.get("test_accuracy", []))
+        history = _read_history(f, version, config)
         opt_state = {}
         for k, g in f.get("optimizer", {}).items():
             opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]
@@ -190,12 +259,15 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
             a = np.asarray(a)
             if np.issubdtype(a.dtype, np.floating) and _count_bad(a):
                 raise RunFileError(f"{path}: optimizer state {k}[{j}] holds NaN or infinite values")
-    if state.status not in STATUSES:
-        raise RunFileError(f"{path}: status {state.status!r} is not one of {', '.join(STATUSES)}")
-    e = state.epochs_completed
+    _check_progress(state.status, state.epochs_completed, state.history, path)
+
+
+def _check_progress(status: str, e: int, history: dict, path) -> None:
+    if status not in STATUSES:
+        raise RunFileError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
     if e < 0:
         raise RunFileError(f"{path}: epochs_completed = {e} is negative")
-    for k, v in state.history.items():
+    for k, v in history.items():
         if len(v) > e:
             raise RunFileError(f"{path}: history/{k} has {len(v)} entries for {e} completed epochs")
 

@@ -36,7 +36,7 @@ from .config import Config
 from .distributions import available_distributions
 from .errors import ConfigError, DivergenceError, NeuroHTSError
 
-__all__ = ["MANIFEST", "Cell", "cell_state", "make_grid", "parse_seeds", "parse_set", "run_cell", "run_sweep"]
+__all__ = ["MANIFEST", "Cell", "cell_state", "same_base", "load_manifest", "make_grid", "parse_seeds", "parse_set", "run_cell", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +165,12 @@ def make_grid(base: Config, dists, seeds, sets=()) -> list[Cell]:
 
 def cell_state(path: Path, epochs: int) -> str:
     """'missing', 'partial' (resumable), 'complete' or 'diverged' for a cell's run file."""
-    from .runfile import load_run
+    from .runfile import load_summary
 
     path = Path(path)
     if not path.exists():
         return "missing"
-    st = load_run(path)
+    st = load_summary(path)
     if st.status == "diverged":
         return "diverged"
     if st.epochs_completed >= epochs:
@@ -180,7 +180,7 @@ def cell_state(path: Path, epochs: int) -> str:
 
 def run_cell(base_json: str, cell: Cell, out_dir: str) -> dict:
     """Train (or resume, or skip) one cell; returns a summary dict. Top-level: picklable."""
-    from .runfile import load_run
+    from .runfile import load_summary
     from .training import train
 
     base = Config.from_json(base_json)
@@ -189,16 +189,34 @@ def run_cell(base_json: str, cell: Cell, out_dir: str) -> dict:
     state = cell_state(path, cfg.train.epochs)
     t0 = time.perf_counter()
     status = state
+    if state == "partial" and load_summary(path).metrics_only:
+        raise ConfigError(f"cell {cell.name} was restored from an archive with fewer epochs than "
+                          f"{cfg.train.epochs} and holds no weights to resume from; delete {path} to retrain it")
     if state in ("missing", "partial"):
         try:
             train(cfg, path, resume=state == "partial")
             status = "complete"
         except DivergenceError:
             status = "diverged"
-    st = load_run(path)
+    st = load_summary(path)
     acc = st.history.get("test_accuracy", [])
     return {"name": cell.name, "status": status, "was": state, "seconds": time.perf_counter() - t0,
             "epochs": st.epochs_completed, "final_accuracy": float(acc[-1]) if len(acc) else math.nan}
+
+
+def same_base(a: Config, b: Config) -> bool:
+    """Whether two base configs define the same sweep.
+
+    The number of epochs may differ (more epochs resume the finished cells; fewer leave
+    them as they are), and so may ``data.data_dir``: where the files live is not part of
+    the data's identity, since every idx file is checksum-verified on load.
+    """
+    def key(c: Config) -> str:
+        d = c.to_dict()
+        d["train"]["epochs"], d["data"]["data_dir"] = 0, None
+        return json.dumps(d, sort_keys=True)
+
+    return key(a) == key(b)
 
 
 def _write_manifest(out_dir: Path, base: Config, cells: list[Cell]) -> None:
@@ -210,9 +228,7 @@ def _write_manifest(out_dir: Path, base: Config, cells: list[Cell]) -> None:
             old_base = Config.from_json(old["base_config"])
         except (OSError, ValueError, KeyError, NeuroHTSError) as exc:
             raise ConfigError(f"{path} is not a readable sweep manifest ({exc})") from None
-        # the same base config, except that the number of epochs may change (more epochs
-        # resume the finished cells; fewer leave them as they are)
-        if old_base.replace(train={"epochs": 0}).to_json() != base.replace(train={"epochs": 0}).to_json():
+        if not same_base(old_base, base):
             raise ConfigError(f"{out_dir} holds a sweep of another base config; use a new --out")
         for c in old.get("cells", []):
             cells_d.setdefault(c["name"], c)

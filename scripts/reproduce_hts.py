@@ -45,7 +45,11 @@ Usage::
 ``DIR`` holds ``mnist/`` and ``fashion-mnist/`` with the original idx ``.gz`` files.
 Sweeps go to ``OUT_ROOT/sweeps/<name>``, reports to ``OUT_ROOT/results/<name>``
 (``OUT_ROOT``: ``.`` for the full grids, ``runs/smoke`` for a shortened smoke run, which
-is refused outright where it would replace the repository's committed ``results/``). With
+is refused outright where it would replace the repository's committed ``results/``).
+Every finished cell is also kept in ``results/<name>/cells.json`` (``neuro-hts archive``:
+status and history, no weights), which is restored into ``sweeps/<name>`` before the grid
+runs (``neuro-hts restore``), so a grid too long for one machine continues on the next
+one from the committed archive and trains only the cells still missing. With
 ``--workers N`` (N > 1) each worker is limited to one BLAS thread. Exit code: 0 when every
 grid finished, 1 when a cell failed, 2 on bad input, 130 when interrupted.
 """
@@ -65,6 +69,10 @@ DTMEAN = "dt.mean=0.1,0.2,0.3,0.4,0.5"
 
 FAMILY_LAWS = "constant,lognormal"
 STRESS_ADAPT_SETS = ("train.t1=20,30", "train.beta=0.1,0.2", "adapt.steps=0,20")
+#: each grid's archive (neuro-hts archive: every finished cell's status and history, no
+#: weights) in its results directory; restored into the sweep directory before the grid runs,
+#: so a grid continues on another machine where the last one stopped
+ARCHIVE = "cells.json"
 LR_AXIS = "train.lr=0.0005,0.001,0.002,0.005,0.01,0.02"
 
 #: name -> (config relative to the repository, dataset directory name, seeds, --set values, dt laws)
@@ -149,17 +157,30 @@ def main(argv=None) -> int:
     if args.workers > 1:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")  # inherited by the spawned workers
-    commands = [grid_argv(n, args) for n in names]
+    out_root = Path(args.out_root)
+    commands = []
+    for n in names:
+        sweep_dir, archive = out_root / "sweeps" / n, out_root / "results" / n / ARCHIVE
+        restore = ["restore", str(archive), str(sweep_dir)] if archive.exists() else None
+        commands.append((n, restore, grid_argv(n, args), ["archive", str(sweep_dir), str(archive)]))
     if args.dry_run:
-        for argv_ in commands:
-            print(shlex.join(["neuro-hts", *argv_]))
+        for _, restore, sweep, archive in commands:
+            for argv_ in (restore, sweep, archive):
+                if argv_:
+                    print(shlex.join(["neuro-hts", *argv_]))
         return 0
     from neuro_hts.cli import main as cli_main
 
+    pre = ["--no-progress"] if args.no_progress else []
     worst = 0
-    for name, argv_ in zip(names, commands):
+    for name, restore, sweep, archive in commands:
         print(f"== {name}", flush=True)
-        code = cli_main((["--no-progress"] if args.no_progress else []) + argv_)
+        if restore and (code := cli_main(pre + restore)) != 0:
+            return code
+        code = cli_main(pre + sweep)
+        if (Path(archive[1]) / "sweep.json").exists():  # also after an interruption: keep what finished
+            archived = cli_main(pre + archive)
+            code = code if code == 130 else max(code, archived)
         if code in (2, 130):
             return code
         worst = max(worst, code)

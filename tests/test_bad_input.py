@@ -265,6 +265,9 @@ CASES = {
                   "unknown config key"),
     "report-not-a-sweep": ("report {d}/empty --out {d}/rep", [], "not a sweep directory"),
     "resolve-seeds-not-a-sweep": ("resolve-seeds {d}/empty", [], "not a sweep directory"),
+    "archive-not-a-sweep": ("archive {d}/empty {d}/a.json", [], "not a sweep directory"),
+    "archive-onto-a-run-file": ("archive {d}/empty {d}/run.h5", ["run.h5"], "a sweep archive is a .json file"),
+    "restore-not-an-archive": ("restore {d}/cfg.toml {d}/sw", ["cfg.toml"], "not a readable sweep archive"),
     # ---- continual
     "continual-config-binary": ("continual --config {d}/binary.toml --method src --out {d}/cl", ["binary.toml"],
                                 "not a text TOML file"),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import importlib.util
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 
 from neuro_hts.cli import build_parser
 from neuro_hts.config import load_config
+from neuro_hts.archive import read_archive
+from neuro_hts.runfile import load_summary
 from neuro_hts.sweep import make_grid, parse_seeds, parse_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +29,13 @@ def script():
 
 def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_path):
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in printed if ln.startswith("neuro-hts sweep ")]
     assert len(lines) == len(script.GRIDS) == 17
+    # each sweep is followed by the archive of its finished cells (no archive yet: no restore)
+    assert printed == [x for ln in lines for x in (ln, printed[printed.index(ln) + 1])]
+    assert all(printed[i + 1].startswith("neuro-hts archive ") and printed[i + 1].endswith("/cells.json")
+               for i in range(0, len(printed), 2))
     n_cells = {}
     for line, name in zip(lines, script.GRIDS):
         argv = shlex.split(line)[1:]
@@ -61,7 +69,8 @@ def test_only_and_overrides(script, capsys, tmp_path):
     code = script.main(["--data-root", str(tmp_path), "--dry-run", "--only", "stress_mnist_dtmean",
                         "--seeds", "0", "--epochs", "1", "--n-train", "100", "--workers", "2"])
     assert code == 0
-    (line,) = capsys.readouterr().out.splitlines()
+    line, archive = capsys.readouterr().out.splitlines()
+    assert archive == "neuro-hts archive runs/smoke/sweeps/stress_mnist_dtmean runs/smoke/results/stress_mnist_dtmean/cells.json"
     args = build_parser().parse_args(shlex.split(line)[1:])
     assert (args.seeds, args.epochs, args.n_train, args.n_test, args.workers) == ("0", 1, 100, None, 2)
     assert args.set == ["dt.mean=0.1,0.2,0.3,0.4,0.5"]
@@ -93,3 +102,17 @@ def test_a_real_run_writes_sweeps_and_reports_and_resumes(script, capsys, tmp_pa
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweeps" / "tiny").glob("*.h5")}
     assert script.main(argv) == 0  # a second call skips every finished cell
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    # a new machine: no sweeps/, only the committed results/ with its archive
+    archived = read_archive(tmp_path / "results" / "tiny" / "cells.json")[1]
+    assert sorted(archived) == sorted(p.stem for p in mtimes)
+    accuracies = {p.stem: load_summary(p).history["test_accuracy"] for p in mtimes}
+    shutil.rmtree(tmp_path / "sweeps")
+    capsys.readouterr()
+    assert script.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 cells restored" in out and "4 cells in" in out and "0 cells added, 0 updated, 4 already archived" in out
+    restored = {p.stem: load_summary(p) for p in (tmp_path / "sweeps" / "tiny").glob("*.h5")}
+    assert all(s.metrics_only for s in restored.values())  # nothing was retrained
+    assert {k: s.history["test_accuracy"] for k, s in restored.items()} == accuracies
+    rows2 = list(csv.DictReader(open(tmp_path / "results" / "tiny" / "summary.csv")))
+    assert [r["final_accuracy_mean"] for r in rows2] == [r["final_accuracy_mean"] for r in rows]
