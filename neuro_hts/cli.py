@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle file to write (HDF5)")
     p.add_argument("--profile-mode", action="store_true", help="bin each core's decays to the target's decay-profile limit")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--exponent-rule", choices=["max", "percentile", "mse"], default="max",
+                   help="each layer's weight exponent: max (nothing saturates; default), percentile, or mse "
+                        "(least squared error with saturation)")
+    p.add_argument("--percentile", type=float, default=99.9, help="percentile of |w| the percentile rule keeps (default 99.9)")
 
     p = sub.add_parser("sweep", help="train a grid of dt distributions x seeds x settings, one run file per cell (resumable)")
     p.add_argument("--config", required=True, help="base TOML config (models/*.toml)")
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.5, help="accuracy drop (points) that counts as within float")
     p.add_argument("--batch-size", type=int, default=1000, help="samples per evaluation batch")
     p.add_argument("--out-dir", help="where compare.csv and compare.png go (default: <run stem>_compare/ next to the run)")
+    p.add_argument("--exponent-rules", default="max,percentile,mse",
+                   help="weight-exponent rules to sweep (max, percentile, mse; default all three)")
+    p.add_argument("--percentile", type=float, default=99.9, help="percentile of |w| the percentile rule keeps (default 99.9)")
 
     p = sub.add_parser("check-updates", help="fixed-point vs float EP weight update of a run on one training batch")
     p.add_argument("run", help="run file (HDF5)")
@@ -599,7 +606,8 @@ def _cmd_quantize(args) -> int:
         "run_status": state.status,
         "run_message": state.message,
     }
-    bundle = quantize_network(net, target, profile_mode=args.profile_mode, source=source)
+    bundle = quantize_network(net, target, profile_mode=args.profile_mode, source=source,
+                              exponent_rule=args.exponent_rule, percentile=args.percentile)
     save_bundle(out, bundle)
     print(f"quantized {args.run} for {target.name} ({'-'.join(map(str, net.arch))}, activation fraction bits {bundle.activation_frac_bits})")
     head = f"{'layer':>5} {'exponent':>8} {'max|err|/max|w|':>15} {'decays':>6}"
@@ -654,18 +662,21 @@ def _cmd_compare(args) -> int:
     from .hardware.compare import (
         compare_run,
         format_table,
+        parse_exponent_rules,
         parse_weight_bits,
         plot_compare,
         write_csv,
     )
 
     bits = parse_weight_bits(args.weight_bits)
+    rules = parse_exponent_rules(args.exponent_rules)
     run = Path(args.run)
     out_dir = Path(args.out_dir) if args.out_dir else run.parent / f"{run.stem}_compare"
     res = compare_run(
         run, args.target, n_test=args.n_test, data_dir=args.data_dir, steps=args.steps, weight_bits=bits,
         profile_levels=args.profile_levels, lava_samples=args.lava_samples, tolerance=args.tolerance,
-        batch_size=args.batch_size, progress=_tqdm_progress(not args.no_progress),
+        batch_size=args.batch_size, progress=_tqdm_progress(not args.no_progress), exponent_rules=rules,
+        percentile=args.percentile,
     )
     csv_path = write_csv(res, out_dir / "compare.csv")
     png_path = plot_compare(res, out_dir / "compare.png")

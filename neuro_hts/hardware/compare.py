@@ -95,6 +95,7 @@ __all__ = [
     "compare_run",
     "format_table",
     "parse_weight_bits",
+    "parse_exponent_rules",
     "plot_compare",
     "profile_variant",
     "weight_bits_variant",
@@ -183,6 +184,12 @@ class CompareResult:
     dataset: str = ""
     run_path: str = ""
     rows: list[CompareRow] = field(default_factory=list)
+    #: the weight-bits sweep once per exponent rule (``fixed_point.choose_exponent``):
+    #: accuracy, and per layer the fraction of weights that round to zero / saturate
+    exponent_rules: tuple[str, ...] = ("max",)
+    rule_sweep: dict[str, dict[int, float]] = field(default_factory=dict)
+    rule_zero_frac: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    rule_saturated_frac: dict[str, dict[int, list[float]]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -209,6 +216,21 @@ def parse_weight_bits(text) -> tuple[int, ...]:
     if bad:
         raise ConfigError(f"weight bits must lie in [1, 16], got {bad[0]}")
     return tuple(sorted(set(bits)))
+
+
+def parse_exponent_rules(text) -> tuple[str, ...]:
+    """``'max,mse'`` (or a sequence) -> validated rule names, in the order given, ``max`` first added if absent."""
+    from .fixed_point import EXPONENT_RULES
+
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p) for p in text]
+    parts = [p for p in parts if p]
+    bad = [p for p in parts if p not in EXPONENT_RULES]
+    if bad or not parts:
+        raise ConfigError(f"exponent rules must be comma-separated names from {', '.join(EXPONENT_RULES)}, "
+                          f"got {text!r}")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"each exponent rule may appear once, got {text!r}")
+    return tuple(["max"] + [p for p in parts if p != "max"])
 
 
 def weight_bits_variant(target: HardwareTarget, bits: int) -> HardwareTarget:
@@ -301,6 +323,8 @@ def compare_network(
     backend: str = "numba",
     source: dict | None = None,
     progress: ProgressFactory | None = None,
+    exponent_rules=("max",),
+    percentile: float = 99.9,
 ) -> CompareResult:
     """Compare float and fixed-point free phases of ``network`` on ``(x, y)``.
 
@@ -319,6 +343,10 @@ def compare_network(
     tolerance : accuracy drop, in percentage points, that counts as "within float"
     backend : float backend name ('numba' or 'numpy'), run in float64
     progress : ``progress(total, desc)`` -> object with ``update(n)`` and ``close()``
+    exponent_rules : run the weight-bits sweep once per rule of
+        ``fixed_point.EXPONENT_RULES`` (``max`` is the sweep above and the ``fixed``
+        variant; ``percentile`` uses ``percentile``), recording per layer the fraction of
+        weights that round to zero and that saturate
 
     Raises
     ------
@@ -337,6 +365,7 @@ def compare_network(
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ConfigError(f"tolerance must be a non-negative number of points, got {tolerance!r}")
     bits_list = parse_weight_bits(weight_bits)
+    rules = parse_exponent_rules(exponent_rules)
     if lava_samples > 0 and lava_runner is None:
         lava_runner = _load_lava_runner()
     x = np.ascontiguousarray(x, dtype=np.float64)
@@ -349,11 +378,12 @@ def compare_network(
 
     # ---- bundles. Every design rule is enforced except the per-core decay-profile limit on
     # the unbinned variants: they are the reference binning is measured against.
-    def quantize(tgt, profile_mode=False):
+    def quantize(tgt, profile_mode=False, rule="max"):
         violations = run_design_rules(network, tgt, profile_mode=True)
         if violations:
             raise ConfigError("design rules violated: " + "; ".join(map(str, violations)))
-        return quantize_network(network, tgt, profile_mode=profile_mode, check_rules=False, source=source)
+        return quantize_network(network, tgt, profile_mode=profile_mode, check_rules=False, source=source,
+                                exponent_rule=rule, percentile=percentile)
 
     bundle = quantize(target)
     sim = FixedPointSimulator(bundle)
@@ -381,6 +411,29 @@ def compare_network(
             logger.warning("weight bits %d: not quantizable: %s", b, exc)
             sweep_sims[b] = None
             sweep_errors[b] = str(exc)
+
+    # the sweep once more per exponent rule (max: the sims above), with each layer's
+    # fraction of weights at zero and at the saturation limit
+    rule_sims: dict[tuple[str, int], FixedPointSimulator | None] = {}
+    rule_zero: dict[str, dict[int, list[float]]] = {r: {} for r in rules}
+    rule_sat: dict[str, dict[int, list[float]]] = {r: {} for r in rules}
+    for r in rules:
+        for b in bits_list:
+            if r == "max":
+                rule_sims[r, b] = sweep_sims[b]
+                qb = rule_sims[r, b].bundle if rule_sims[r, b] is not None else None
+            else:
+                try:
+                    qb = quantize(weight_bits_variant(target, b), rule=r)
+                    rule_sims[r, b] = FixedPointSimulator(qb)
+                except ConfigError as exc:
+                    logger.warning("weight bits %d, exponent rule %s: not quantizable: %s", b, r, exc)
+                    rule_sims[r, b] = qb = None
+            if qb is not None:
+                max_int = weight_bits_variant(target, b).weights.max_int
+                rule_zero[r][b] = [float(np.mean(lb.weight_mantissa == 0)) for lb in qb.layers]
+                rule_sat[r][b] = [float(np.mean(np.abs(lb.weight_mantissa) >= max_int)) for lb in qb.layers]
+    rule_pred = {k: np.empty(n, np.int64) for k, s in rule_sims.items() if s is not None and k[0] != "max"}
 
     be = get_backend(backend, np.float64)
     netf = network.astype(np.float64)
@@ -419,6 +472,8 @@ def compare_network(
                     sweep_pred[b][sl] = pred["fixed"][sl]
                 else:
                     sweep_pred[b][sl] = s.predict(xb, int(steps))
+            for k, p in rule_pred.items():
+                p[sl] = rule_sims[k].predict(xb, int(steps))
             bar.update(1)
     finally:
         bar.close()
@@ -473,6 +528,18 @@ def compare_network(
         rows.append(CompareRow("accuracy", "sweep", acc, b, None, n))
         rows.append(CompareRow("agreement", "float~sweep", agr, b, None, n))
         rows.append(CompareRow("accuracy_drop", "sweep", (res.accuracy["float"] - acc) * 100.0, b, None, n))
+    res.exponent_rules = rules
+    for r in rules:
+        res.rule_sweep[r] = {}
+        for b in bits_list:
+            p = sweep_pred.get(b) if r == "max" else rule_pred.get((r, b))
+            acc = float(np.mean(p == y)) if p is not None else float("nan")
+            res.rule_sweep[r][b] = acc
+            rows.append(CompareRow("accuracy", f"exp_{r}", acc, b, None, n))
+            for metric, table in (("weights_zero_frac", rule_zero), ("weights_saturated_frac", rule_sat)):
+                for l, v in enumerate(table[r].get(b, ()), start=1):
+                    rows.append(CompareRow(metric, f"exp_{r}", v, b, l, None))
+        res.rule_zero_frac[r], res.rule_saturated_frac[r] = rule_zero[r], rule_sat[r]
     res.min_bits_within_tol = _min_bits_within(res.sweep, res.accuracy["float"], float(tolerance))
     rows.append(CompareRow("min_bits_within_tol", "sweep",
                            float("nan") if res.min_bits_within_tol is None else float(res.min_bits_within_tol), None, None, n))
@@ -595,7 +662,11 @@ def plot_compare(result: CompareResult, path: str | os.PathLike) -> Path:
     fl = result.accuracy["float"] * 100.0
     bits = sorted(result.sweep)
     accs = [result.sweep[b] * 100.0 for b in bits]
-    ax.plot(bits, accs, "o-", color="C0", label="fixed (Numba)")
+    ax.plot(bits, accs, "o-", color="C0", label="fixed (Numba), exponent: max")
+    for i, r in enumerate(result.exponent_rules):
+        if r != "max":
+            ax.plot(bits, [result.rule_sweep[r].get(b, math.nan) * 100.0 for b in bits], "^--", color=f"C{4 + i}",
+                    ms=4, label=f"exponent: {r}")
     ax.axhline(fl, color="k", lw=1.2, label=f"float {fl:.2f} %")
     ax.axhspan(fl - result.tolerance, fl + result.tolerance, color="0.85", zorder=0,
                label=f"+-{result.tolerance:g} points")
@@ -689,4 +760,15 @@ def format_table(result: CompareResult) -> str:
         lines.append(f"no swept width is within {result.tolerance:g} points of float")
     else:
         lines.append(f"within {result.tolerance:g} points of float from {result.min_bits_within_tol} bits up")
+    if len(result.exponent_rules) > 1:
+        lines.append("")
+        lines.append("exponent rules: accuracy, and % of layer-1 weights at zero / saturated")
+        lines.append(f"{'bits':>5} " + " ".join(f"{r:>24}" for r in result.exponent_rules))
+        for b in sorted(result.sweep):
+            cells = []
+            for r in result.exponent_rules:
+                z, sat = result.rule_zero_frac[r].get(b), result.rule_saturated_frac[r].get(b)
+                frac = "" if z is None else f" {z[0] * 100:4.1f}/{sat[0] * 100:4.1f}"
+                cells.append(f"{pct(result.rule_sweep[r][b]) + frac:>24}")
+            lines.append(f"{b:>5} " + " ".join(cells))
     return "\n".join(lines)

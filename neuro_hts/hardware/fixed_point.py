@@ -45,6 +45,8 @@ __all__ = [
     "dt_to_decay",
     "decay_to_dt",
     "QuantizedWeights",
+    "EXPONENT_RULES",
+    "choose_exponent",
     "quantize_weights",
     "dequantize",
 ]
@@ -291,6 +293,72 @@ class QuantizedWeights(NamedTuple):
     scale: float
 
 
+#: how :func:`choose_exponent` picks a layer's shared exponent
+EXPONENT_RULES = ("max", "percentile", "mse")
+#: exponents below the max rule's that the ``mse`` rule tries
+MSE_SEARCH_DEPTH = 8
+
+
+def _smallest_exponent_holding(value: float, max_int: int, e_min: int, e_max: int) -> int | None:
+    for e in range(e_min, e_max + 1):
+        if value <= math.ldexp(max_int, e):
+            return e
+    return None
+
+
+def _saturated_grid(arr: np.ndarray, e: int, max_int: int, lsb: int) -> np.ndarray:
+    """Nearest-rounded grid values of ``arr`` at exponent ``e``, saturated at +-max_int."""
+    step = math.ldexp(float(lsb), e)
+    limit = max_int // lsb
+    return np.clip(np.rint(arr / step), -limit, limit) * step
+
+
+def choose_exponent(arr, max_int: int, lsb: int, exponent_range: tuple[int, int], rule: str = "max",
+                    percentile: float = 99.9) -> int:
+    """The shared exponent ``e`` of one weight matrix, by ``rule``.
+
+    * ``max``: the smallest ``e`` with ``max|w| <= max_int * 2**e``: nothing saturates, but
+      one large weight coarsens the grid of all the others;
+    * ``percentile``: the smallest ``e`` with ``P_q(|w|) <= max_int * 2**e`` (``q`` =
+      ``percentile``); the weights above saturate at ``+-max_int * 2**e``;
+    * ``mse``: among the max rule's exponent and the :data:`MSE_SEARCH_DEPTH` below it, the
+      one minimising the squared error of nearest rounding with saturation,
+      ``sum_ij (w_ij - 2**e * lsb * clip(rint(w_ij / (lsb 2**e)), -max_int/lsb, max_int/lsb))**2``
+      (ties: the larger exponent, which saturates less).
+
+    Raises ConfigError when no exponent of ``exponent_range`` holds the largest weight the
+    rule keeps unsaturated (max rule) or the percentile.
+    """
+    if rule not in EXPONENT_RULES:
+        raise ConfigError(f"exponent rule must be one of {', '.join(EXPONENT_RULES)}, got {rule!r}")
+    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise ConfigError(f"percentile must lie in (0, 100], got {percentile!r}")
+    e_min, e_max = exponent_range
+    a = np.abs(np.asarray(arr, dtype=np.float64))
+    max_abs = float(a.max()) if a.size else 0.0
+    if rule == "percentile":
+        value = float(np.percentile(a, percentile)) if a.size else 0.0
+        e = _smallest_exponent_holding(value, max_int, e_min, e_max)
+        if e is None:
+            raise ConfigError(f"the {percentile:g}th percentile of |w| ({value:.6g}) exceeds the largest "
+                              f"representable {max_int} * 2**{e_max} = {math.ldexp(max_int, e_max):.6g}")
+        return e
+    e = _smallest_exponent_holding(max_abs, max_int, e_min, e_max)
+    if e is None:
+        raise ConfigError(
+            f"weights up to |w| = {max_abs:.6g} exceed the largest representable "
+            f"{max_int} * 2**{e_max} = {math.ldexp(max_int, e_max):.6g}"
+        )
+    if rule == "max" or a.size == 0:
+        return e
+    best, best_err = e, math.inf
+    for cand in range(e, max(e_min, e - MSE_SEARCH_DEPTH) - 1, -1):  # larger exponents first: ties keep them
+        err = float(np.sum((a - np.abs(_saturated_grid(a, cand, max_int, lsb))) ** 2))
+        if err < best_err:
+            best, best_err = cand, err
+    return best
+
+
 def quantize_weights(
     w,
     mantissa_bits: int,
@@ -298,6 +366,8 @@ def quantize_weights(
     even: bool = False,
     rounding: str = "nearest",
     rng: np.random.Generator | None = None,
+    exponent_rule: str = "max",
+    percentile: float = 99.9,
 ) -> QuantizedWeights:
     """Quantize float weights to signed integer mantissas with one shared exponent.
 
@@ -308,11 +378,13 @@ def quantize_weights(
     are EVEN values in [-256, 254]; the hardware's extra value -256 is never produced, so
     the range is symmetric.
 
-    The exponent ``e`` is the smallest in ``exponent_range`` (inclusive) with
-    ``max|w| <= max_int * 2**e``; then ``mantissas = lsb * R(w / (lsb * 2**e))`` where R
-    is ``rint`` (nearest, ties to even; error <= lsb * 2**e / 2) or stochastic rounding
-    (floor, plus 1 with probability equal to the fraction: unbiased, error < one LSB).
-    Neither rounding can leave the range, since max_int is itself a multiple of lsb.
+    The exponent ``e`` is chosen by ``exponent_rule`` (:func:`choose_exponent`; ``max``,
+    the default: the smallest in ``exponent_range`` (inclusive) with ``max|w| <= max_int *
+    2**e``); then ``mantissas = lsb * R(clip(w / (lsb * 2**e), -max_int/lsb, max_int/lsb))``
+    where R is ``rint`` (nearest, ties to even; error <= lsb * 2**e / 2) or stochastic
+    rounding (floor, plus 1 with probability equal to the fraction: unbiased, error < one
+    LSB). Neither rounding can leave the range, since max_int is itself a multiple of lsb;
+    the clip saturates only under the ``percentile`` and ``mse`` rules.
 
     Parameters
     ----------
@@ -353,20 +425,11 @@ def quantize_weights(
     if not np.isfinite(arr).all():
         raise ConfigError("weights contain NaN or infinity; cannot quantize")
     max_int = (1 << int(mantissa_bits)) - lsb
-    max_abs = float(np.max(np.abs(arr))) if arr.size else 0.0
-
-    exponent = None
-    for e in range(e_min, e_max + 1):
-        if max_abs <= math.ldexp(max_int, e):
-            exponent = e
-            break
-    if exponent is None:
-        raise ConfigError(
-            f"weights up to |w| = {max_abs:.6g} exceed the largest representable "
-            f"{max_int} * 2**{e_max} = {math.ldexp(max_int, e_max):.6g}"
-        )
+    exponent = choose_exponent(arr, max_int, lsb, (e_min, e_max), exponent_rule, percentile)
     scale = math.ldexp(1.0, exponent)
     units = arr / (scale * lsb)  # a new array; exact (power-of-two division)
+    if exponent_rule != "max":
+        np.clip(units, -(max_int // lsb), max_int // lsb, out=units)
     if rounding == "nearest":
         q = np.rint(units)
     else:

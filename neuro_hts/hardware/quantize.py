@@ -165,6 +165,8 @@ def quantize_network(
     *,
     check_rules: bool = True,
     source: dict | None = None,
+    exponent_rule: str = "max",
+    percentile: float = 99.9,
 ) -> DeployBundle:
     """Quantize ``network`` for ``target`` (see the module docstring for the integer forms).
 
@@ -180,6 +182,10 @@ def quantize_network(
         numerically representable (e.g. to inspect Loihi 1 profile binning even though
         its binary spikes cannot carry graded activations).
     source : identity of the run file, stored in the bundle
+    exponent_rule, percentile : how each layer's shared weight exponent is chosen
+        (``fixed_point.choose_exponent``: ``max``, the default, saturates nothing;
+        ``percentile`` and ``mse`` trade a few saturated weights for a finer grid). The
+        chosen exponents are stored per layer, so the bundle needs no record of the rule.
 
     Raises
     ------
@@ -205,7 +211,8 @@ def quantize_network(
     ws = target.weights
     layers = []
     for l, (w, b, dt) in enumerate(zip(network.weights, network.biases, network.dts), start=1):
-        q = quantize_weights(w, ws.mantissa_bits, ws.exponent_range, even=ws.even, rounding=rounding, rng=rng)
+        q = quantize_weights(w, ws.mantissa_bits, ws.exponent_range, even=ws.even, rounding=rounding, rng=rng,
+                             exponent_rule=exponent_rule, percentile=percentile)
         units = np.asarray(b, dtype=np.float64) * 2.0**s_frac  # exact: power-of-two scale
         if rounding == "nearest":
             bias = np.rint(units)
