@@ -37,6 +37,9 @@ CSV columns (``compare.csv``, one row per measured number)
     ``top_state_match``     Lava: fraction of samples whose int64 top-layer states equal
                             the Numba fixed-point ones bit for bit
     ``steps_per_second``    Lava: the runner's reported speed
+    ``weights_zero_frac`` / ``weights_saturated_frac``
+                            exponent rules: fraction of a layer's integer weights that are
+                            0 / at the saturation limit +-max_int
 ``variant``
     ``float``, ``fixed`` (the target as is; every design rule holds except a per-core
     decay-profile limit, which only ``fixed_binned`` meets), ``fixed_binned``
@@ -44,7 +47,8 @@ CSV columns (``compare.csv``, one row per measured number)
     ``lava``, ``float@lava_samples`` / ``fixed@lava_samples`` (accuracy on the Lava
     subset), ``sweep`` (one row per width); pairs are written ``a~b`` (``float~fixed``,
     ``float~lava``, ``fixed~lava``, ``fixed~fixed_binned``, ``float~fixed_binned``,
-    ``float~sweep``)
+    ``float~sweep``); ``exp_<rule>`` (the sweep under each exponent rule of
+    ``fixed_point.EXPONENT_RULES``; ``exp_max`` repeats ``sweep``)
 ``weight_bits``
     weight mantissa bits of the fixed-point variant (empty for ``float``-only rows)
 ``layer``
@@ -55,7 +59,7 @@ CSV columns (``compare.csv``, one row per measured number)
     the number (``nan`` where undefined, e.g. a sweep width the quantizer refuses)
 ``unit``
     one unit per metric (:data:`METRIC_UNITS`): ``fraction`` (accuracy, agreement,
-    top_state_match), ``points`` (accuracy_drop, tolerance_points), ``state``
+    top_state_match, weights_*_frac), ``points`` (accuracy_drop, tolerance_points), ``state``
     (state_err_*), ``bits``, ``dt``, ``steps/s``
 
 The figure keeps one unit and one sample count per axis: its accuracy axis is in percent
@@ -112,6 +116,7 @@ METRIC_UNITS = {
     "accuracy": "fraction", "agreement": "fraction", "top_state_match": "fraction",
     "accuracy_drop": "points", "tolerance_points": "points", "min_bits_within_tol": "bits",
     "max_dt_change": "dt", "steps_per_second": "steps/s",
+    "weights_zero_frac": "fraction", "weights_saturated_frac": "fraction",
 }
 
 
