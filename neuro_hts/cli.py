@@ -123,6 +123,10 @@ def _add_train_args(p):
     p.add_argument("--trainer", choices=list(importlib.import_module("neuro_hts.engines").TRAINERS),
                    help="ep: the algorithm's estimate; bptt: the exact gradient of the free phase by BPTT"
                    + _dflt("train", "trainer"))
+    p.add_argument("--distill", metavar="TEACHER.h5",
+                   help="distil from a teacher run (neuro-hts teacher): targets (1 - alpha) y + alpha softmax(z_t / T)")
+    p.add_argument("--distill-temperature", type=float, help="temperature T of the teacher's soft targets" + _dflt("distill", "temperature"))
+    p.add_argument("--distill-alpha", type=float, help="weight of the soft targets against the labels" + _dflt("distill", "alpha"))
     p.add_argument("--chl-gamma", type=float, help="CHL's feedback gain on every top-down term (default 1)")
     p.add_argument("--clamp-delay", type=int, help="CHL: steps of the clamped phase run as free before clamping (default 0)")
     p.add_argument("--adapt-steps", type=int, help="adjusted adaptation: K steps pulled toward the free state (0: off)")
@@ -184,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the effective config (defaults, --config and flags merged) as TOML and exit")
     p.add_argument("--dry-run", action="store_true",
                    help="check the config, data and network, print what would be trained, write nothing")
+
+    p = sub.add_parser("teacher", help="train a distillation teacher: the same network by backpropagation through "
+                       "its free phase (train --trainer bptt)")
+    _add_train_args(p)
+    p.add_argument("--out", required=True, help="teacher run file to write (HDF5)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
     p = sub.add_parser("show", help="a run file at a glance: config, status, per-epoch table")
     p.add_argument("run", help="run file (HDF5)")
@@ -359,6 +369,8 @@ def _config_from_args(args):
         chl={"gamma": args.chl_gamma, "clamp_delay": args.clamp_delay},
         adapt={"steps": args.adapt_steps, "coe": args.adapt_coe},
         data={"dataset": args.dataset, "data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
+        distill={"teacher": str(Path(args.distill).resolve()) if args.distill else None,
+                 "temperature": args.distill_temperature, "alpha": args.distill_alpha},
     )
 
 
@@ -369,6 +381,7 @@ _RESUME_FIXED = (
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
     "adapt_coe", "blas_threads", "trainer", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
+    "distill", "distill_temperature", "distill_alpha",
 )
 
 
@@ -405,7 +418,7 @@ def _cmd_train(args) -> int:
             raise ConfigError("train needs --out RUN.h5 (or --resume RUN.h5)")
         out = Path(args.out) if args.out else None
         if out is not None:
-            for inp in (args.config, args.target):
+            for inp in (args.config, args.target, args.distill):
                 if inp:
                     _refuse_overwrite_input(out, inp)
             if out.exists() and not args.force:
@@ -421,6 +434,14 @@ def _cmd_train(args) -> int:
     for line in _train_summary(state, out):
         print(line)
     return 0
+
+
+def _cmd_teacher(args) -> int:
+    if args.trainer not in (None, "bptt"):
+        raise ConfigError(f"a teacher is trained by BPTT; drop --trainer {args.trainer} (or use neuro-hts train)")
+    args.trainer = "bptt"
+    args.resume, args.print_config, args.dry_run = None, False, False
+    return _cmd_train(args)
 
 
 def _train_summary(state, out) -> list[str]:
@@ -656,6 +677,7 @@ def _cmd_check_updates(args) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "show": _cmd_show, "plot": _cmd_plot, "export": _cmd_export, "list": _cmd_list, "eval": _cmd_eval, "plot-dt": _cmd_plot_dt, "quantize": _cmd_quantize, "check-updates": _cmd_check_updates}
+_COMMANDS["teacher"] = _cmd_teacher
 
 
 def _cmd_compare(args) -> int:

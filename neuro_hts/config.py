@@ -8,6 +8,7 @@ A config has these sections, mirrored in the TOML files of ``models/``::
     [chl]    gamma, clamp_delay, start                 (algorithm = "chl")
     [adapt]  steps, coe                                (adjusted adaptation of ep or chl)
     [data]   dataset, data_dir, n_train, n_test
+    [distill] teacher, temperature, alpha              (soft targets from a teacher run)
 
 Unknown keys and non-finite numbers are errors (never silently ignored). Every choice
 (form, activation, output, nudging, optimizer, backend, arith, algorithm, dataset, dt law)
@@ -343,6 +344,31 @@ class AdaptConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Distillation from a teacher run (docs/ALGORITHMS.md "Distillation"; ``neuro_hts.distill``).
+
+    ``teacher``: its run file ("" = off); targets ``(1 - alpha) y + alpha softmax(z_t /
+    temperature)``; ``teacher_sha256``: the teacher file's digest, recorded when training
+    starts so that a resumed run refuses a teacher that changed.
+    """
+
+    teacher: str = ""
+    temperature: float = 1.0
+    alpha: float = 0.5
+    teacher_sha256: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.teacher, str) or not isinstance(self.teacher_sha256, str):
+            raise ConfigError("[distill] teacher and teacher_sha256 must be strings")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ConfigError(f"[distill] temperature must be a positive number, got {t!r}")
+        a = self.alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+            raise ConfigError(f"[distill] alpha must be a number in [0, 1], got {a!r}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Dataset and subset; ``normalize = [mean, std]``: inputs x <- (x - mean) / std after the
     [0, 1] scaling (the authors' Fashion-MNIST transform; :func:`neuro_hts.data.normalize`)."""
@@ -378,7 +404,7 @@ def _model_from_parts(sec: dict) -> dict:
 
 
 _SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "chl": ChlConfig, "adapt": AdaptConfig,
-             "data": DataConfig}
+             "data": DataConfig, "distill": DistillConfig}
 
 
 @dataclass(frozen=True)
@@ -389,6 +415,7 @@ class Config:
     chl: ChlConfig = field(default_factory=ChlConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self):
         n_layers = len(self.model.arch) - 1

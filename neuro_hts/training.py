@@ -75,6 +75,27 @@ def _load_data(config: Config):
                      d.normalize)
 
 
+def _distill_targets(config: Config, x_train, y_train, n_classes: int):
+    """(config with the teacher's digest recorded, the distillation targets); a resumed run
+    whose teacher file changed is refused."""
+    from .distill import distill_targets, teacher_digest, teacher_scores
+
+    d = config.distill
+    path = Path(d.teacher)
+    if not path.is_file():
+        raise ConfigError(f"distillation teacher not found: {path}")
+    digest = teacher_digest(path)
+    if d.teacher_sha256 and d.teacher_sha256 != digest:
+        raise ConfigError(f"teacher {path} changed since this run started (SHA-256 {digest[:12]}..., "
+                          f"recorded {d.teacher_sha256[:12]}...); resume with the original teacher")
+    scores = teacher_scores(path, x_train, n_classes)
+    targets = distill_targets(y_train, scores, d.temperature, d.alpha)
+    agree = float(np.mean(scores.argmax(axis=1) == y_train.argmax(axis=1)))
+    logger.info("distilling from %s: T %g, alpha %g; the teacher is right on %.2f %% of the training set",
+                path, d.temperature, d.alpha, 100 * agree)
+    return config.replace(distill={"teacher_sha256": digest}), targets
+
+
 def _mark_diverged(out: Path, reason: str) -> DivergenceError:
     """Keep the last good checkpoint, flag it as diverged, and build the error to raise."""
     last = load_run(out)
@@ -139,6 +160,9 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
     x_train = np.ascontiguousarray(data.x_train, dtype=engine.dtype)
     x_test = np.ascontiguousarray(data.x_test, dtype=engine.dtype)
     y_train = one_hot(data.y_train, data.n_classes, engine.dtype)
+    if config.distill.teacher:
+        config, y_train = _distill_targets(config, x_train, y_train, data.n_classes)
+        state.config = config
     n_in = int(np.prod(x_train.shape[1:]))
     if net.arch[0] != n_in or net.arch[-1] != data.n_classes or (x_train.ndim == 4 and x_train.shape[1:] != net.shapes[0]):
         raise ConfigError(

@@ -265,6 +265,8 @@ CASES = {
                   "unknown config key"),
     "report-not-a-sweep": ("report {d}/empty --out {d}/rep", [], "not a sweep directory"),
     "resolve-seeds-not-a-sweep": ("resolve-seeds {d}/empty", [], "not a sweep directory"),
+    "teacher-config-missing": ("teacher --config {d}/nope.toml --out {d}/t.h5", [], "config file not found"),
+    "train-distill-teacher-is-a-toml": ("train --distill {d}/cfg.toml --out {d}/o.h5", ["cfg.toml"], "not a readable HDF5"),
     "archive-not-a-sweep": ("archive {d}/empty {d}/a.json", [], "not a sweep directory"),
     "archive-onto-a-run-file": ("archive {d}/empty {d}/run.h5", ["run.h5"], "a sweep archive is a .json file"),
     "restore-not-an-archive": ("restore {d}/cfg.toml {d}/sw", ["cfg.toml"], "not a readable sweep archive"),
