@@ -343,3 +343,20 @@ def test_save_and_load_keep_the_readouts(tmp_path):
     plain = init_network(cfg.replace(local={"beta": 0.0}))
     for a, b in zip(net.weights, plain.weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_model_config_has_local_costs_and_print_config_round_trips_them(tmp_path, run_cli):
+    from pathlib import Path
+
+    from neuro_hts.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "models" / "digits_local.toml")
+    assert cfg.local.active and cfg.local.layers == "all" and cfg.local.readout == "fixed"
+    assert init_network(cfg).local.layers == (1, 2)
+    assert init_network(cfg.replace(local={"beta": 0.0})).local is None
+    code, out, err = run_cli(["train", "--config", str(Path(__file__).resolve().parents[1] / "models" / "digits_local.toml"),
+                              "--local-layers", "2", "--local-readout", "learned", "--print-config"])
+    assert code == 0, err
+    (tmp_path / "c.toml").write_text(out)
+    back = load_config(tmp_path / "c.toml")
+    assert back == cfg.replace(local={"layers": [2], "readout": "learned"}) and back.local.layers == (2,)
