@@ -495,8 +495,9 @@ class Config:
         reasons = algo.supports(self.model)
         if reasons:
             raise ConfigError(f"[train] algorithm {algo.name!r}: " + "; ".join(reasons))
-        if self.local.active:
+        if self.local.active or self.local.layers != "all":  # named layers are checked even while beta = 0
             self.local.layer_indices(n_dyn)
+        if self.local.active:
             why = [w for w, bad in [("train.algorithm = 'ep' (the local costs act in EP's nudged phases)",
                                      self.train.algorithm != "ep"),
                                     ("train.arith = 'float'", self.train.arith != "float")] if bad]

@@ -275,6 +275,7 @@ def test_an_engine_without_local_state_cannot_update_learned_readouts():
     ({"beta": 1.0, "init_scale": 0}, [64, 16, 10], "init_scale must be > 0"),
     ({"beta": 1.0}, [64, 10], "no hidden layer"),
     ({"beta": 1.0, "size": 3}, [64, 16, 10], "unknown key"),
+    ({"layers": [4]}, [64, 16, 10], "out of range"),  # named layers are checked even with beta = 0
 ])
 def test_bad_local_settings_are_one_line_config_errors(local, arch, match):
     with pytest.raises(ConfigError, match=match) as exc:
