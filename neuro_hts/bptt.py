@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-import neuro_hts.dynamics as dynamics  # the submodule only (not the package namespace: tests/test_layering.py)
 from .activations import get_activation
 from .connections import LinearConnection
+from .dynamics import (as_input, cost, input_drive, layer_drive, local_cost, local_nudges, presynaptic, readout_logits,
+                       relax_step, softmax, zero_states)
 from .errors import ConfigError
 from .network import Network, bias_grad
 
-__all__ = ["bptt_gradients"]
+__all__ = ["bptt_gradients", "bptt_gradients_full"]
 
 
 def _sigmoid4_second(u):
@@ -52,12 +53,12 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float =
     L = net.n_dynamic
     f_prime = get_activation(net.activation)[1]
     conns = net.connections()
-    r = [dynamics.presynaptic(net, s) for s in states]
+    r = [presynaptic(net, s) for s in states]
     lam_s = [np.zeros_like(s) for s in states]
     lam_r = [np.zeros_like(s) for s in states]
     for l in range(1, L + 1):
         s, dt, a = states[l - 1], net.dts[l - 1], lam_next[l - 1]
-        h = dynamics.layer_drive(net, l, r, drive1, gamma)
+        h = layer_drive(net, l, r, drive1, gamma)
         if net.form == "leaky":
             lam_s[l - 1] += a * (1.0 - dt)
             delta = a * (dt * f_prime(h))
@@ -97,13 +98,26 @@ def _step_vjp(net: Network, states, drive1, r0, lam_next, gW, gb, gamma: float =
 
 
 def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gamma: float = 1.0):
-    """Exact gradient of the free phase's mean output cost, by backpropagation through time.
+    """Exact gradient of the free phase's mean objective, by backpropagation through time.
+
+    :func:`bptt_gradients_full` without the gradients of local readouts: ``(gW, gb, loss)``.
+    """
+    gW, gb, _, loss = bptt_gradients_full(net, x, y, n_steps, gamma)
+    return gW, gb, loss
+
+
+def bptt_gradients_full(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gamma: float = 1.0):
+    """Exact gradient of the free phase's mean objective, by backpropagation through time.
 
     Forward: s^0 = 0 and s^{t+1} = F(s^t; theta) for t < T = ``n_steps``, the free phase
     (beta = 0) of :func:`neuro_hts.dynamics.relax`, every state stored. Loss:
-    L = mean_batch C(s^T) (:func:`neuro_hts.dynamics.cost`). Reverse, with lambda^t the
+    L = mean_batch [C(s^T) + sum_l C_l(s_l^T)] (:func:`neuro_hts.dynamics.cost`, plus the local
+    error costs C_l = beta_l L(R_l r_l, y) of ``net.local``, :func:`neuro_hts.dynamics.local_cost`:
+    the objective whose gradient EP's nudged phases estimate). Reverse, with lambda^t the
     adjoint dL/ds^t (per sample, already divided by the batch size B)::
 
+        local: lambda_l^T   += -(local nudge of layer l) / B = beta_l rho'(s_l^T) R_l^T dL/dz_l / B
+               dL/dR_l       = beta_l (dL/dz_l)^T r_l^T / B,   dL/dz_l = z_l - y (MSE), softmax(z_l) - y (CE)
         MSE:  lambda_L^T     = (s_L^T - y) / B
         CE:   lambda_{L-1}^T = (softmax(z) - y) W_L / B      (z = W_L r_{L-1}^T + b_L; times
                                                             rho'(s_{L-1}^T) in the energy form)
@@ -150,8 +164,9 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
     -------
     gW, gb : lists of ndarrays, one per layer, shaped like ``net.weights`` / ``net.biases``
         (the same layout as :func:`neuro_hts.dynamics.ep_gradients`).
+    gR : list of ndarrays, one per local readout (``net.local.weights``; empty without)
     loss : float
-        mean_batch C(s^T).
+        mean_batch [C(s^T) + sum_l C_l(s_l^T)].
     """
     if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
         raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
@@ -161,13 +176,13 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
     y = np.asarray(y, dtype=net.dtype)
     B = x.shape[0]
 
-    x = dynamics.as_input(net, x)
-    drive1 = dynamics.input_drive(net, x)
-    trajectory = [dynamics.zero_states(net, B, x.dtype)]
+    x = as_input(net, x)
+    drive1 = input_drive(net, x)
+    trajectory = [zero_states(net, B, x.dtype)]
     for _ in range(int(n_steps)):
-        trajectory.append(dynamics.relax_step(net, trajectory[-1], drive1, gamma=gamma))
+        trajectory.append(relax_step(net, trajectory[-1], drive1, gamma=gamma))
     final = trajectory[-1]
-    loss = float(dynamics.cost(net, final, y).mean())
+    loss = float((cost(net, final, y) + local_cost(net, final, y)).mean())
 
     gW = [np.zeros_like(w) for w in net.weights]
     gb = [np.zeros_like(b) for b in net.biases]
@@ -175,13 +190,20 @@ def bptt_gradients(net: Network, x: np.ndarray, y: np.ndarray, n_steps: int, gam
     if net.output == "mse":
         lam[-1] = (final[-1] - y) / B
     else:
-        r_top = dynamics.presynaptic(net, final[-1])
-        g_logits = (dynamics.softmax(dynamics.readout_logits(net, r_top)) - y) / B
+        r_top = presynaptic(net, final[-1])
+        g_logits = (softmax(readout_logits(net, r_top)) - y) / B
         gW[-1] += g_logits.T @ r_top
         gb[-1] += g_logits.sum(axis=0)
         lam[-1] = _presynaptic_vjp(net, final[-1], g_logits @ net.weights[-1])
+    gR = []
+    for l, g in local_nudges(net, final, y).items():  # already through rho' (energy form)
+        lam[l - 1] = lam[l - 1] - g / B
+    if net.local is not None:
+        for l, ro in net.local.readouts():
+            r = presynaptic(net, final[l - 1])
+            gR.append(ro.param_grad(r.reshape(B, -1), y)["weight"] / B)
 
-    r0 = dynamics.presynaptic(net, x)
+    r0 = presynaptic(net, x)
     for t in range(int(n_steps) - 1, -1, -1):
         lam = _step_vjp(net, trajectory[t], drive1, r0, lam, gW, gb, gamma)
-    return gW, gb, loss
+    return gW, gb, gR, loss

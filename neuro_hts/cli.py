@@ -131,6 +131,12 @@ def _add_train_args(p):
     p.add_argument("--clamp-delay", type=int, help="CHL: steps of the clamped phase run as free before clamping (default 0)")
     p.add_argument("--adapt-steps", type=int, help="adjusted adaptation: K steps pulled toward the free state (0: off)")
     p.add_argument("--adapt-coe", type=float, help="adjusted adaptation's mixing coefficient c (default 0.1)")
+    p.add_argument("--local-beta", type=float, help="layer-wise error costs: beta_l of every local cost, >= 0 "
+                   "(0: none, standard EP)" + _dflt("local", "beta"))
+    p.add_argument("--local-layers", help="hidden layers with a local cost: 'all' or indices like 1,2"
+                   + _dflt("local", "layers"))
+    p.add_argument("--local-readout", choices=["fixed", "learned"], help="local readouts: fixed random or learned"
+                   + _dflt("local", "readout"))
     p.add_argument("--optimizer", choices=_names("learning:OPTIMIZERS"), help="optimiser" + _dflt("train", "optimizer"))
     p.add_argument("--lr", help="learning rate, or one per layer: 5e-4,5e-4" + _dflt("train", "lr"))
     p.add_argument("--momentum", type=float, help="SGD momentum (optimizer sgd only)" + _dflt("train", "momentum"))
@@ -323,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args):
-    from .config import Config, load_config, parse_arch
+    from .config import Config, load_config, parse_arch, parse_local_layers
 
     from .dendritic import override_branches
 
@@ -368,6 +374,8 @@ def _config_from_args(args):
         },
         chl={"gamma": args.chl_gamma, "clamp_delay": args.clamp_delay},
         adapt={"steps": args.adapt_steps, "coe": args.adapt_coe},
+        local={"beta": args.local_beta, "layers": parse_local_layers(args.local_layers) if args.local_layers else None,
+               "readout": args.local_readout},
         data={"dataset": args.dataset, "data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},
         distill={"teacher": str(Path(args.distill).resolve()) if args.distill else None,
                  "temperature": args.distill_temperature, "alpha": args.distill_alpha},
@@ -382,6 +390,7 @@ _RESUME_FIXED = (
     "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
     "adapt_coe", "blas_threads", "trainer", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
     "distill", "distill_temperature", "distill_alpha",
+    "local_beta", "local_layers", "local_readout",
 )
 
 

@@ -7,6 +7,7 @@ A config has these sections, mirrored in the TOML files of ``models/``::
     [train]  algorithm, epochs, batch_size, t1, t1_tol, t2, beta, nudging, optimizer, lr, ...
     [chl]    gamma, clamp_delay, start                 (algorithm = "chl")
     [adapt]  steps, coe                                (adjusted adaptation of ep or chl)
+    [local]  layers, readout, beta, init_scale         (layer-wise error costs; off by default)
     [data]   dataset, data_dir, n_train, n_test
     [distill] teacher, temperature, alpha              (soft targets from a teacher run)
 
@@ -33,6 +34,7 @@ from .data import DATASETS
 from .distributions import DT_MAX, DT_MEAN, DT_MIN, DT_STD, validate_dt_params
 from .dynamics import FORMS, NUDGE_PLACEMENTS, OUTPUTS
 from .engines import ENGINES, TRAINERS
+from .costs import READOUT_KINDS
 from .errors import ConfigError
 from .learning import OPTIMIZERS
 from .spec import ConnectionSpec, CostSpec, LayerSpec, NetworkSpec
@@ -43,7 +45,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "ModelConfig", "DtConfig", "TrainConfig", "ChlConfig", "AdaptConfig", "DataConfig", "Config", "parse_arch", "load_config",
+    "ModelConfig", "DtConfig", "TrainConfig", "ChlConfig", "AdaptConfig", "LocalConfig", "DataConfig", "Config", "parse_arch",
+    "load_config", "parse_local_layers",
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -343,6 +346,84 @@ class AdaptConfig:
             raise ConfigError(f"[adapt] coe must be a number in [0, 1], got {self.coe!r}")
 
 
+def parse_local_layers(text) -> str | tuple[int, ...]:
+    """``[local] layers`` / ``--local-layers``: ``"all"``, or hidden-layer indices (a list, or text like ``"1,2"``)."""
+    if isinstance(text, str):
+        if text.strip() == "all":
+            return "all"
+        parts = [p.strip() for p in text.split(",")]
+    elif isinstance(text, (list, tuple)):
+        parts = list(text)
+    else:
+        raise ConfigError(f"[local] layers must be 'all' or hidden-layer indices like [1, 2], got {text!r}")
+    try:
+        if any(isinstance(p, (bool, float)) for p in parts):
+            raise ValueError
+        idx = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[local] layers must be 'all' or hidden-layer indices like [1, 2], got {text!r}") from None
+    if not idx:
+        raise ConfigError("[local] layers must be 'all' or a non-empty list of hidden-layer indices (beta = 0 turns "
+                          "local costs off)")
+    if any(i < 1 for i in idx):
+        raise ConfigError(f"[local] layer indices start at 1 (the first hidden layer), got {text!r}")
+    if len(set(idx)) != len(idx):
+        raise ConfigError(f"[local] layers names a layer twice: {text!r}")
+    return tuple(sorted(idx))
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Layer-wise ("local") error costs (docs/FAMILY.md section 5 form (i); docs/ALGORITHMS.md).
+
+    Every hidden layer l in ``layers`` (``"all"`` or 1-based indices of hidden layers) gets
+    a readout R_l (n_classes x n_l, U(-k, k), k = ``init_scale`` / sqrt(n_l)), ``"fixed"``
+    (random, never changed) or ``"learned"``, and a cost ``beta`` L(R_l r_l, y) with the
+    output cost's loss, added to the nudged phases' objective (never to the free phase).
+    ``beta = 0`` (the default) means no local costs: standard EP, bit for bit.
+    """
+
+    layers: str | tuple[int, ...] = "all"
+    readout: str = "fixed"
+    beta: float = 0.0
+    init_scale: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", parse_local_layers(self.layers))
+        _choice("local", "readout", self.readout, READOUT_KINDS)
+        for k in ("beta", "init_scale"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"[local] {k} must be a finite number, got {v!r}")
+        if not self.beta >= 0:
+            raise ConfigError(f"[local] beta must be >= 0 (0: no local costs), got {self.beta}")
+        if not self.init_scale > 0:
+            raise ConfigError(f"[local] init_scale must be > 0, got {self.init_scale}")
+        object.__setattr__(self, "beta", float(self.beta))
+        object.__setattr__(self, "init_scale", float(self.init_scale))
+
+    @property
+    def active(self) -> bool:
+        """Whether there are local costs (beta > 0)."""
+        return self.beta > 0
+
+    def layer_indices(self, n_dynamic: int) -> tuple[int, ...]:
+        """The hidden layers (1-based) that get a local cost; layer ``n_dynamic`` carries the output cost."""
+        hidden = n_dynamic - 1
+        if self.layers == "all":
+            if hidden < 1:
+                raise ConfigError("[local] the network has no hidden layer below the output layer to give a local "
+                                  "cost (layers = 'all')")
+            return tuple(range(1, hidden + 1))
+        for i in self.layers:
+            if i == n_dynamic:
+                raise ConfigError(f"[local] layer {i} is the output layer (it carries the output cost); local costs go "
+                                  f"on hidden layers 1..{hidden}")
+            if i > hidden:
+                raise ConfigError(f"[local] layer {i} is out of range: the network's hidden layers are 1..{hidden}")
+        return self.layers
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Distillation from a teacher run (docs/ALGORITHMS.md "Distillation"; ``neuro_hts.distill``).
@@ -404,7 +485,7 @@ def _model_from_parts(sec: dict) -> dict:
 
 
 _SECTIONS = {"model": ModelConfig, "dt": DtConfig, "train": TrainConfig, "chl": ChlConfig, "adapt": AdaptConfig,
-             "data": DataConfig, "distill": DistillConfig}
+             "local": LocalConfig, "data": DataConfig, "distill": DistillConfig}
 
 
 @dataclass(frozen=True)
@@ -414,6 +495,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     chl: ChlConfig = field(default_factory=ChlConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
@@ -440,6 +522,14 @@ class Config:
         reasons = algo.supports(self.model)
         if reasons:
             raise ConfigError(f"[train] algorithm {algo.name!r}: " + "; ".join(reasons))
+        if self.local.active or self.local.layers != "all":  # named layers are checked even while beta = 0
+            self.local.layer_indices(n_dyn)
+        if self.local.active:
+            why = [w for w, bad in [("train.algorithm = 'ep' (the local costs act in EP's nudged phases)",
+                                     self.train.algorithm != "ep"),
+                                    ("train.arith = 'float'", self.train.arith != "float")] if bad]
+            if why:
+                raise ConfigError("[local] local error costs need " + ", ".join(why))
 
     # --- conversion -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -448,6 +538,8 @@ class Config:
         for k in ("layers", "connections", "costs"):  # JSON-normal: lists, not tuples
             d["model"][k] = json.loads(json.dumps([_table(t) for t in getattr(self.model, k)]))
         d["train"]["lr"] = list(self.train.lr)
+        if isinstance(self.local.layers, tuple):
+            d["local"]["layers"] = list(self.local.layers)
         if self.data.normalize is not None:
             d["data"]["normalize"] = list(self.data.normalize)
         return d

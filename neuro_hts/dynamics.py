@@ -20,6 +20,11 @@ Two dynamics forms:
   the network's ``nudge = "outside"`` it is added to the update outside sigma instead,
   s_L <- s_L + dt_L * (sigma(h_L) - s_L - beta dC/ds_L) (Ernoult et al.'s leaky form).
 
+  Local error costs (``net.local``, docs/ALGORITHMS.md "Local error costs"): in a nudged
+  phase a hidden layer l with a readout R_l also gets -beta dC_l/ds_l, C_l = beta_l
+  L(R_l r_l, y), in the same place (inside sigma, or outside with ``nudge = "outside"``),
+  so the nudged phase relaxes toward the minimum of E + beta (C + sum_l C_l).
+
 * ``energy`` (Scellier & Bengio), states are membrane potentials, rho = activation::
 
       s_l <- clip(s_l + dt_l * (rho'(s_l) * (W_l rho(s_{l-1}) + W_{l+1}^T rho(s_{l+1}) + b_l) - s_l), 0, 1)
@@ -62,6 +67,9 @@ __all__ = [
     "ce_cost",
     "readout_logits",
     "output_nudge",
+    "local_nudges",
+    "local_cost",
+    "local_gradients",
     "primitive",
     "energy",
     "zero_states",
@@ -218,6 +226,60 @@ def output_nudge(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.nd
     return g
 
 
+def _flat(a: np.ndarray) -> np.ndarray:
+    """(B, ...) -> (B, n): a layer's values as rows (what a local readout reads)."""
+    return a.reshape(a.shape[0], -1)
+
+
+def local_nudges(net: Network, states: list[np.ndarray], y: np.ndarray) -> dict[int, np.ndarray]:
+    """-dC_l/ds_l for every hidden layer l with a local cost (what beta multiplies), by layer.
+
+    C_l = beta_l L(R_l r_l, y) (:class:`neuro_hts.costs.LocalReadout`), r_l = presynaptic(s_l):
+    -dC_l/ds_l = beta_l R_l^T (y - R_l r_l) (MSE; y - softmax(R_l r_l) for CE), times
+    rho'(s_l) in the energy form. Empty without local costs.
+    """
+    if net.local is None:
+        return {}
+    out = {}
+    for l, ro in net.local.readouts():
+        s = states[l - 1]
+        g = ro.nudge(_flat(presynaptic(net, s)), y).reshape(s.shape)
+        if net.form == "energy":
+            g = g * get_activation(net.activation)[1](s)
+        out[l] = g
+    return out
+
+
+def local_cost(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """sum_l C_l = sum_l beta_l L(R_l r_l, y) per sample (zeros without local costs)."""
+    total = np.zeros(states[0].shape[0], dtype=states[0].dtype)
+    if net.local is not None:
+        for l, ro in net.local.readouts():
+            total = total + ro.value(_flat(presynaptic(net, states[l - 1])), y)
+    return total
+
+
+def local_gradients(net: Network, y, states_a, beta_a: float, states_b, beta_b: float) -> list[np.ndarray]:
+    """EP estimate of d(mean sum_l C_l)/dR_l for learned readouts, batch mean; one entry per local layer.
+
+    The primitive carries -beta C_l, so as for the softmax readout
+    g_R_l = (beta_a dC_l/dR_l(a) - beta_b dC_l/dR_l(b)) / ((beta_a - beta_b) B), with
+    dC_l/dR_l = beta_l (dL/dz)^T r_l (:meth:`neuro_hts.costs.LocalReadout.param_grad`):
+    one-sided, the local cost's gradient at the nudged states; symmetric, the mean of the
+    two nudged ones. Empty without local costs (also for fixed readouts: callers skip them).
+    """
+    if net.local is None:
+        return []
+    B = y.shape[0]
+    denom = beta_a - beta_b
+    out = []
+    for l, ro in net.local.readouts():
+        ga = ro.param_grad(_flat(presynaptic(net, states_a[l - 1])), y)["weight"]
+        gb = ro.param_grad(_flat(presynaptic(net, states_b[l - 1])), y)["weight"]
+        out.append((beta_a * ga - beta_b * gb) / (denom * B))
+    return out
+
+
 def cost(net: Network, states: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """The output cost C per sample at ``states``."""
     return net.cost().value(_cost_input(net, states[-1]), y)
@@ -276,6 +338,8 @@ def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0, *, gamma
     sigma, sigma_prime = get_activation(net.activation)
     r = [presynaptic(net, s) for s in states]
     nudge = beta * output_nudge(net, states, y) if beta != 0.0 else None
+    # local error costs: nudged phases only (the free phase, beta = 0, never feels them)
+    local = {l: beta * g for l, g in local_nudges(net, states, y).items()} if beta != 0.0 else {}
     new = []
     for l in range(1, net.n_dynamic + 1):
         s, dt = states[l - 1], net.dts[l - 1]
@@ -284,15 +348,16 @@ def relax_step(net: Network, states, drive1, y=None, beta: float = 0.0, *, gamma
             new.append(np.array(y if clamp == "target" else s, dtype=s.dtype, copy=True))
             continue
         h = layer_drive(net, l, r, drive1, gamma)
+        g = nudge if top else local.get(l)
         if net.form == "leaky":
-            if top and nudge is not None and net.nudge == "outside":
-                new.append(leaky_update(s, h, dt, sigma, nudge))
+            if g is not None and net.nudge == "outside":
+                new.append(leaky_update(s, h, dt, sigma, g))
                 continue
-            if top and nudge is not None:
-                h = h + nudge
+            if g is not None:
+                h = h + g
             new.append(leaky_update(s, h, dt, sigma))
         else:
-            new.append(energy_update(s, h, dt, sigma_prime, nudge if (top and nudge is not None) else 0.0))
+            new.append(energy_update(s, h, dt, sigma_prime, g if g is not None else 0.0))
     if anchor is not None:
         new = [adapt_mix(n, a, coe) for n, a in zip(new, anchor)]
     return new

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from .algorithms import Phase, run_phases
-from .dynamics import RelaxStatus, cost, predict_scores
+from .dynamics import RelaxStatus, cost, local_gradients, predict_scores
 from .errors import ConfigError
 from .registry import Registry
 
@@ -119,6 +119,18 @@ class FloatEngine:
         self.optimizer = optimizer
         self.status_tol = float(config.train.residual_tol) if config is not None else 1e-3
         self.trainer = config.train.trainer if config is not None else "ep"
+        # learned local readouts (config.local): their own optimiser of the same kind, R_l at layer l's rate
+        self.local_layers: tuple[int, ...] = ()
+        self.local_optimizer = None
+        lc = getattr(config, "local", None) if config is not None else None
+        if lc is not None and lc.active and lc.readout == "learned" and optimizer is not None:
+            n_dyn = len(config.model.arch) - 1 - (1 if config.model.output == "ce" else 0)
+            self.local_layers = lc.layer_indices(n_dyn)
+            self.local_optimizer = optimizer.like(self._local_lrs(optimizer.lrs))
+
+    def _local_lrs(self, lrs) -> tuple[float, ...]:
+        """The readouts' rates: R_l learns at layer l's rate."""
+        return tuple(float(lrs[l - 1]) for l in self.local_layers)
 
     @property
     def lrs(self):
@@ -127,6 +139,8 @@ class FloatEngine:
     @lrs.setter
     def lrs(self, value):
         self.optimizer.lrs = tuple(value)
+        if self.local_optimizer is not None:
+            self.local_optimizer.lrs = self._local_lrs(value)
 
     def canonical_config(self, config):
         """The config to record in the run file (unchanged for float arithmetic)."""
@@ -160,21 +174,41 @@ class FloatEngine:
         (:func:`neuro_hts.bptt.bptt_gradients`, NumPy, in the network's dtype); the free
         phase is also run on the backend for the batch's statistics.
         """
+        free, gW, gb, _ = self.gradients_full(net, x, y, algorithm, rng)
+        return free, gW, gb
+
+    def gradients_full(self, net, x, y, algorithm, rng=None):
+        """``(free RelaxResult, gW, gb, gR)``: :meth:`gradients` and those of the local readouts.
+
+        ``gR`` has one entry per readout of ``net.local`` (empty without local costs): EP's
+        estimate :func:`neuro_hts.dynamics.local_gradients` from the contrast's two phases,
+        or BPTT's exact gradient (:func:`neuro_hts.bptt.bptt_gradients_full`).
+        """
         if self.trainer == "bptt":
-            from .bptt import bptt_gradients
+            from .bptt import bptt_gradients_full
 
             phase = algorithm.free_phase()
             free = self.backend.relax(net, x, phase.steps, status_tol=self.status_tol)
-            gW, gb, _ = bptt_gradients(net, np.asarray(x, dtype=net.dtype), np.asarray(y, dtype=net.dtype), phase.steps)
-            return free, gW, gb
+            gW, gb, gR, _ = bptt_gradients_full(net, np.asarray(x, dtype=net.dtype), np.asarray(y, dtype=net.dtype),
+                                                phase.steps)
+            return free, gW, gb, gR
         res, c = self.phases(net, x, y, algorithm, rng)
-        gW, gb = self.backend.ep_gradients(net, x, y, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b)
-        return res["free"], gW, gb
+        sa, sb = res[c.a].states, res[c.b].states
+        gW, gb = self.backend.ep_gradients(net, x, y, sa, c.beta_a, sb, c.beta_b)
+        gR = local_gradients(net, np.asarray(y, dtype=net.dtype), sa, c.beta_a, sb, c.beta_b) \
+            if getattr(net, "local", None) is not None and net.local.learned else []
+        return res["free"], gW, gb, gR
 
     def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats:
-        free, gW, gb = self.gradients(net, x, y, algorithm, nudge_rng)
+        free, gW, gb, gR = self.gradients_full(net, x, y, algorithm, nudge_rng)
         loss, correct = batch_scores(net, free.states, y)
         self.optimizer.step(net, gW, gb)
+        if gR and net.local.learned:
+            if self.local_optimizer is None:
+                raise ConfigError("learned local readouts need the engine built from their config ([local] readout = "
+                                  "'learned')")
+            self.local_optimizer.update(list(net.local.weights), [g.astype(net.dtype, copy=False) for g in gR],
+                                        self.local_optimizer.lrs)
         return BatchStats(loss, correct, x.shape[0], free.residual, free.n_steps, free.status)
 
     def evaluate(self, net, x, labels, phase: Phase, batch_size: int = 1000, progress=None) -> EvalResult:
@@ -187,11 +221,22 @@ class FloatEngine:
         return evaluate_batches(predict, x, labels, batch_size, progress)
 
     def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+        """The optimiser's state; a learned readouts' optimiser's under keys ``local_<key>``."""
+        d = self.optimizer.state_dict()
+        if self.local_optimizer is not None:
+            d.update({_LOCAL_PREFIX + k: v for k, v in self.local_optimizer.state_dict().items()})
+        return d
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
+        main = {k: v for k, v in state.items() if not k.startswith(_LOCAL_PREFIX)}
+        self.optimizer.load_state_dict(main)
+        if self.local_optimizer is not None:
+            self.local_optimizer.load_state_dict({k[len(_LOCAL_PREFIX):]: v for k, v in state.items()
+                                                  if k.startswith(_LOCAL_PREFIX)})
 
+
+#: prefix of the learned local readouts' optimiser state in :meth:`FloatEngine.state_dict`
+_LOCAL_PREFIX = "local_"
 
 #: ``train.arith`` -> engine class ``(config, optimizer) -> Engine``
 #: ``train.trainer``: the algorithm's estimate, or backpropagation through the free phase

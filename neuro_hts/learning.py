@@ -60,10 +60,16 @@ class SGD:
         self.momentum = float(momentum)
         self.state: dict[str, list[np.ndarray]] = {}
 
+    def like(self, lrs) -> "SGD":
+        """A fresh SGD with the same momentum and rates ``lrs`` (e.g. for local readouts)."""
+        return SGD(lrs, self.momentum)
+
     def step(self, net, gW, gb) -> None:
-        params = list(net.weights) + list(net.biases)
-        grads = list(gW) + list(gb)
-        lrs = self.lrs + self.lrs
+        """Update the network's weights and biases (layer l's at lr_l)."""
+        self.update(list(net.weights) + list(net.biases), list(gW) + list(gb), self.lrs + self.lrs)
+
+    def update(self, params, grads, lrs) -> None:
+        """theta <- theta - lr v, v <- momentum v + g for each (parameter, gradient, rate), in place."""
         if self.momentum:
             if "v" not in self.state:
                 self.state["v"] = [np.zeros_like(p) for p in params]
@@ -108,10 +114,16 @@ class Adam:
         self.t = 0
         self.state: dict[str, list[np.ndarray]] = {}
 
+    def like(self, lrs) -> "Adam":
+        """A fresh Adam with the same betas and eps and rates ``lrs`` (e.g. for local readouts)."""
+        return Adam(lrs, self.beta1, self.beta2, self.eps)
+
     def step(self, net, gW, gb) -> None:
-        params = list(net.weights) + list(net.biases)
-        grads = list(gW) + list(gb)
-        lrs = self.lrs + self.lrs
+        """Update the network's weights and biases (layer l's at lr_l)."""
+        self.update(list(net.weights) + list(net.biases), list(gW) + list(gb), self.lrs + self.lrs)
+
+    def update(self, params, grads, lrs) -> None:
+        """One Adam step of each (parameter, gradient, rate), in place (the state follows ``params``' order)."""
         if "m" not in self.state:
             self.state["m"] = [np.zeros_like(p) for p in params]
             self.state["v"] = [np.zeros_like(p) for p in params]

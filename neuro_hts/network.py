@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .connections import CONNECTIONS, Dense
-from .costs import COSTS, Cost, SoftmaxReadout
+from .costs import COSTS, Cost, LocalCosts, SoftmaxReadout
 from .distributions import HOMOGENEOUS, sample_dt
 from .errors import ConfigError
 from .spec import NetworkSpec
@@ -60,7 +60,7 @@ def rng_streams(seed: int, purpose: str, *extra: int) -> np.random.Generator:
     Changing the dt distribution does not change the initial weights of a seed, so runs
     that differ only in dt law start from the same weights.
     """
-    tags = {"init": 0, "dt": 1, "shuffle": 2, "nudge": 3, "mask": 4}
+    tags = {"init": 0, "dt": 1, "shuffle": 2, "nudge": 3, "mask": 4, "local": 5}
     return np.random.default_rng([int(seed), tags[purpose], *map(int, extra)])
 
 
@@ -87,6 +87,9 @@ class Network:
     #: where the top layer's nudge enters the leaky form: "inside" sigma or "outside" it
     #: (:func:`neuro_hts.dynamics.leaky_update`); inference does not depend on it
     nudge: str = "inside"
+    #: layer-wise ("local") error costs of hidden layers, felt in the nudged phases only
+    #: (:class:`neuro_hts.costs.LocalCosts`, ``[local]``); None: none (standard EP)
+    local: LocalCosts | None = None
 
     def __post_init__(self):
         if self.nudge not in NUDGE_PLACEMENTS:
@@ -99,7 +102,23 @@ class Network:
             raise ValueError(f"{len(self.buffers)} buffer tables for {len(self.weights)} layers")
         if self.spec is not None:
             self._check_parts()
-            return
+        else:
+            self._check_dense()
+        if self.local is not None:
+            self._check_local()
+
+    def _check_local(self):
+        top = self.n_dynamic
+        n_classes = self.arch[-1]
+        for l, w in zip(self.local.layers, self.local.weights):
+            if not 1 <= l < top:
+                raise ValueError(f"local readout on layer {l}: local costs go on hidden layers 1..{top - 1} "
+                                 f"(layer {top} carries the output cost)")
+            n = int(np.prod(self.shapes[l]))
+            if w.shape != (n_classes, n):
+                raise ValueError(f"local readout of layer {l} has shape {w.shape}, expected {(n_classes, n)}")
+
+    def _check_dense(self):
         for l, (w, b, d) in enumerate(zip(self.weights, self.biases, self.dts), start=1):
             if w.ndim != 2 or b.shape != (w.shape[0],) or d.shape != (w.shape[0],):
                 raise ValueError(f"layer {l}: weight {w.shape}, bias {b.shape}, dt {d.shape} do not fit")
@@ -169,7 +188,7 @@ class Network:
         conv = lambda arrs: [np.ascontiguousarray(a, dtype=dtype).copy() for a in arrs]  # noqa: E731
         return Network(conv(self.weights), conv(self.biases), conv(self.dts), self.form, self.activation, self.output,
                        dict(self.meta), self.spec, [{k: v.copy() for k, v in b.items()} for b in self.buffers],
-                       self.nudge)
+                       self.nudge, self.local.astype(dtype) if self.local is not None else None)
 
     def copy(self) -> "Network":
         return self.astype(self.dtype)
@@ -301,4 +320,25 @@ def init_network(config, dtype=np.float64) -> Network:
     dts = sample_network_dts(config, arch, rng_streams(seed, "dt"))
     net = Network(weights, biases, dts, config.model.form, config.model.activation, config.model.output, spec=spec,
                   buffers=buffers, nudge=config.model.nudge)
+    net.local = init_local(config, net)
+    if net.local is not None:
+        net._check_local()
     return net.astype(dtype)
+
+
+def init_local(config, net: Network) -> LocalCosts | None:
+    """The local readouts of ``config.local`` for ``net`` (None when it has no local costs).
+
+    R_l ~ U(-k, k), k = local.init_scale / sqrt(n_l), from its own stream
+    ``rng_streams(seed, "local", l)``, so the network's weights and dts do not depend on it.
+    """
+    lc = getattr(config, "local", None)
+    if lc is None or not lc.active:
+        return None
+    layers = lc.layer_indices(net.n_dynamic)
+    weights = []
+    for l in layers:
+        n = int(np.prod(net.shapes[l]))
+        k = lc.init_scale / np.sqrt(n)
+        weights.append(rng_streams(config.train.seed, "local", l).uniform(-k, k, (net.arch[-1], n)))
+    return LocalCosts(layers, weights, lc.beta, config.model.output, lc.readout == "learned")

@@ -15,6 +15,7 @@ import numpy as np
 from ._atomic import atomic_path
 from ._h5 import open_checked
 from .config import Config
+from .costs import LocalCosts
 from .errors import ConfigError, RunFileError
 from .network import Network, network_spec
 from .stability import run_metrics
@@ -110,6 +111,14 @@ def save_run(path: str | Path, state: RunState) -> Path:
                     gb = g.create_group("buffers")
                     for k, a in net.buffers[i - 1].items():
                         gb.create_dataset(k, data=a)
+            if net.local is not None:  # local error costs' readouts (docs/FORMAT.md "/local")
+                loc = f.create_group("local")
+                loc.attrs["beta"] = np.float64(net.local.beta)
+                loc.attrs["loss"] = net.local.loss
+                loc.attrs["readout"] = "learned" if net.local.learned else "fixed"
+                loc.attrs["layers"] = np.asarray(net.local.layers, dtype=np.int64)
+                for l, w in zip(net.local.layers, net.local.weights):
+                    loc.create_group(str(l)).create_dataset("weight", data=w)
             hist = f.create_group("history")
             for k in HISTORY_KEYS:
                 hist.create_dataset(k, data=np.asarray(state.history.get(k, []), dtype=np.float64))
@@ -204,6 +213,7 @@ def load_run(path: str | Path) -> RunState:
             raise RunFileError(f"{path}: inconsistent layers: {exc}") from None
         if net.arch != config.model.arch:
             raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
+        net.local = _load_local(f, config, net, path)
         history = _read_history(f, version, config)
         opt_state = {}
         for k, g in f.get("optimizer", {}).items():
@@ -219,6 +229,34 @@ def load_run(path: str | Path) -> RunState:
         )
     check_values(state, path)
     return state
+
+
+def _load_local(f, config, net: Network, path) -> LocalCosts | None:
+    """The readouts in ``/local``, checked against the stored config's ``[local]`` (None without local costs)."""
+    lc = config.local
+    if not lc.active:
+        if "local" in f:
+            raise RunFileError(f"{path}: holds /local readouts but its config has no local costs ([local] beta = 0)")
+        return None
+    if "local" not in f:
+        raise RunFileError(f"{path}: its config has local costs ([local] beta = {lc.beta:g}) but the file has no /local "
+                           f"readouts")
+    g = f["local"]
+    try:
+        layers = lc.layer_indices(net.n_dynamic)
+    except ConfigError as exc:
+        raise RunFileError(f"{path}: invalid stored [local]: {exc}") from None
+    stored = tuple(int(v) for v in np.atleast_1d(np.array(g.attrs.get("layers", []))))
+    if stored != layers or any(str(l) not in g for l in layers):
+        raise RunFileError(f"{path}: /local holds readouts of layers {stored}, its config names layers {layers}")
+    try:
+        local = LocalCosts(layers, [np.array(g[str(l)]["weight"]) for l in layers], lc.beta, config.model.output,
+                           lc.readout == "learned")
+        net.local = local
+        net._check_local()
+    except (ValueError, KeyError) as exc:
+        raise RunFileError(f"{path}: inconsistent /local readouts: {exc}") from None
+    return local
 
 
 def _count_bad(a: np.ndarray) -> int:
@@ -242,6 +280,10 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
             if bad:
                 raise RunFileError(f"{path}: layer {i} {name} holds {bad} NaN or infinite value(s); "
                                    f"the file is damaged or was edited")
+    for l, w in zip(net.local.layers, net.local.weights) if getattr(net, "local", None) is not None else ():
+        if not np.issubdtype(np.asarray(w).dtype, np.floating) or _count_bad(w):
+            raise RunFileError(f"{path}: /local readout of layer {l} is not all finite floats; the file is damaged or "
+                               f"was edited")
     for i, d in enumerate(net.dts, start=1):
         out = (d <= 0) | (d > 1)
         if out.any():

@@ -46,6 +46,10 @@ from ..errors import ConfigError
 
 __all__ = ["NumbaBackend"]
 
+#: why a conv or dendritic network with local error costs is refused
+_LOCAL_DENSE_ONLY = ("local error costs ([local], --local-beta) run on the numba backend's dense chains only; "
+                     "for a conv2d or dendritic network use the numpy reference (--backend numpy)")
+
 log = logging.getLogger(__name__)
 
 _FORMS = ("leaky", "energy")
@@ -604,7 +608,7 @@ def _mix_into(s, anchor, coe):
 
 @njit(cache=True)
 def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_steps, energy, act, ce, residual,
-                  fbuf, ibuf, gamma, top_mode, anchor, has_anchor, coe, tol, outside):
+                  fbuf, ibuf, gamma, top_mode, anchor, has_anchor, coe, tol, outside, lR, lbeta, lce, has_local):
     """Run up to ``n_steps`` >= 1 synchronous steps from ``s_init``; returns the number of steps taken.
 
     Step t reads the states of step t-1 (``s_init``, then alternately ``buf0``/``buf1``)
@@ -618,6 +622,13 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
     ``coe``. With ``tol`` > 0 the residual is formed every step and the loop ends at the
     first step where every sample's residual is <= tol. With ``outside`` the nudge enters
     the leaky update outside sigma (``nudge = "outside"``).
+
+    Local error costs (``has_local``, nudged phases only): ``lR[i]`` is the readout R of
+    relaxed layer i+1 (a (0, 0) array for a layer without one), ``lbeta`` beta_l and
+    ``lce`` the loss (CE: softmax). Each step such a layer's drive gets
+    beta * beta_l (y - z) R with z = r R^T (softmax(r R^T) for CE), i.e. beta times
+    :meth:`neuro_hts.costs.LocalReadout.nudge`, added where the output's nudge goes (the
+    softmax readout's nudge mode: inside sigma, or outside; times rho'(s) in the energy form).
     """
     n_dyn = len(s_init)
     top = n_dyn - 1
@@ -637,6 +648,12 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
         if outside:
             nudge_mode += _NUDGE_MSE_OUT - _NUDGE_MSE
     ny = y if (nudge_mode == _NUDGE_MSE or nudge_mode == _NUDGE_MSE_OUT) else td[top]
+    # local error costs: the readout's output z (B, classes) and the nudge (B, n) per layer
+    local_on = has_local and nudge_mode != _NUDGE_NONE
+    local_mode = _NUDGE_CE_OUT if outside else _NUDGE_CE
+    lz = [np.empty((B, lR[i].shape[0]) if local_on else (0, 0), dtype=dtype) for i in range(n_dyn)]
+    lny = [np.empty((B, Ws[i].shape[0]) if (local_on and lR[i].shape[0] > 0) else (0, 0), dtype=dtype)
+           for i in range(n_dyn)]
     scale_td = gamma != 1
     check = tol > 0
     cur = s_init
@@ -664,14 +681,35 @@ def _relax_kernel(Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, beta, n_step
                 for k in range(n_out):
                     logits[b, k] = y[b, k] - logits[b, k]
             np.dot(logits, W_L, td[top])
+        if local_on:
+            for i in range(top):
+                R = lR[i]
+                if R.shape[0] == 0:
+                    continue
+                z = lz[i]
+                _dot_nt(r[i], R, z)
+                if lce:
+                    _softmax_rows(z)
+                for b in range(B):
+                    for k in range(R.shape[0]):
+                        z[b, k] = y[b, k] - z[b, k]
+                np.dot(z, R, lny[i])
+                _scale_into(lny[i], lbeta)
         for i in range(n_dyn):
             if i == top and top_mode != 0:
                 src = y if top_mode == 1 else cur[i]
                 nxt[i][:, :] = src
                 continue
             base = drive1 if i == 0 else bu[i]
-            mode = nudge_mode if i == top else _NUDGE_NONE
-            _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, mode, ny, beta, dts[i], energy, act, nxt[i])
+            if i == top:
+                _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, nudge_mode, ny, beta, dts[i], energy, act,
+                              nxt[i])
+            elif local_on and lR[i].shape[0] > 0:
+                _update_layer(cur[i], base, bs[i], i > 0, td[i], True, local_mode, lny[i], beta, dts[i], energy, act,
+                              nxt[i])
+            else:
+                _update_layer(cur[i], base, bs[i], i > 0, td[i], i < top, _NUDGE_NONE, ny, beta, dts[i], energy, act,
+                              nxt[i])
         if has_anchor:
             for i in range(n_dyn):
                 _mix_into(nxt[i], anchor[i], coe)
@@ -878,11 +916,29 @@ class NumbaBackend:
             raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
         return a
 
+    def _local(self, net, beta) -> tuple:
+        """(lR, lbeta, lce, has_local) of :func:`_relax_kernel`: the local readouts per relaxed layer."""
+        local = getattr(net, "local", None)
+        n_dyn = net.n_dynamic
+        empty = np.zeros((0, 0), dtype=self.dtype)
+        if local is None:
+            return tuple(empty for _ in range(n_dyn)), self.dtype.type(0.0), False, False
+        by_layer = dict(zip(local.layers, local.weights))
+        lR = tuple(self._as(by_layer[l]) if l in by_layer else empty for l in range(1, n_dyn + 1))
+        return lR, self.dtype.type(local.beta), local.loss == "ce", beta != 0.0
+
+    def _refuse_local(self, net) -> None:
+        if getattr(net, "local", None) is not None and not getattr(net, "is_dense", True):
+            raise ConfigError(_LOCAL_DENSE_ONLY)
+
     def supports(self, net) -> list[str]:
         """Why the backend cannot run ``net`` (empty: it can): dense chains run in the fused kernels,
-        chains of conv2d and dense connections in the conv path (:mod:`neuro_hts.backends.conv_kernels`)."""
+        chains of conv2d and dense connections in the conv path (:mod:`neuro_hts.backends.conv_kernels`).
+        Local error costs run in the dense kernels only."""
         if getattr(net, "is_dense", True):
             return []
+        if getattr(net, "local", None) is not None:
+            return [_LOCAL_DENSE_ONLY]
         from . import numba_dendritic
 
         if numba_dendritic.handles(net):  # dendritic connections: their own kernels
@@ -936,6 +992,7 @@ class NumbaBackend:
     # --- the interface ----------------------------------------------------------------
     def input_drive(self, net, x) -> np.ndarray:
         """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
+        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).input_drive(self, net, x)
         chain = self._chain(net)
@@ -954,6 +1011,7 @@ class NumbaBackend:
     def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, *, gamma=1.0, clamp="none",
               anchor=None, coe=0.0, tol=None, status_tol=1e-3) -> RelaxResult:
         """Up to ``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
+        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).relax(self, net, x, n_steps, states, y, beta, drive1, gamma=gamma, clamp=clamp,
                                          anchor=anchor, coe=coe, tol=tol, status_tol=status_tol)
@@ -1000,12 +1058,13 @@ class NumbaBackend:
         taken = _relax_kernel(
             Ws, bs, dts, drive1, s_init, buf0, buf1, rbuf, y, self.dtype.type(beta), n_steps, energy, act, ce, residual,
             fbuf, ibuf, self.dtype.type(gamma), top_mode, anchor_t, has_anchor, self.dtype.type(coe),
-            self.dtype.type(tol if tol is not None else 0.0), net.nudge == "outside" and not energy,
+            self.dtype.type(tol if tol is not None else 0.0), net.nudge == "outside" and not energy, *self._local(net, beta),
         )
         return RelaxResult(list(buf0 if taken % 2 else buf1), residual, int(taken), judged)
 
     def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b):
         """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""
+        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b)
         chain = self._chain(net)
