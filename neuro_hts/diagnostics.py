@@ -38,19 +38,23 @@ class BatchDiagnostics:
 
 
 def state_gaps(states_a, states_b, beta_a: float, beta_b: float) -> np.ndarray:
-    """Per relaxed layer, mean over the batch of ||s^a - s^b||_2 (per sample) times max(|beta_a|, |beta_b|) / |beta_a - beta_b|."""
+    """Per relaxed layer, mean over the batch of ||s^a - s^b||_2 (per sample) times max(|beta_a|, |beta_b|) / |beta_a - beta_b|.
+
+    The difference and the squares are formed in the states' dtype, the sums in float64.
+    """
     scale = max(abs(float(beta_a)), abs(float(beta_b))) / abs(float(beta_a) - float(beta_b))
     out = np.empty(len(states_a), dtype=np.float64)
     for l, (a, b) in enumerate(zip(states_a, states_b)):
-        d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-        d = d.reshape(d.shape[0], -1)
-        out[l] = float(np.sqrt(np.einsum("ij,ij->i", d, d)).mean()) * scale if d.shape[0] else np.nan
+        d = np.subtract(a, b)
+        B = d.shape[0]
+        d = d.reshape(B, -1)
+        out[l] = float(np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float64)).sum()) / B * scale if B else np.nan
     return out
 
 
 def grad_abs_means(gW) -> np.ndarray:
-    """Per connection, the mean of |g_W| over the weight's entries (float64)."""
-    return np.array([float(np.abs(np.asarray(g, dtype=np.float64)).mean()) if np.size(g) else np.nan for g in gW],
+    """Per connection, the mean of |g_W| over the weight's entries (summed in float64)."""
+    return np.array([float(np.abs(g).sum(dtype=np.float64)) / g.size if np.size(g) else np.nan for g in gW],
                     dtype=np.float64)
 
 
