@@ -204,9 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run file at a glance: config, status, per-epoch table")
     p.add_argument("run", help="run file (HDF5)")
 
-    p = sub.add_parser("plot", help="figure of one run: training curves, residual, per-layer weights and dt")
-    p.add_argument("run", help="run file (HDF5)")
-    p.add_argument("--out", help="figure (png, pdf or svg; default: <run stem>.png next to the run)")
+    p = sub.add_parser("plot", help="figure of one run: training curves, residual, per-layer weights and dt; "
+                       "'plot diagnostics RUN.h5 [RUN2.h5 ...]': per-layer state gap and mean |dW| by epoch",
+                       usage="neuro-hts plot [-h] [--out OUT] [--force] RUN.h5\n"
+                             "       neuro-hts plot diagnostics [-h] [--out OUT] [--force] RUN.h5 [RUN2.h5 ...]")
+    p.add_argument("run", nargs="+", metavar="RUN.h5",
+                   help="run file (HDF5); after the word 'diagnostics', one or more run files (one column each)")
+    p.add_argument("--out", help="figure (png, pdf or svg; default: <run stem>.png, or <first run stem>_diagnostics.png, "
+                   "next to the (first) run)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
     p = sub.add_parser("export", help="a run's weights, biases and dts for other tools (NPZ with a JSON header)")
@@ -506,9 +511,45 @@ def _cmd_plot(args) -> int:
     from .runfile import load_run
     from .runview import plot_run
 
+    runs = list(args.run)
+    if runs[0] == "diagnostics":  # a run file of that name: pass it as ./diagnostics
+        return _cmd_plot_diagnostics(args, runs[1:])
+    if len(runs) > 1:
+        raise ConfigError(f"plot takes one run file, got {len(runs)}; to compare runs use "
+                          f"neuro-hts plot diagnostics {' '.join(runs)}")
+    args.run = runs[0]
     out = _out_for(args, ".png")
     state = load_run(args.run)
     path = plot_run(state, out, title=f"{args.run}: " + ", ".join([state.config.data.dataset, "-".join(map(str, state.network.arch))]))
+    print(f"figure: {path}")
+    return 0
+
+
+def _cmd_plot_diagnostics(args, runs) -> int:
+    """``plot diagnostics RUN.h5 [RUN2.h5 ...]``: the per-layer learning-signal figure (one column per run)."""
+    import numpy as np
+
+    from .runfile import load_run
+    from .runview import plot_diagnostics
+
+    if not runs:
+        raise ConfigError("plot diagnostics needs at least one run file: neuro-hts plot diagnostics RUN.h5 [RUN2.h5 ...]")
+    first = Path(runs[0])
+    out = Path(args.out) if args.out else first.with_name(f"{first.stem}_diagnostics.png")
+    _refuse_overwrite_input(out, *runs)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    names = [Path(r).name for r in runs]
+    labels = names if len(set(names)) == len(names) else [str(r) for r in runs]
+    states = [(label, load_run(r)) for label, r in zip(labels, runs)]
+    path = plot_diagnostics(states, out)
+    for label, state in states:
+        d = state.diagnostics
+        last = d.state_gap[-1]
+        if d.n_epochs and np.isfinite(last[0]) and np.isfinite(last[-1]) and last[-1] > 0:
+            print(f"{label}: last epoch state gap {d.layers[0]} {last[0]:.3g} ... {d.layers[-1]} {last[-1]:.3g} "
+                  f"(ratio {last[0] / last[-1]:.3g}); mean |dW| {d.connections[0]} {d.grad_abs[-1, 0]:.3g} ... "
+                  f"{d.connections[-1]} {d.grad_abs[-1, -1]:.3g}")
     print(f"figure: {path}")
     return 0
 

@@ -17,6 +17,7 @@ The interface (:class:`Engine`)::
     prepare(net) -> bool                       e.g. put a new network on the weight grid (True:
                                                the engine's state must be saved)
     train_step(net, x, y, algorithm, nudge_rng, round_rng) -> BatchStats
+    records_diagnostics                        True: its BatchStats carry diagnostics
     evaluate(net, x, labels, phase, ...) -> EvalResult
     lrs (settable), state_dict(), load_state_dict(state)
 """
@@ -29,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .algorithms import Phase, run_phases
+from .diagnostics import BatchDiagnostics, grad_abs_means, state_gaps
 from .dynamics import RelaxStatus, cost, local_gradients, predict_scores
 from .errors import ConfigError
 from .registry import Registry
@@ -47,6 +49,9 @@ class BatchStats:
     residual: np.ndarray  # (B,) free-phase residual at the last step
     free_steps: int = 0  # steps the free phase took (< t1 when it stopped at t1_tol)
     status: RelaxStatus = RelaxStatus.MAX_STEPS  # of the free phase
+    #: per-layer state gap and per-connection mean |g_W| of the batch (neuro_hts.diagnostics);
+    #: None from an engine that does not record them (the fixed-point engines)
+    diagnostics: BatchDiagnostics | None = None
 
 
 @dataclass
@@ -110,6 +115,8 @@ class FloatEngine:
     """Float arithmetic: a backend (``train.backend``) and a float optimiser."""
 
     name = "float"
+    #: train_step's BatchStats carry the batch's diagnostics (neuro_hts.diagnostics)
+    records_diagnostics = True
 
     def __init__(self, config, optimizer=None, backend=None):
         from .backends import get_backend
@@ -174,7 +181,7 @@ class FloatEngine:
         (:func:`neuro_hts.bptt.bptt_gradients`, NumPy, in the network's dtype); the free
         phase is also run on the backend for the batch's statistics.
         """
-        free, gW, gb, _ = self.gradients_full(net, x, y, algorithm, rng)
+        free, gW, gb, _, _ = self._estimate(net, x, y, algorithm, rng)
         return free, gW, gb
 
     def gradients_full(self, net, x, y, algorithm, rng=None):
@@ -184,6 +191,12 @@ class FloatEngine:
         estimate :func:`neuro_hts.dynamics.local_gradients` from the contrast's two phases,
         or BPTT's exact gradient (:func:`neuro_hts.bptt.bptt_gradients_full`).
         """
+        free, gW, gb, gR, _ = self._estimate(net, x, y, algorithm, rng)
+        return free, gW, gb, gR
+
+    def _estimate(self, net, x, y, algorithm, rng=None):
+        """:meth:`gradients_full` plus the batch's :class:`~neuro_hts.diagnostics.BatchDiagnostics`
+        (from the contrast's two states and gW; BPTT has no nudged phase: NaN state gaps)."""
         if self.trainer == "bptt":
             from .bptt import bptt_gradients_full
 
@@ -191,16 +204,17 @@ class FloatEngine:
             free = self.backend.relax(net, x, phase.steps, status_tol=self.status_tol)
             gW, gb, gR, _ = bptt_gradients_full(net, np.asarray(x, dtype=net.dtype), np.asarray(y, dtype=net.dtype),
                                                 phase.steps)
-            return free, gW, gb, gR
+            gaps = np.full(net.n_dynamic, np.nan)
+            return free, gW, gb, gR, BatchDiagnostics(gaps, grad_abs_means(gW))
         res, c = self.phases(net, x, y, algorithm, rng)
         sa, sb = res[c.a].states, res[c.b].states
         gW, gb = self.backend.ep_gradients(net, x, y, sa, c.beta_a, sb, c.beta_b)
         gR = local_gradients(net, np.asarray(y, dtype=net.dtype), sa, c.beta_a, sb, c.beta_b) \
             if getattr(net, "local", None) is not None and net.local.learned else []
-        return res["free"], gW, gb, gR
+        return res["free"], gW, gb, gR, BatchDiagnostics(state_gaps(sa, sb, c.beta_a, c.beta_b), grad_abs_means(gW))
 
     def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats:
-        free, gW, gb, gR = self.gradients_full(net, x, y, algorithm, nudge_rng)
+        free, gW, gb, gR, diag = self._estimate(net, x, y, algorithm, nudge_rng)
         loss, correct = batch_scores(net, free.states, y)
         self.optimizer.step(net, gW, gb)
         if gR and net.local.learned:
@@ -209,7 +223,7 @@ class FloatEngine:
                                   "'learned')")
             self.local_optimizer.update(list(net.local.weights), [g.astype(net.dtype, copy=False) for g in gR],
                                         self.local_optimizer.lrs)
-        return BatchStats(loss, correct, x.shape[0], free.residual, free.n_steps, free.status)
+        return BatchStats(loss, correct, x.shape[0], free.residual, free.n_steps, free.status, diag)
 
     def evaluate(self, net, x, labels, phase: Phase, batch_size: int = 1000, progress=None) -> EvalResult:
         """Free phase (``phase``: steps, gamma, tol) on every sample; accuracy of the argmax of the scores."""

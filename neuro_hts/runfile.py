@@ -6,6 +6,7 @@ Every write replaces the whole file atomically (temporary file + rename), so a c
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from ._atomic import atomic_path
 from ._h5 import open_checked
 from .config import Config
 from .costs import LocalCosts
+from .diagnostics import Diagnostics
 from .errors import ConfigError, RunFileError
 from .network import Network, network_spec
 from .stability import run_metrics
@@ -58,6 +60,8 @@ class RunState:
     optimizer_state: dict[str, list[np.ndarray]] = field(default_factory=dict)
     status: str = "running"  # running | complete | diverged
     message: str = ""
+    #: per-epoch learning-signal diagnostics (/diagnostics; empty when not recorded)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
 
 @dataclass
@@ -125,6 +129,13 @@ def save_run(path: str | Path, state: RunState) -> Path:
             stab = f.create_group("stability")  # derived from /history and status, for readers
             for k, v in run_metrics(state.history, state.status, int(state.config.model.arch[-1])).items():
                 stab.attrs[k] = np.float64(v)
+            diag = state.diagnostics
+            if diag.recorded:  # a separate group: /history and HISTORY_KEYS stay as they are
+                g = f.create_group("diagnostics")
+                g.create_dataset("state_gap", data=np.asarray(diag.state_gap, dtype=np.float64))
+                g.create_dataset("grad_abs", data=np.asarray(diag.grad_abs, dtype=np.float64))
+                g.attrs["layers"] = json.dumps(list(diag.layers))
+                g.attrs["connections"] = json.dumps(list(diag.connections))
             opt = f.create_group("optimizer")
             for k, arrs in state.optimizer_state.items():
                 g = opt.create_group(k)
@@ -215,6 +226,7 @@ def load_run(path: str | Path) -> RunState:
             raise RunFileError(f"{path}: layer shapes {net.arch} do not match the stored config {config.model.arch}")
         net.local = _load_local(f, config, net, path)
         history = _read_history(f, version, config)
+        diagnostics = _read_diagnostics(f, path)
         opt_state = {}
         for k, g in f.get("optimizer", {}).items():
             opt_state[k] = [np.array(g[str(j)]) for j in range(len(g))]
@@ -226,6 +238,7 @@ def load_run(path: str | Path) -> RunState:
             optimizer_state=opt_state,
             status=str(f.attrs.get("status", "running")),
             message=str(f.attrs.get("message", "")),
+            diagnostics=diagnostics,
         )
     check_values(state, path)
     return state
@@ -257,6 +270,23 @@ def _load_local(f, config, net: Network, path) -> LocalCosts | None:
     except (ValueError, KeyError) as exc:
         raise RunFileError(f"{path}: inconsistent /local readouts: {exc}") from None
     return local
+
+
+def _read_diagnostics(f, path) -> Diagnostics:
+    """``/diagnostics`` of an open run file; an empty :class:`Diagnostics` for files without the group."""
+    if "diagnostics" not in f:
+        return Diagnostics()
+    g = f["diagnostics"]
+    try:
+        layers, conns = json.loads(str(g.attrs["layers"])), json.loads(str(g.attrs["connections"]))
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path}: /diagnostics names are not JSON ({exc})") from None
+    gap, grad = np.array(g["state_gap"], dtype=np.float64), np.array(g["grad_abs"], dtype=np.float64)
+    if gap.ndim != 2 or grad.ndim != 2 or gap.shape != (gap.shape[0], len(layers)) \
+            or grad.shape != (gap.shape[0], len(conns)):
+        raise RunFileError(f"{path}: /diagnostics shapes {gap.shape} and {grad.shape} do not fit "
+                           f"{len(layers)} layers and {len(conns)} connections with one row per epoch")
+    return Diagnostics(tuple(map(str, layers)), tuple(map(str, conns)), gap, grad)
 
 
 def _count_bad(a: np.ndarray) -> int:
@@ -302,6 +332,9 @@ def check_values(state: RunState, path: str | Path = "run") -> None:
             if np.issubdtype(a.dtype, np.floating) and _count_bad(a):
                 raise RunFileError(f"{path}: optimizer state {k}[{j}] holds NaN or infinite values")
     _check_progress(state.status, state.epochs_completed, state.history, path)
+    if state.diagnostics.n_epochs > state.epochs_completed:
+        raise RunFileError(f"{path}: /diagnostics has {state.diagnostics.n_epochs} rows for "
+                           f"{state.epochs_completed} completed epochs")
 
 
 def _check_progress(status: str, e: int, history: dict, path) -> None:

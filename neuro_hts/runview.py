@@ -1,4 +1,4 @@
-"""One run file at a glance: ``neuro-hts show`` (text), ``plot`` (figure) and ``export`` (NPZ).
+"""One run file at a glance: ``neuro-hts show`` (text), ``plot`` (figures) and ``export`` (NPZ).
 
 The library never prints: :func:`show_lines` returns lines, :func:`plot_run` and
 :func:`export_npz` write files atomically and return their paths.
@@ -18,7 +18,7 @@ from ._atomic import atomic_path
 from .errors import ConfigError
 from .runfile import RunState, status_line
 
-__all__ = ["config_toml", "show_lines", "plot_run", "export_npz", "EXPORT_FORMAT"]
+__all__ = ["config_toml", "show_lines", "plot_run", "plot_diagnostics", "export_npz", "EXPORT_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,79 @@ def plot_run(state: RunState, out_path, *, title: str = "") -> Path:
     with atomic_path(out_path, suffix=f".{fmt}") as tmp:
         fig.savefig(tmp, format=fmt, dpi=110)
     log.info("wrote %s", out_path)
+    return out_path
+
+
+def _positive(a: np.ndarray) -> np.ndarray:
+    """Values a log axis can show: non-positive and non-finite ones become NaN (a gap in the line)."""
+    a = np.asarray(a, dtype=np.float64)
+    return np.where(np.isfinite(a) & (a > 0), a, np.nan)
+
+
+def plot_diagnostics(runs, out_path) -> Path:
+    """The deep-EP diagnostics of one or more runs: per-layer state gap and per-connection mean |g_W| by epoch.
+
+    ``runs``: a list of ``(label, RunState)``; one column per run (titled by its label),
+    two rows: the state gap of each relaxed layer and the mean |g_W| of each connection
+    (neuro_hts.diagnostics), log y axes shared along each row, layers coloured from the
+    input (dark) to the output (light). Raises ConfigError (one line) for a run without
+    diagnostics or without a completed epoch; writes the figure atomically.
+    """
+    from .plotting import _figure_class
+
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lstrip(".").lower() or "png"
+    if fmt not in ("png", "pdf", "svg"):
+        raise ConfigError(f"figure format {fmt!r} not supported; use png, pdf or svg")
+    runs = list(runs)
+    if not runs:
+        raise ConfigError("plot diagnostics needs at least one run file")
+    for label, state in runs:
+        d = state.diagnostics
+        if not d.recorded:
+            why = ("a fixed-point engine does not record them" if state.config.train.arith == "fixed"
+                   else "it was written before neuro-hts recorded them; train it again")
+            raise ConfigError(f"{label} has no training diagnostics (/diagnostics): {why}")
+        if d.n_epochs == 0 or not (np.isfinite(d.state_gap).any() or np.isfinite(d.grad_abs).any()):
+            raise ConfigError(f"{label} has no completed epoch with diagnostics")
+    Figure, FigureCanvasAgg = _figure_class()
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    cmap = colormaps["viridis"]
+    n = len(runs)
+    fig = Figure(figsize=(4.6 * n + 0.6, 7.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(2, n, squeeze=False, sharey="row")
+    rows = (("state_gap", "layers", "state gap ||s^a - s^b|| per sample",
+             "state gap per layer (scaled to one nudge beta)"),
+            ("grad_abs", "connections", "mean |dW| (EP gradient estimate)", "mean |dW| per connection"))
+    for col, (label, state) in enumerate(runs):
+        d = state.diagnostics
+        epochs = np.arange(1, d.n_epochs + 1)
+        for row, (key, names_key, ylabel, title) in enumerate(rows):
+            ax = grid[row][col]
+            values = getattr(d, key)
+            names = getattr(d, names_key)
+            for j, name in enumerate(names):
+                colour = cmap(0.9 * j / max(1, len(names) - 1))
+                ax.plot(epochs, _positive(values[:, j]), "o-", color=colour, label=name, markersize=3.5)
+            if not np.isfinite(_positive(values)).any():
+                ax.text(0.5, 0.5, "not recorded\n(no nudged phase, e.g. trainer bptt)" if key == "state_gap"
+                        else "not recorded", transform=ax.transAxes, ha="center", va="center", fontsize=9)
+            else:
+                ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if col == 0:
+                ax.set_ylabel(ylabel)
+            ax.set_title(f"{label}\n{title}" if row == 0 else title, fontsize=9)
+            ax.legend(fontsize=7, title="input -> output", title_fontsize=7)
+            ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("learning-signal diagnostics per layer (docs/FORMAT.md /diagnostics)", fontsize=10)
+    with atomic_path(out_path, suffix=f".{fmt}") as tmp:
+        fig.savefig(tmp, format=fmt, dpi=110)
+    log.info("wrote %s (%d runs)", out_path, n)
     return out_path
 
 

@@ -21,6 +21,7 @@ from ._threads import blas_threads
 from .algorithms import Phase, make_algorithm
 from .backends import get_backend
 from .config import Config
+from .diagnostics import Diagnostics, EpochAccumulator, diagnostic_names
 from .dynamics import RelaxStatus
 from .engines import ENGINES, EvalResult, FloatEngine, check_supported, make_engine
 from .errors import ConfigError, DivergenceError, RunFileError
@@ -176,6 +177,12 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
         engine.load_state_dict(state.optimizer_state)
     elif engine.prepare(net):  # e.g. the fixed engine puts a new network on its weight grid
         state.optimizer_state = engine.state_dict()
+    records = bool(getattr(engine, "records_diagnostics", False))
+    if records:  # per-layer learning-signal diagnostics (neuro_hts.diagnostics, /diagnostics)
+        names = diagnostic_names(config.model.spec)
+        if (state.diagnostics.layers, state.diagnostics.connections) != names:
+            state.diagnostics = Diagnostics.start(*names)  # a run from before they were recorded
+        state.diagnostics.pad_to(state.epochs_completed)  # its earlier epochs: NaN rows
     if not resume:
         save_run(out, state)  # epoch-0 checkpoint: resumable from the start, kept on divergence
     n = x_train.shape[0]
@@ -193,6 +200,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             nudge_rng = rng_streams(tc.seed, "nudge", epoch)
             round_rng = rng_streams(tc.seed, "nudge", epoch, 1)  # fixed-point update rounding
             loss_sum, correct, steps = 0.0, 0, 0
+            diag = EpochAccumulator(len(state.diagnostics.layers), len(state.diagnostics.connections))
             resid = np.empty(n)
             batches = [order[bi * tc.batch_size : (bi + 1) * tc.batch_size] for bi in range(n_batches)]
             if hasattr(engine, "train_epoch"):  # e.g. Lava: the whole epoch in one run, stats per batch
@@ -209,6 +217,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
                     if stats.status is RelaxStatus.DIVERGED or not np.isfinite(stats.loss_sum):
                         raise _mark_diverged(out, f"training diverged at epoch {epoch + 1}, batch {bi + 1}: non-finite states")
                     loss_sum += stats.loss_sum
+                    diag.add(stats.diagnostics)
                     correct += stats.n_correct
                     steps += stats.free_steps * len(idx)
                     resid[bi * tc.batch_size : bi * tc.batch_size + len(idx)] = stats.residual
@@ -232,6 +241,8 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
             }
             for k in HISTORY_KEYS:
                 state.history.setdefault(k, []).append(row[k])
+            if records:
+                state.diagnostics.append(*diag.mean())
             state.epochs_completed = epoch + 1
             state.optimizer_state = engine.state_dict()
             state.status = "complete" if state.epochs_completed >= tc.epochs else "running"

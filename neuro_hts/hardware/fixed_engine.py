@@ -60,6 +60,9 @@ class FixedEngine:
     """
 
     name = "fixed"
+    #: no per-layer training diagnostics (docs/FORMAT.md "/diagnostics"): its states are
+    #: integers on the target's grid and its update is rounded there; runs have no group
+    records_diagnostics = False
 
     def __init__(self, config, optimizer):
         from ..backends import get_backend
