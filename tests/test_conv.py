@@ -2,7 +2,8 @@
 
 The conv2d connection itself is checked by the contract tests of tests/test_connections.py;
 here: configs with C x H x W layers, the network's parameters and per-unit / per-channel
-dt, which engines run such networks and which refuse them, and BPTT through a CNN against
+dt, which engines run such networks and which refuse them, quantize / deploy of a CNN run
+(the fixed-point kernel itself: tests/test_fixed_conv.py), and BPTT through a CNN against
 finite differences of the loss (EP against BPTT: tests/test_gdu.py).
 """
 

@@ -1,7 +1,8 @@
 """Numba fixed-point relaxation of a :class:`~neuro_hts.hardware.quantize.DeployBundle`.
 
 The integer counterpart of :func:`neuro_hts.dynamics.relax` for the LEAKY form with an MSE
-output (free phase and nudged phase). It is the bit-exact oracle the Lava ``fixed_pt``
+output (free phase and nudged phase), for dense chains and for chains of conv2d and dense
+connections ("Conv layers" below). It is the bit-exact oracle the Lava ``fixed_pt``
 process models are compared against, so every shift, rounding and saturation below goes
 through the shared helpers of :mod:`neuro_hts.hardware.fixed_point`.
 
@@ -71,6 +72,52 @@ Phase options (the algorithms of :mod:`neuro_hts.algorithms`; all off by default
   so ``c = 1`` gives the anchor exactly and ``c = 0`` leaves the step alone;
 * ``tol``: the phase ends at the first step whose residual is <= ``floor(tol * 2**S)``
   for every sample.
+
+Conv layers (docs/CONV.md; the conv kernel ``_relax_conv_kernel``)
+-----------------------------------------------------------------
+
+A chain of ``conv2d`` connections between C x H x W layers, then ``dense`` ones (the
+bundle's ``network`` says which). States, activations and inputs of an image layer are
+flat rows in C order (``c, y, x``); a dense connection from an image layer reads that row.
+A conv layer ``l`` (pre ``l-1``, post ``l``) has mantissas ``Wm_l`` (C_out, C_in, k, k)
+with ONE shared exponent ``e_l`` (as a dense matrix), a per-CHANNEL bias ``bias_l[c]`` in
+state units and per-unit decays (C*H*W,). With ``s`` the stride, ``p`` the padding and
+``k_l = e_l - F + S`` as above, all in int64:
+
+* accumulator (``_conv_accumulate``), zero padding::
+
+      acc[o, y, x] = sum_{c,i,j} Wm_l[o, c, i, j] a_{l-1}[c, y s + i - p, x s + j - p]
+
+* pooling on the accumulator over ``pool_size`` windows every ``pool_stride`` pixels
+  (``_pool_accumulator``): ``max``: the value at the FIRST maximum of each window (C order
+  in the window); that position is the window's **context**, recomputed every step from
+  the current ``a_{l-1}`` (layer 1: once per phase) and also used by the feedback;
+  ``avg``: the SUM of the window, its area ``A = pool_size**2`` being divided in the
+  shift, so only powers of two are allowed (the ``pool_area`` design rule); ``none``:
+  the accumulator itself. ``log2(A) = 0`` for max and none;
+* bottom-up input (``_conv_up``)::
+
+      up_l[c, y, x] = shift_{k_l - log2(A)}( P(acc)[c, y, x] ) + bias_l[c]
+
+* feedback to layer ``l-1`` (``_unpool``, ``_conv_transpose``, ``_conv_down``)::
+
+      down_{l-1} = shift_{k_l - log2(A)}( Wm_l^T * (P^T a_l) )
+
+  where ``P^T`` puts ``a_l[c, y, x]`` at its window's argmax (max: the context of the
+  current pre state ``a_{l-1}``), adds it to every position of its window (avg; the
+  division by A is in the shift), or is the identity (none); positions in several
+  (overlapping) windows add up. ``Wm^T *`` is the transposed convolution
+  ``acc'[c, y', x'] = sum Wm[o, c, i, j] g[o, y, x]`` over ``y' = y s + i - p``,
+  ``x' = x s + j - p`` inside the layer;
+* a dense layer after image layers (``_dense_up``, ``_dense_down``) is the dense rule
+  above on the flat row;
+* then the same neuron step, saturations, nudge on the top layer, residual and phase
+  options (gamma, clamp, anchor/adaptation, tol) as the dense kernel.
+
+``shift_k`` is the dense one (``<< k`` for ``k >= 0``, else ``shift_right_floor``). On a
+dense chain the conv kernel gives the dense kernel's states bit for bit
+(``FixedPointSimulator(bundle, kernel="conv")``); tests/naive.py ``fixed_relax_chain`` is
+its plain-Python reference.
 """
 
 from __future__ import annotations
