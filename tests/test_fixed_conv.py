@@ -241,3 +241,32 @@ def test_compare_network_on_a_cnn_with_image_inputs():
     assert set(r.sweep) == {3, 8}
     sim = FixedPointSimulator(quantize_network(net, LOIHI2))
     assert r.accuracy["fixed"] == float(np.mean(sim.predict(x, 15) == y))
+
+
+def test_max_fan_in_is_an_optional_target_key(tmp_path):
+    from neuro_hts.hardware.target import TargetError
+
+    text = (load_target("loihi2").source and open(load_target("loihi2").source).read())
+    assert load_target("loihi2").limits.max_fan_in == 0  # shipped targets leave it out
+    p = tmp_path / "t.toml"
+    p.write_text(text.replace("decay_profiles_per_core = 0", "decay_profiles_per_core = 0\nmax_fan_in = 16"))
+    assert load_target(p).limits.max_fan_in == 16
+    p.write_text(text.replace("decay_profiles_per_core = 0", "decay_profiles_per_core = 0\nmax_fan_in = -1"))
+    with pytest.raises(TargetError, match="max_fan_in must be >= 0"):
+        load_target(p)
+    p.write_text(text.replace("decay_profiles_per_core = 0", "decay_profiles_per_core = 0\nmax_fan = 1"))
+    with pytest.raises(TargetError, match="unknown key"):
+        load_target(p)
+
+
+def test_bundle_as_network_of_a_cnn_bundle_runs_in_float():
+    from neuro_hts.deploy import bundle_as_network
+
+    net = conv_net("max", "avg")
+    b = quantize_network(net, LOIHI2)
+    back = bundle_as_network(b)
+    assert back.spec == net.spec and [d.shape for d in back.dts] == [d.shape for d in net.dts]
+    x = np.random.default_rng(0).random((3, 98))
+    a = dynamics.relax(back, x, 20).states
+    f = dynamics.relax(net, x, 20).states
+    assert max(np.abs(u - v).max() for u, v in zip(a, f)) < 0.05
