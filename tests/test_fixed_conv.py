@@ -270,3 +270,13 @@ def test_bundle_as_network_of_a_cnn_bundle_runs_in_float():
     a = dynamics.relax(back, x, 20).states
     f = dynamics.relax(net, x, 20).states
     assert max(np.abs(u - v).max() for u, v in zip(a, f)) < 0.05
+
+
+def test_compare_refuses_lava_samples_on_a_cnn_in_one_line():
+    from neuro_hts.hardware.compare import compare_network
+
+    x = np.random.default_rng(0).random((3, 98))
+    with pytest.raises(ConfigError, match="Lava back-end runs dense chains only") as info:
+        compare_network(conv_net(), LOIHI2, x, np.zeros(3, dtype=np.int64), 5, lava_samples=1,
+                        lava_runner=lambda *a, **k: None)
+    assert "\n" not in str(info.value)
