@@ -117,18 +117,22 @@ def test_the_conv_kernel_runs_a_dense_chain_bit_for_bit_like_the_dense_kernel():
 
 
 def test_fixed_states_approach_the_float_states_as_weight_bits_grow():
+    # Loihi 2's 24-bit payloads (12 activation fraction bits), without the even-mantissa
+    # rule and with room below its exponent range, so that the weights set the error
+    # (generic8's 6-bit activations hold it near 0.02 whatever the weight width)
     net = conv_net("max", "avg", seed=5, scale=2.0)
     x = np.random.default_rng(6).random((4, 98))
     steps = 30
     flo = dynamics.relax(net, x, steps).states
+    base = dataclasses.replace(LOIHI2, weights=dataclasses.replace(LOIHI2.weights, even=False, exponent_min=-16))
     errs = []
     for bits in (3, 5, 8, 11):
-        sim = FixedPointSimulator(quantize_network(net, weight_bits_variant(load_target("generic8"), bits),
-                                                   check_rules=False))
+        sim = FixedPointSimulator(quantize_network(net, weight_bits_variant(base, bits), check_rules=False))
         st, _ = sim.relax(x, steps)
         errs.append(max(np.abs(f - q).max() for f, q in zip(flo, sim.dequantize_states(st))))
-    assert errs[-1] < 0.02 and errs[-1] < errs[0] / 4, errs
-    assert all(b <= a * 1.25 for a, b in zip(errs, errs[1:])), errs  # no large step back
+    # measured 0.141, 0.021, 0.0050, 0.0025 (then the 12-bit states' floor)
+    assert all(b < a for a, b in zip(errs, errs[1:])), errs
+    assert errs[0] > 0.05 and errs[-1] < 0.004, errs
 
 
 def test_design_rules_of_a_cnn():
