@@ -94,13 +94,15 @@ def load_deployable(path):
 
 
 def bundle_as_network(bundle) -> Network:
-    """The float network a bundle's integers stand for (dequantized weights, biases, dts)."""
+    """The float network a bundle's integers stand for (dequantized weights, biases, dts; a conv bundle's parts)."""
     S = bundle.state_frac_bits
+    shapes = bundle.shapes[1:]
     return Network(
         [lb.weights_float() for lb in bundle.layers],
         [np.asarray(lb.bias, dtype=np.float64) / 2.0**S for lb in bundle.layers],
-        [np.asarray(lb.decay, dtype=np.float64) / bundle.target.decay.scale for lb in bundle.layers],
-        form=bundle.form, activation=bundle.activation, output=bundle.output,
+        [(np.asarray(lb.decay, dtype=np.float64) / bundle.target.decay.scale).reshape(sh)
+         for lb, sh in zip(bundle.layers, shapes)],
+        form=bundle.form, activation=bundle.activation, output=bundle.output, spec=bundle.network,
     )
 
 
@@ -127,13 +129,15 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     if arith == "float" and net is None:
         net = bundle_as_network(bundle)
     if net is not None and not net.is_dense:
-        from .hardware.drc import check_branch_dendrites
+        from .hardware.drc import check_branch_dendrites, check_chain
 
-        dendrites = check_branch_dendrites(net)
-        if dendrites:
-            raise ConfigError(f"{path}: design rule violated: {dendrites[0]}")
-        raise ConfigError(f"{path}: deploy runs dense chains of [n] layers only (a conv network: neuro-hts eval, "
-                          "backend 'numpy')")
+        refused = check_branch_dendrites(net) or check_chain(net)
+        if refused:
+            raise ConfigError(f"{path}: design rule violated: {refused[0]}")
+    conv = (bundle is not None and not bundle.is_dense) or (net is not None and not net.is_dense)
+    if conv and backend == "lava":
+        raise ConfigError(f"{path}: the Lava back-end runs dense chains only (a network with conv2d layers: "
+                          "deploy --backend numba)")
     if steps is None:
         if cfg is None:
             raise ConfigError(f"{path} does not record its training config: pass --steps")
@@ -149,7 +153,7 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
     data = load_recorded_dataset(name, recorded, data_dir, n_test=n_samples)
     x = np.asarray(data.x_test, dtype=np.float64)
     labels = np.asarray(data.y_test)
-    n_in = (bundle.layers[0].weight_mantissa.shape[1] if bundle is not None else net.weights[0].shape[1])
+    n_in = int(bundle.arch[0] if bundle is not None else net.arch[0])
     if x.shape[1] != n_in:
         raise ConfigError(f"{name} has {x.shape[1]} features but the network expects {n_in}")
     N = x.shape[0]

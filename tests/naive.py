@@ -277,3 +277,176 @@ def dendritic_branches(W, M, c, v, n_branches, scale=1.0):
                 tot += max(0.0, p)
             out[s, j] = scale * tot / n_branches
     return out
+
+
+# ------------------------------------------------------------------ fixed point with conv2d layers
+def _int_conv(W, a, stride, padding):
+    """(Wm * a)[o, y, x] = sum_{c,i,j} Wm[o,c,i,j] a[c, y*stride + i - padding, x*stride + j - padding] (Python ints)."""
+    C, H, Wd = a.shape
+    O, _, k, _ = W.shape
+    ho, wo = (H + 2 * padding - k) // stride + 1, (Wd + 2 * padding - k) // stride + 1
+    z = np.zeros((O, ho, wo), dtype=object)
+    for o in range(O):
+        for y in range(ho):
+            for x in range(wo):
+                acc = 0
+                for c in range(C):
+                    for i in range(k):
+                        for j in range(k):
+                            yy, xx = y * stride + i - padding, x * stride + j - padding
+                            if 0 <= yy < H and 0 <= xx < Wd:
+                                acc += int(W[o, c, i, j]) * int(a[c, yy, xx])
+                z[o, y, x] = acc
+    return z
+
+
+def _int_pool(z, pool, size, stride):
+    """(pooled, argmax) of an integer map (O, H, W): the window's first maximum (max), its SUM (avg), z (none)."""
+    if pool == "none":
+        return z, None
+    wins, hp, wp = _pool_windows(z.shape, size, stride)
+    out = np.zeros((z.shape[0], hp, wp), dtype=object)
+    arg = {}
+    for c in range(z.shape[0]):
+        for (y, x), pix in wins.items():
+            vals = [z[c, p[0], p[1]] for p in pix]
+            if pool == "avg":
+                out[c, y, x] = sum(vals)
+            else:
+                best = 0
+                for q in range(1, len(vals)):
+                    if vals[q] > vals[best]:
+                        best = q
+                out[c, y, x] = vals[best]
+                arg[c, y, x] = pix[best]
+    return out, arg
+
+
+def _int_conv_T(W, u, arg, pre_shape, stride, padding, pool, size, pool_stride):
+    """Wm^T * P^T u (Python ints): u at the window's argmax (max) or on all its pixels (avg), then the transposed conv."""
+    C, H, Wd = pre_shape
+    O, _, k, _ = W.shape
+    ho, wo = (H + 2 * padding - k) // stride + 1, (Wd + 2 * padding - k) // stride + 1
+    if pool == "none":
+        g = u
+    else:
+        g = np.zeros((O, ho, wo), dtype=object)
+        wins, _, _ = _pool_windows((ho, wo), size, pool_stride)
+        for o in range(O):
+            for (y, x), pix in wins.items():
+                for p in ([arg[o, y, x]] if pool == "max" else pix):
+                    g[o, p[0], p[1]] += u[o, y, x]
+    out = np.zeros((C, H, Wd), dtype=object)
+    for o in range(O):
+        for y in range(ho):
+            for x in range(wo):
+                for c in range(C):
+                    for i in range(k):
+                        for j in range(k):
+                            yy, xx = y * stride + i - padding, x * stride + j - padding
+                            if 0 <= yy < H and 0 <= xx < Wd:
+                                out[c, yy, xx] += int(W[o, c, i, j]) * g[o, y, x]
+    return out
+
+
+def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, clamp="none", anchor=None, coe_int=0):
+    """:func:`fixed_step` for a chain of conv2d and dense layers (fixed_sim's module doc, "Conv layers").
+
+    ``x_int`` and ``states`` flat (B, n_l) in C order; returns flat int64 arrays.
+    """
+    S, F = bundle.state_frac_bits, bundle.activation_frac_bits
+    D, IB, SB = bundle.target.decay.bits, bundle.target.state.input_bits, bundle.target.state.bits
+    one = 1 << S
+    g = (1 << D) if gamma_int is None else int(gamma_int)
+    shapes = bundle.shapes
+    conns = bundle.connection_options()
+
+    def act(s):
+        if S >= F:
+            n = S - F
+            return s if n == 0 else (s + (1 << (n - 1))) >> n
+        return s << (F - S)
+
+    L = len(bundle.layers)
+    B = len(x_int)
+    new = [np.zeros((B, int(np.prod(shapes[l + 1]))), dtype=np.int64) for l in range(L)]
+    for b in range(B):
+        a = [np.array([int(v) for v in x_int[b]], dtype=object)]
+        a += [np.array([act(int(v)) for v in s[b]], dtype=object) for s in states]
+        up, ctx = [], []
+        for l in range(L):  # bottom-up input of every layer and its context
+            lb, (kind, o) = bundle.layers[l], conns[l]
+            k = lb.weight_exponent - F + S
+            if kind == "conv2d":
+                z = _int_conv(lb.weight_mantissa, a[l].reshape(shapes[l]), o["stride"], o["padding"])
+                p, arg = _int_pool(z, o["pool"], o["pool_size"], o["pool_stride"])
+                sh = k - ((o["pool_size"] ** 2).bit_length() - 1 if o["pool"] == "avg" else 0)
+                u = [shift(int(p[c, y, x]), sh) + int(lb.bias[c]) for c in range(p.shape[0])
+                     for y in range(p.shape[1]) for x in range(p.shape[2])]
+                ctx.append((arg, sh))
+            else:
+                W = lb.weight_mantissa
+                u = [shift(sum(int(W[i, j]) * a[l][j] for j in range(W.shape[1])), k) + int(lb.bias[i])
+                     for i in range(W.shape[0])]
+                ctx.append((None, k))
+            up.append(u)
+        for l in range(L):
+            lb = bundle.layers[l]
+            down = None
+            if l < L - 1:  # top-down input from layer l + 1
+                nb, (kind, o) = bundle.layers[l + 1], conns[l + 1]
+                arg, sh = ctx[l + 1]
+                if kind == "conv2d":
+                    d = _int_conv_T(nb.weight_mantissa, a[l + 2].reshape(shapes[l + 2]), arg, shapes[l + 1],
+                                    o["stride"], o["padding"], o["pool"], o["pool_size"], o["pool_stride"])
+                    down = [shift(int(v), sh) for v in d.reshape(-1)]
+                else:
+                    Wn = nb.weight_mantissa
+                    down = [shift(sum(int(Wn[j, i]) * a[l + 2][j] for j in range(Wn.shape[0])), sh)
+                            for i in range(Wn.shape[1])]
+            for i in range(new[l].shape[1]):
+                s = int(states[l][b][i])
+                if l == L - 1 and clamp != "none":
+                    v = int(y_int[b][i]) if clamp == "target" else s
+                else:
+                    h = up[l][i]
+                    if down is not None:
+                        h += down[i] if g == 1 << D else tz(g * down[i], D)
+                    h = sat(h, IB)
+                    if l == L - 1 and beta_int != 0:
+                        h = sat(h + tz(beta_int * (int(y_int[b][i]) - s), D), IB)
+                    if bundle.activation == "hard_sigmoid":
+                        sig = max(0, min(one, h))
+                    else:
+                        sig = int(np.rint(one / (1.0 + math.exp(-(4.0 * h / one - 2.0)))))
+                    v = sat(s + tz(int(lb.decay[i]) * (sig - s), D), SB)
+                if anchor is not None:
+                    v = v + tz(int(coe_int) * (int(anchor[l][b][i]) - v), D)
+                new[l][b, i] = v
+    return new
+
+
+def fixed_relax_chain(bundle, x, n_steps, states=None, y=None, beta=0.0, *, gamma=1.0, clamp="none", anchor=None,
+                      coe=0.0, tol=None):
+    """Up to ``n_steps`` steps of :func:`fixed_step_chain` from float inputs (flat or images); (flat states, residual, steps)."""
+    S, F, D = bundle.state_frac_bits, bundle.activation_frac_bits, bundle.target.decay.bits
+    one = 1 << S
+    B = len(x)
+    x_int = np.rint(np.asarray(x, dtype=np.float64).reshape(B, -1) * 2.0**F).astype(np.int64)
+    y_int = None if y is None else np.rint(np.asarray(y, dtype=np.float64) * one).astype(np.int64)
+    frac = lambda v: int(np.rint(float(v) * (1 << D)))  # noqa: E731
+    sizes = [int(np.prod(sh)) for sh in bundle.shapes[1:]]
+    st = [np.zeros((B, n), dtype=np.int64) for n in sizes] if states is None \
+        else [np.asarray(s, dtype=np.int64).reshape(B, -1) for s in states]
+    anchor = None if anchor is None else [np.asarray(s, dtype=np.int64).reshape(B, -1) for s in anchor]
+    residual = np.zeros(B, dtype=np.int64)
+    taken = 0
+    for _ in range(n_steps):
+        new = fixed_step_chain(bundle, x_int, st, y_int, frac(beta), gamma_int=frac(gamma), clamp=clamp,
+                               anchor=anchor, coe_int=frac(coe))
+        residual = np.max([np.abs(a - b).max(axis=1) for a, b in zip(new, st)], axis=0)
+        st = new
+        taken += 1
+        if tol is not None and residual.max() <= int(math.floor(tol * one)):
+            break
+    return st, residual, taken

@@ -118,4 +118,4 @@ def test_run_design_rules_reports_every_violation_and_reads_only(loihi1):
     assert [x.rule for x in run_design_rules(net, loihi1, profile_mode=True)] == ["decay_range", "weight_range", "graded_spikes"]
     for a, b in zip(before, (*net.weights, *net.biases, *net.dts)):
         assert np.array_equal(a, b)
-    assert list(RULES) == ["branch_dendrites", "dense_chain", "decay_range", "layer_size", "weight_range", "decay_profiles", "graded_spikes"]
+    assert list(RULES) == ["branch_dendrites", "chain", "pool_area", "fan_in", "decay_range", "layer_size", "weight_range", "decay_profiles", "graded_spikes"]

@@ -98,12 +98,12 @@ def test_bundles_record_their_parts_and_refuse_what_they_cannot_deploy(tmp_path)
     path = tmp_path / "b.h5"
     save_bundle(path, quantize_network(net, load_target("loihi2")))
     with h5py.File(path, "r") as f:
-        assert int(f.attrs["schema_version"]) == BUNDLE_SCHEMA_VERSION == 3
+        assert int(f.attrs["schema_version"]) == BUNDLE_SCHEMA_VERSION == 4
         assert NetworkSpec.from_tables(**json.loads(f.attrs["network"])) == NetworkSpec.from_arch((6, 5, 3), "mse")
     assert load_bundle(path).spec.chain("hard_sigmoid") == ((6, 5, 3), "mse")
     tables = NetworkSpec.from_arch((6, 5, 3), "mse").to_tables()
     for edit, message in ((dict(layers=[{"name": "x", "shape": [6]}, {"name": "h1", "shape": [5, 1, 1]},
-                                        {"name": "out", "shape": [3]}]), "deploys dense chains only"),
+                                        {"name": "out", "shape": [3]}]), "deploys chains of conv2d and dense connections only"),
                           (dict(layers=[{"name": "x", "shape": [6]}, {"name": "h1", "shape": [4]},
                                         {"name": "out", "shape": [3]}]), "does not match the bundle's layers")):
         bad = tmp_path / "bad.h5"

@@ -17,7 +17,7 @@ import numpy as np
 from .._atomic import atomic_path
 from .._h5 import open_checked
 from ..errors import ConfigError, RunFileError
-from .drc import Violation, check_deployable, check_graded_spikes, core_slices
+from .drc import FIXED_KINDS, Violation, check_deployable, check_graded_spikes, check_pool_area, core_slices
 from .quantize import DeployBundle, LayerBundle, _frozen, activation_frac_bits, state_frac_bits
 from .target import target_from_dict
 
@@ -26,9 +26,10 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_SCHEMA_VERSION", "file_sha256", "save_bundle
 logger = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "neuro-hts-bundle"
-BUNDLE_SCHEMA_VERSION = 3  # 3: + the network's typed parts; 2: biases in state units (1: accumulator units)
-#: versions load_bundle reads (2: its parts are the dense chain of its layers)
-BUNDLE_READ_VERSIONS = (2, 3)
+BUNDLE_SCHEMA_VERSION = 4  # 4: conv2d layers (4-D mantissas, per-channel biases); 3: + the network's typed parts;
+#                            2: biases in state units (1: accumulator units)
+#: versions load_bundle reads (2: its parts are the dense chain of its layers; 3: a dense chain)
+BUNDLE_READ_VERSIONS = (2, 3, 4)
 
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
 #: optional source attributes (absent in bundles written before they existed: "")
@@ -111,8 +112,9 @@ def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
             g = f["layers"][str(i)]
             unb = _frozen(g["decay_unbinned"][()], np.int64) if "decay_unbinned" in g else None
             wm = g["weight_mantissa"][()]
-            if wm.ndim != 2 or not np.issubdtype(wm.dtype, np.integer):
-                raise RunFileError(f"{path}: layer {i}: weight_mantissa must be a 2-D integer array")
+            if wm.ndim not in (2, 4) or not np.issubdtype(wm.dtype, np.integer):
+                raise RunFileError(f"{path}: layer {i}: weight_mantissa must be a 2-D (dense) or 4-D (conv2d) "
+                                   "integer array")
             for name in ("bias", "decay") + (("decay_unbinned",) if "decay_unbinned" in g else ()):
                 if not np.issubdtype(g[name].dtype, np.integer):
                     raise RunFileError(f"{path}: layer {i}: {name} must be an integer array, got {g[name].dtype}")
@@ -145,8 +147,13 @@ def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
             rounding=str(f.attrs["rounding"]),
             source=source,
         )
-        if int(f.attrs["schema_version"]) >= 3:
-            _check_network(path, str(f.attrs["network"]), bundle)
+        version = int(f.attrs["schema_version"])
+        if version >= 3:
+            network = _check_network(path, str(f.attrs["network"]), bundle, version)
+            if network is not None:
+                bundle = dataclasses.replace(bundle, network=network)
+        if bundle.network is None and any(np.ndim(lb.weight_mantissa) != 2 for lb in bundle.layers):
+            raise RunFileError(f"{path}: 4-D weight mantissas in a bundle without conv2d connections")
     if check:
         violations = bundle_violations(bundle)
         if violations:
@@ -155,19 +162,34 @@ def load_bundle(path: str | Path, *, check: bool = True) -> DeployBundle:
     return bundle
 
 
-def _check_network(path, text: str, bundle: DeployBundle) -> None:
-    """The stored parts must be what this version deploys: the dense chain of the bundle's layers."""
+def _check_network(path, text: str, bundle: DeployBundle, version: int):
+    """The stored parts must be what this version deploys; returns them (None: the dense chain of the layers).
+
+    Version 3 holds dense chains only; version 4 also chains of conv2d and dense
+    connections, whose parameter shapes must then fit the stored arrays.
+    """
     from ..spec import NetworkSpec
 
     try:
         spec = NetworkSpec.from_tables(**json.loads(text))
     except (ConfigError, json.JSONDecodeError, TypeError) as exc:
         raise RunFileError(f"{path}: invalid stored network: {exc}") from None
-    reasons = spec.dense_violations(bundle.activation)
+    if version < 4 or spec.is_dense:
+        reasons = spec.dense_violations(bundle.activation)
+        if reasons:
+            raise RunFileError(f"{path}: this neuro-hts deploys dense chains only: " + "; ".join(reasons))
+        if spec != bundle.spec:
+            raise RunFileError(f"{path}: the stored network does not match the bundle's layers {bundle.arch}")
+        return None
+    other = sorted({c.kind for c in spec.connections} - set(FIXED_KINDS))
+    reasons = [f"connection kind(s) {', '.join(other)}"] if other else spec.chain_violations(bundle.activation)
     if reasons:
-        raise RunFileError(f"{path}: this neuro-hts deploys dense chains only: " + "; ".join(reasons))
-    if spec != bundle.spec:
-        raise RunFileError(f"{path}: the stored network does not match the bundle's layers {bundle.arch}")
+        raise RunFileError(f"{path}: this neuro-hts deploys chains of conv2d and dense connections only: "
+                           + "; ".join(reasons))
+    if len(spec.connections) != len(bundle.layers):
+        raise RunFileError(f"{path}: the stored network has {len(spec.connections)} connections for "
+                           f"{len(bundle.layers)} layers")
+    return spec
 
 
 def _first(bad: np.ndarray, values: np.ndarray) -> str:
@@ -193,21 +215,32 @@ def bundle_violations(bundle) -> list[Violation]:
     scale = t.decay.scale
     out: list[Violation] = []
     prev = None
+    parts = _conv_parts(bundle)
     for lb in bundle.layers:
         l = lb.index
         wm = np.asarray(lb.weight_mantissa)
-        if wm.ndim != 2:
+        if parts is not None:  # a network with conv2d layers: shapes from its parts
+            want_w, n, n_bias = parts[l - 1]
+            if wm.shape != want_w:
+                out.append(Violation("shape", l, f"weight_mantissa has shape {wm.shape}, expected {want_w}"))
+                continue
+        elif wm.ndim != 2:
             out.append(Violation("shape", l, f"weight_mantissa has shape {wm.shape}, expected 2-D"))
             continue
-        n = wm.shape[0]
-        for name, a in (("bias", lb.bias), ("decay", lb.decay), ("dt", lb.dt)):
-            if np.shape(a) != (n,):
-                out.append(Violation("shape", l, f"{name} has shape {np.shape(a)}, expected ({n},)"))
+        else:
+            n = n_bias = wm.shape[0]
+            if prev is not None and wm.shape[1] != prev:
+                out.append(Violation("shape", l, f"weight_mantissa takes {wm.shape[1]} inputs, layer {l - 1} has {prev}"))
+            prev = n
+        for name, a, m in (("bias", lb.bias, n_bias), ("decay", lb.decay, n), ("dt", lb.dt, n)):
+            if np.shape(a) != (m,):
+                out.append(Violation("shape", l, f"{name} has shape {np.shape(a)}, expected ({m},)"))
         if lb.decay_unbinned is not None and np.shape(lb.decay_unbinned) != (n,):
             out.append(Violation("shape", l, f"decay_unbinned has shape {np.shape(lb.decay_unbinned)}, expected ({n},)"))
-        if prev is not None and wm.shape[1] != prev:
-            out.append(Violation("shape", l, f"weight_mantissa takes {wm.shape[1]} inputs, layer {l - 1} has {prev}"))
-        prev = n
+        fan_in = int(np.prod(wm.shape[1:]))
+        if t.limits.max_fan_in > 0 and fan_in > t.limits.max_fan_in:
+            out.append(Violation("fan_in", l, f"a neuron receives {fan_in} synapses, {t.name} allows "
+                                 f"{t.limits.max_fan_in}"))
         bad = (wm < lo) | (wm > hi)
         if bad.any():
             out.append(Violation("weight_range", l, f"weight mantissas outside [{lo}, {hi}] of {t.name}: {_first(bad, wm)}"))
@@ -228,7 +261,7 @@ def bundle_violations(bundle) -> list[Violation]:
                 out.append(Violation("decay_range", l, f"{name} outside [1, {scale}] of the {t.decay.bits}-bit decays: "
                                      f"{_first(bad, d)}"))
         b = np.asarray(lb.bias)
-        if b.shape == (n,):
+        if b.shape == (n_bias,):
             bad = np.abs(b) > bias_lim
             if bad.any():
                 out.append(Violation("bias_range", l, f"biases outside the {t.state.input_bits}-bit synaptic input "
@@ -257,4 +290,22 @@ def bundle_violations(bundle) -> list[Violation]:
         out.append(Violation("rounding", None, f"rounding {bundle.rounding!r} is not 'nearest' or 'stochastic'"))
     out.extend(check_graded_spikes(bundle, t))
     out.extend(check_deployable(bundle, t))
+    if bundle.network is not None:
+        out.extend(check_pool_area(bundle, t))
+    return out
+
+
+def _conv_parts(bundle):
+    """Per layer (mantissa shape, units, biases) from the parts of a network with conv2d layers; None for a dense chain."""
+    if bundle.network is None:
+        return None
+    from ..connections import CONNECTIONS
+
+    shapes = bundle.shapes
+    out = []
+    for l, (kind, opts) in enumerate(bundle.connection_options()):
+        pre, post = shapes[l], shapes[l + 1]
+        want = CONNECTIONS.get(kind).param_shapes(pre, post, **opts)["weight"]
+        n = int(np.prod(post))
+        out.append((tuple(want), n, post[0] if len(post) == 3 else n))
     return out

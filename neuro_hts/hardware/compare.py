@@ -337,7 +337,7 @@ def compare_network(
     ----------
     network : Network (leaky form, MSE output: what the fixed-point simulator supports)
     target : HardwareTarget, quantized for as is (``fixed``) and per sweep width
-    x, y : test inputs (N, n_0) in [0, 1] and integer labels (N,)
+    x, y : test inputs (N, n_0) in [0, 1] (or (N, C, H, W) for an image input layer) and integer labels (N,)
     steps : free-phase steps (>= 1)
     weight_bits : widths of the sweep (see :func:`parse_weight_bits`)
     profile_levels : bin decays to this many levels per core (default: the target's limit,
@@ -371,10 +371,15 @@ def compare_network(
         raise ConfigError(f"tolerance must be a non-negative number of points, got {tolerance!r}")
     bits_list = parse_weight_bits(weight_bits)
     rules = parse_exponent_rules(exponent_rules)
+    if lava_samples > 0 and not network.is_dense:
+        raise ConfigError("the Lava back-end runs dense chains only: compare a network with conv2d layers "
+                          "with --lava-samples 0")
     if lava_samples > 0 and lava_runner is None:
         lava_runner = _load_lava_runner()
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
+    if x.ndim > 2 and x.shape[1:] == tuple(network.shapes[0]):
+        x = x.reshape(x.shape[0], -1)  # images (N, C, H, W): flat in C order, as the layers read them
     if x.ndim != 2 or x.shape[1] != network.arch[0] or y.shape != (x.shape[0],):
         raise ConfigError(f"test data {x.shape} / labels {y.shape} do not fit the network {'-'.join(map(str, network.arch))}")
     n = int(x.shape[0])

@@ -9,14 +9,20 @@ Rules (see :data:`RULES`):
 
 * ``branch_dendrites``: no Lava process exists for branch dendrites, so a network with a
   ``dendritic`` connection is refused (checked first; the other rules are not run on it);
-* ``dense_chain``: this version deploys chains of dense connections between [n] layers;
-  a conv2d connection or a C x H x W layer is refused here (the other rules read dense
-  layers, so they are not run on such a network);
+* ``chain``: the fixed-point path runs a chain of conv2d and dense connections in layer
+  order (conv2d between C x H x W layers first, then dense ones; one cost on the top
+  layer, one activation for all layers: ``NetworkSpec.chain_violations``); anything else
+  is refused here (the other rules read such a chain, so they are not run otherwise);
+* ``pool_area``: an avg-pooling window's area must be a power of two (the integer sum of
+  the window is divided by its area in the connection's right shift);
+* ``fan_in``: every neuron receives at most ``limits.max_fan_in`` synapses (0: no limit
+  known): ``C_in * k * k`` for a conv2d unit, ``n_{l-1}`` for a dense one;
 * ``decay_range``: every dt must round to a decay in [1, 2**bits] (``dt_to_decay``);
-* ``layer_size``: a layer must fit in ``neurons_per_core * cores`` neurons (0: unlimited);
+* ``layer_size``: a layer (``C * H * W`` units for an image layer) must fit in
+  ``neurons_per_core * cores`` neurons (0: unlimited);
 * ``weight_range``: max|W| must be representable as ``max_int * 2**exponent_max``;
 * ``decay_profiles``: at most ``decay_profiles_per_core`` distinct decays on each core
-  (a layer is split into consecutive cores of ``neurons_per_core`` neurons); skipped in
+  (a layer, its units in C order, is split into consecutive cores of ``neurons_per_core`` neurons); skipped in
   profile mode, where the quantizer bins decays to the limit;
 * ``graded_spikes``: HTS-EP neurons send graded activations; a binary-spike target
   (Loihi 1) cannot carry them.
@@ -36,7 +42,10 @@ __all__ = [
     "Violation",
     "RULES",
     "check_branch_dendrites",
-    "check_dense_chain",
+    "check_chain",
+    "check_pool_area",
+    "check_fan_in",
+    "layer_sizes",
     "check_decay_range",
     "check_layer_size",
     "check_weight_range",
@@ -81,6 +90,7 @@ def check_decay_range(network: Network, target: HardwareTarget) -> list[Violatio
     out = []
     scale = target.decay.scale
     for l, dt in enumerate(network.dts, start=1):
+        dt = np.asarray(dt).reshape(-1)  # C order for a C x H x W layer
         raw = _raw_decays(dt, target)
         bad = ~np.isfinite(raw) | (raw < 1) | (raw > scale)
         if bad.any():
@@ -100,10 +110,15 @@ def check_layer_size(network: Network, target: HardwareTarget) -> list[Violation
         return []
     capacity = lim.cores * lim.neurons_per_core
     return [
-        Violation("layer_size", l, f"{w.shape[0]} neurons exceed {lim.cores} cores x {lim.neurons_per_core} neurons = {capacity}")
-        for l, w in enumerate(network.weights, start=1)
-        if w.shape[0] > capacity
+        Violation("layer_size", l, f"{n} neurons exceed {lim.cores} cores x {lim.neurons_per_core} neurons = {capacity}")
+        for l, n in enumerate(layer_sizes(network), start=1)
+        if n > capacity
     ]
+
+
+def layer_sizes(network: Network) -> tuple[int, ...]:
+    """Units of each weight layer's post layer: n_l, or C * H * W for an image layer."""
+    return tuple(int(n) for n in network.arch[1:])
 
 
 def check_weight_range(network: Network, target: HardwareTarget) -> list[Violation]:
@@ -132,7 +147,7 @@ def check_decay_profiles(network: Network, target: HardwareTarget) -> list[Viola
         return []
     out = []
     for l, dt in enumerate(network.dts, start=1):
-        raw = _raw_decays(dt, target)
+        raw = _raw_decays(np.asarray(dt).reshape(-1), target)
         worst, worst_core = 0, 0
         for c, sl in enumerate(core_slices(raw.size, lim.neurons_per_core)):
             n = np.unique(raw[sl][np.isfinite(raw[sl])]).size
@@ -167,19 +182,63 @@ def check_branch_dendrites(network: Network, target: HardwareTarget | None = Non
                       f"connection(s) into layer(s) {layers} cannot be quantized or deployed")]
 
 
-def check_dense_chain(network: Network, target: HardwareTarget) -> list[Violation]:
-    """Conv2d connections and C x H x W layers have no fixed-point form yet (issue 11, a later slice)."""
-    if getattr(network, "is_dense", True):
+#: connection kinds the fixed-point path runs
+FIXED_KINDS = ("dense", "conv2d")
+
+
+def check_chain(network: Network, target: HardwareTarget | None = None) -> list[Violation]:
+    """A chain of conv2d and dense connections in layer order with one cost on the top layer (a dense MLP always is)."""
+    spec = getattr(network, "spec", None)
+    if spec is None or spec.is_dense:
         return []
-    kinds = sorted({c.kind for c in network.spec.connections} - {"dense"})
-    return [Violation("dense_chain", None, f"{target.name} deploys dense chains of [n] layers only; this network has "
-                      f"{', '.join(kinds) or 'dense'} connections and layers of shapes {[list(s) for s in network.shapes]}")]
+    other = sorted({c.kind for c in spec.connections} - set(FIXED_KINDS))
+    if other:
+        who = target.name if target is not None else "the fixed-point path"
+        return [Violation("chain", None, f"{who} deploys chains of {' and '.join(FIXED_KINDS)} connections "
+                          f"only, not {', '.join(other)}")]
+    reasons = spec.chain_violations(network.activation)
+    return [Violation("chain", None, f"the fixed-point path cannot run this network: {r}") for r in reasons]
+
+
+def _conv_layers(network: Network):
+    """(1-based layer, options) of each conv2d connection."""
+    spec = getattr(network, "spec", None)
+    if spec is None:
+        return []
+    return [(l, spec.options(c)) for l, c in enumerate(spec.connections, start=1) if c.kind == "conv2d"]
+
+
+def check_pool_area(network: Network, target: HardwareTarget) -> list[Violation]:
+    """An avg-pooling window's area pool_size**2 must be a power of two (the division is a right shift)."""
+    out = []
+    for l, o in _conv_layers(network):
+        area = o["pool_size"] ** 2
+        if o["pool"] == "avg" and area & (area - 1):
+            out.append(Violation("pool_area", l, f"avg pooling over {o['pool_size']}x{o['pool_size']} = {area} pixels: "
+                                 "the fixed-point window sum is divided by a shift, so the area must be a power of two"))
+    return out
+
+
+def fan_ins(network: Network) -> tuple[int, ...]:
+    """Synapses per neuron of each weight layer: C_in * k * k (conv2d) or n_{l-1} (dense)."""
+    return tuple(int(np.prod(np.shape(w)[1:])) for w in network.weights)
+
+
+def check_fan_in(network: Network, target: HardwareTarget) -> list[Violation]:
+    """Every neuron receives at most ``limits.max_fan_in`` synapses (0: no limit known)."""
+    lim = target.limits.max_fan_in
+    if lim <= 0:
+        return []
+    return [Violation("fan_in", l, f"a neuron receives {n} synapses, {target.name} allows {lim}")
+            for l, n in enumerate(fan_ins(network), start=1) if n > lim]
 
 
 #: name -> rule, in the order they run.
 RULES = {
     "branch_dendrites": check_branch_dendrites,
-    "dense_chain": check_dense_chain,
+    "chain": check_chain,
+    "pool_area": check_pool_area,
+    "fan_in": check_fan_in,
     "decay_range": check_decay_range,
     "layer_size": check_layer_size,
     "weight_range": check_weight_range,
@@ -190,11 +249,11 @@ RULES = {
 
 def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: bool = False) -> list[Violation]:
     """All violations of all rules (empty list: deployable). ``profile_mode`` skips ``decay_profiles``."""
-    out: list[Violation] = check_branch_dendrites(network, target) or check_dense_chain(network, target)
-    if out:  # the other rules read dense layers
+    out: list[Violation] = check_branch_dendrites(network, target) or check_chain(network, target)
+    if out:  # the other rules read a chain of layers
         return out
     for name, rule in RULES.items():
-        if name in ("branch_dendrites", "dense_chain"):
+        if name in ("branch_dendrites", "chain"):
             continue
         if profile_mode and name == "decay_profiles":
             continue

@@ -1,7 +1,8 @@
 """Numba fixed-point relaxation of a :class:`~neuro_hts.hardware.quantize.DeployBundle`.
 
 The integer counterpart of :func:`neuro_hts.dynamics.relax` for the LEAKY form with an MSE
-output (free phase and nudged phase). It is the bit-exact oracle the Lava ``fixed_pt``
+output (free phase and nudged phase), for dense chains and for chains of conv2d and dense
+connections ("Conv layers" below). It is the bit-exact oracle the Lava ``fixed_pt``
 process models are compared against, so every shift, rounding and saturation below goes
 through the shared helpers of :mod:`neuro_hts.hardware.fixed_point`.
 
@@ -71,6 +72,52 @@ Phase options (the algorithms of :mod:`neuro_hts.algorithms`; all off by default
   so ``c = 1`` gives the anchor exactly and ``c = 0`` leaves the step alone;
 * ``tol``: the phase ends at the first step whose residual is <= ``floor(tol * 2**S)``
   for every sample.
+
+Conv layers (docs/CONV.md; the conv kernel ``_relax_conv_kernel``)
+-----------------------------------------------------------------
+
+A chain of ``conv2d`` connections between C x H x W layers, then ``dense`` ones (the
+bundle's ``network`` says which). States, activations and inputs of an image layer are
+flat rows in C order (``c, y, x``); a dense connection from an image layer reads that row.
+A conv layer ``l`` (pre ``l-1``, post ``l``) has mantissas ``Wm_l`` (C_out, C_in, k, k)
+with ONE shared exponent ``e_l`` (as a dense matrix), a per-CHANNEL bias ``bias_l[c]`` in
+state units and per-unit decays (C*H*W,). With ``s`` the stride, ``p`` the padding and
+``k_l = e_l - F + S`` as above, all in int64:
+
+* accumulator (``_conv_accumulate``), zero padding::
+
+      acc[o, y, x] = sum_{c,i,j} Wm_l[o, c, i, j] a_{l-1}[c, y s + i - p, x s + j - p]
+
+* pooling on the accumulator over ``pool_size`` windows every ``pool_stride`` pixels
+  (``_pool_accumulator``): ``max``: the value at the FIRST maximum of each window (C order
+  in the window); that position is the window's **context**, recomputed every step from
+  the current ``a_{l-1}`` (layer 1: once per phase) and also used by the feedback;
+  ``avg``: the SUM of the window, its area ``A = pool_size**2`` being divided in the
+  shift, so only powers of two are allowed (the ``pool_area`` design rule); ``none``:
+  the accumulator itself. ``log2(A) = 0`` for max and none;
+* bottom-up input (``_conv_up``)::
+
+      up_l[c, y, x] = shift_{k_l - log2(A)}( P(acc)[c, y, x] ) + bias_l[c]
+
+* feedback to layer ``l-1`` (``_unpool``, ``_conv_transpose``, ``_conv_down``)::
+
+      down_{l-1} = shift_{k_l - log2(A)}( Wm_l^T * (P^T a_l) )
+
+  where ``P^T`` puts ``a_l[c, y, x]`` at its window's argmax (max: the context of the
+  current pre state ``a_{l-1}``), adds it to every position of its window (avg; the
+  division by A is in the shift), or is the identity (none); positions in several
+  (overlapping) windows add up. ``Wm^T *`` is the transposed convolution
+  ``acc'[c, y', x'] = sum Wm[o, c, i, j] g[o, y, x]`` over ``y' = y s + i - p``,
+  ``x' = x s + j - p`` inside the layer;
+* a dense layer after image layers (``_dense_up``, ``_dense_down``) is the dense rule
+  above on the flat row;
+* then the same neuron step, saturations, nudge on the top layer, residual and phase
+  options (gamma, clamp, anchor/adaptation, tol) as the dense kernel.
+
+``shift_k`` is the dense one (``<< k`` for ``k >= 0``, else ``shift_right_floor``). On a
+dense chain the conv kernel gives the dense kernel's states bit for bit
+(``FixedPointSimulator(bundle, kernel="conv")``); tests/naive.py ``fixed_relax_chain`` is
+its plain-Python reference.
 """
 
 from __future__ import annotations
@@ -90,7 +137,7 @@ from .fixed_point import (
 )
 from .quantize import DeployBundle
 
-__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "sigmoid4_table"]
+__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "conv_meta", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
 #: output-layer modes of a phase (neuro_hts.algorithms.CLAMPS), kernel codes 0, 1, 2
@@ -259,6 +306,283 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     return residual, taken
 
 
+# --------------------------------------------------------------------------- conv kernels
+#
+# A chain with conv2d layers: states, activations and accumulators are flat int64 rows
+# (one per sample) in C order; each weight layer's mantissas are a flat C-order row too,
+# described by one row of ``meta`` (_M_* columns below).
+
+_M_KIND, _M_CIN, _M_HIN, _M_WIN, _M_COUT, _M_HC, _M_WC, _M_K, _M_STRIDE, _M_PAD, _M_POOL, _M_PS, _M_PST, \
+    _M_HP, _M_WP, _M_LOG2AREA = range(16)
+_KIND_DENSE, _KIND_CONV = 0, 1
+_POOL_NONE, _POOL_AVG, _POOL_MAX = 0, 1, 2
+_POOLS = {"none": _POOL_NONE, "avg": _POOL_AVG, "max": _POOL_MAX}
+
+
+@njit(cache=True)
+def _conv_accumulate(a, w, m, acc):
+    """acc[o, y, x] = sum_{c,i,j} Wm[o, c, i, j] a_pad[c, y s + i, x s + j]  (integer cross-correlation, zero padding)."""
+    cin, hin, win = m[_M_CIN], m[_M_HIN], m[_M_WIN]
+    cout, hc, wc, k, s, p = m[_M_COUT], m[_M_HC], m[_M_WC], m[_M_K], m[_M_STRIDE], m[_M_PAD]
+    for o in range(cout):
+        for y in range(hc):
+            for x in range(wc):
+                v = 0
+                for c in range(cin):
+                    for i in range(k):
+                        yy = y * s + i - p
+                        if yy < 0 or yy >= hin:
+                            continue
+                        for j in range(k):
+                            xx = x * s + j - p
+                            if xx < 0 or xx >= win:
+                                continue
+                            v += w[((o * cin + c) * k + i) * k + j] * a[(c * hin + yy) * win + xx]
+                acc[(o * hc + y) * wc + x] = v
+
+
+@njit(cache=True)
+def _pool_accumulator(acc, m, pooled, arg):
+    """Pooling on the accumulator: max: acc at the first maximum of each window (``arg``: that position,
+    the context); avg: the SUM of each window (its area is divided in the shift); none: acc itself."""
+    pool = m[_M_POOL]
+    cout, hc, wc = m[_M_COUT], m[_M_HC], m[_M_WC]
+    if pool == _POOL_NONE:
+        for q in range(cout * hc * wc):
+            pooled[q] = acc[q]
+        return
+    ps, pst, hp, wp = m[_M_PS], m[_M_PST], m[_M_HP], m[_M_WP]
+    for c in range(cout):
+        for y in range(hp):
+            for x in range(wp):
+                best = 0
+                best_at = -1
+                total = 0
+                for i in range(ps):
+                    for j in range(ps):
+                        q = (c * hc + y * pst + i) * wc + x * pst + j
+                        v = acc[q]
+                        total += v
+                        if best_at < 0 or v > best:
+                            best, best_at = v, q
+                r = (c * hp + y) * wp + x
+                if pool == _POOL_MAX:
+                    pooled[r] = best
+                    arg[r] = best_at
+                else:
+                    pooled[r] = total
+
+
+@njit(cache=True)
+def _conv_up(a_prev, w, m, k, bias, acc, pooled, arg, out):
+    """up[b, c, y, x] = shift_{k_l - log2(area)}( P(Wm_l * a_{l-1})[b, c, y, x] ) + bias_l[c]  (per row b of ``a_prev``)."""
+    n_map = m[_M_HP] * m[_M_WP]
+    kk = k - m[_M_LOG2AREA]
+    for b in range(a_prev.shape[0]):
+        _conv_accumulate(a_prev[b], w, m, acc)
+        _pool_accumulator(acc, m, pooled, arg[b])
+        for r in range(out.shape[1]):
+            out[b, r] = _to_state_units(pooled[r], kk) + bias[r // n_map]
+
+
+@njit(cache=True)
+def _dense_up(a_prev, w, m, k, bias, out):
+    """up[b, i] = shift_{k_l}( sum_j Wm_l[i, j] a_{l-1}[b, j] ) + bias_l[i]  (a C x H x W pre layer read in C order)."""
+    n_out, n_in = m[_M_COUT], m[_M_CIN] * m[_M_HIN] * m[_M_WIN]
+    for b in range(a_prev.shape[0]):
+        for i in range(n_out):
+            v = 0
+            for j in range(n_in):
+                v += w[i * n_in + j] * a_prev[b, j]
+            out[b, i] = _to_state_units(v, k) + bias[i]
+
+
+@njit(cache=True)
+def _unpool(a_post, m, arg, g):
+    """g = P^T a_l: a_l at each window's argmax ``arg`` (max), copied to every position of its window (avg;
+    the area is divided in the shift), a_l itself (none); positions in several windows add up."""
+    pool = m[_M_POOL]
+    cout, hc, wc = m[_M_COUT], m[_M_HC], m[_M_WC]
+    if pool == _POOL_NONE:
+        for q in range(cout * hc * wc):
+            g[q] = a_post[q]
+        return
+    for q in range(cout * hc * wc):
+        g[q] = 0
+    ps, pst, hp, wp = m[_M_PS], m[_M_PST], m[_M_HP], m[_M_WP]
+    for c in range(cout):
+        for y in range(hp):
+            for x in range(wp):
+                r = (c * hp + y) * wp + x
+                v = a_post[r]
+                if v == 0:
+                    continue
+                if pool == _POOL_MAX:
+                    g[arg[r]] += v
+                else:
+                    for i in range(ps):
+                        for j in range(ps):
+                            g[(c * hc + y * pst + i) * wc + x * pst + j] += v
+
+
+@njit(cache=True)
+def _conv_transpose(g, w, m, acc):
+    """acc[c, y', x'] = sum_{o,y,x,i,j: y s + i - p = y', x s + j - p = x'} Wm[o, c, i, j] g[o, y, x]  (W^T * g)."""
+    cin, hin, win = m[_M_CIN], m[_M_HIN], m[_M_WIN]
+    cout, hc, wc, k, s, p = m[_M_COUT], m[_M_HC], m[_M_WC], m[_M_K], m[_M_STRIDE], m[_M_PAD]
+    for q in range(cin * hin * win):
+        acc[q] = 0
+    for o in range(cout):
+        for y in range(hc):
+            for x in range(wc):
+                v = g[(o * hc + y) * wc + x]
+                if v == 0:
+                    continue
+                for c in range(cin):
+                    for i in range(k):
+                        yy = y * s + i - p
+                        if yy < 0 or yy >= hin:
+                            continue
+                        for j in range(k):
+                            xx = x * s + j - p
+                            if xx < 0 or xx >= win:
+                                continue
+                            acc[(c * hin + yy) * win + xx] += w[((o * cin + c) * k + i) * k + j] * v
+
+
+@njit(cache=True)
+def _conv_down(a_post, w, m, k, arg, g, acc, out):
+    """down[b] = shift_{k_l - log2(area)}( Wm_l^T * P^T a_l[b] ), P^T at the context ``arg`` of the current pre state."""
+    kk = k - m[_M_LOG2AREA]
+    for b in range(a_post.shape[0]):
+        _unpool(a_post[b], m, arg[b], g)
+        _conv_transpose(g, w, m, acc)
+        for q in range(out.shape[1]):
+            out[b, q] = _to_state_units(acc[q], kk)
+
+
+@njit(cache=True)
+def _dense_down(a_post, w, m, k, acc, out):
+    """down[b, j] = shift_{k_l}( sum_i Wm_l[i, j] a_l[b, i] ) (to a C x H x W pre layer in C order)."""
+    n_out, n_in = m[_M_COUT], m[_M_CIN] * m[_M_HIN] * m[_M_WIN]
+    for b in range(a_post.shape[0]):
+        for j in range(n_in):
+            acc[j] = 0
+        for i in range(n_out):
+            ai = a_post[b, i]
+            if ai != 0:
+                for j in range(n_in):
+                    acc[j] += w[i * n_in + j] * ai
+        for j in range(n_in):
+            out[b, j] = _to_state_units(acc[j], k)
+
+
+@njit(cache=True)
+def _layer_up(l, a_prev, weights, meta, biases, shifts, accs, pooled, args, out):
+    m = meta[l]
+    if m[_M_KIND] == _KIND_CONV:
+        _conv_up(a_prev, weights[l], m, shifts[l], biases[l], accs[l], pooled[l], args[l], out)
+    else:
+        _dense_up(a_prev, weights[l], m, shifts[l], biases[l], out)
+
+
+@njit(cache=True)
+def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_int, beta_int, n_steps,
+                       s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
+                       gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+    """:func:`_relax_kernel` for a chain of conv2d and dense layers (flat C-order rows, ``meta`` per weight layer).
+
+    Per step, from the previous step's activations: every layer's bottom-up input and, for
+    a max-pooling conv layer, the context (the argmax of each window of Wm_l * a_{l-1});
+    then every layer's top-down input through the context of its own current state; then
+    the neuron step. Layer 1's input and context are computed once per phase.
+    """
+    L = len(states)
+    B = x_int.shape[0]
+    accs = [np.zeros(meta[l, _M_COUT] * meta[l, _M_HC] * meta[l, _M_WC], dtype=np.int64) for l in range(L)]
+    pooled = [np.zeros(states[l].shape[1], dtype=np.int64) for l in range(L)]
+    args = [np.zeros((B, states[l].shape[1]), dtype=np.int64) for l in range(L)]
+    down_acc = [np.zeros(states[l].shape[1], dtype=np.int64) for l in range(L)]
+    up1 = np.empty_like(states[0])
+    _layer_up(0, x_int, weights, meta, biases, shifts, accs, pooled, args, up1)
+    acts = [np.empty_like(s) for s in states]
+    news = [np.empty_like(s) for s in states]
+    tmp_up = [np.empty_like(s) for s in states]
+    tmp_down = [np.empty_like(s) for s in states]
+    residual = np.zeros(B, dtype=np.int64)
+    nudge = beta_int != 0
+    one_d = np.int64(1) << decay_bits
+    scale_down = gamma_int != one_d
+    check = tol_int >= 0
+    taken = 0
+    for t in range(n_steps):
+        for l in range(L):
+            _activations(states[l], acts[l], s_minus_f)
+        for l in range(1, L):  # bottom-up inputs and contexts first: the feedback reads the contexts
+            _layer_up(l, acts[l - 1], weights, meta, biases, shifts, accs, pooled, args, tmp_up[l])
+        for l in range(L):
+            s = states[l]
+            new = news[l]
+            top = l == L - 1
+            if top and top_mode != 0:
+                for b in range(B):
+                    for i in range(s.shape[1]):
+                        new[b, i] = y_int[b, i] if top_mode == 1 else s[b, i]
+                continue
+            up = up1 if l == 0 else tmp_up[l]
+            down = tmp_down[l]
+            has_down = l < L - 1
+            if has_down:
+                m = meta[l + 1]
+                if m[_M_KIND] == _KIND_CONV:
+                    _conv_down(acts[l + 1], weights[l + 1], m, shifts[l + 1], args[l + 1], accs[l + 1],
+                               down_acc[l], down)
+                else:
+                    _dense_down(acts[l + 1], weights[l + 1], m, shifts[l + 1], down_acc[l], down)
+            dec = decays[l]
+            b_int = beta_int if (top and nudge) else 0
+            for b in range(B):
+                for i in range(s.shape[1]):
+                    h = up[b, i]
+                    if has_down:
+                        d = down[b, i]
+                        if scale_down:
+                            d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
+                        h += d
+                    yv = y_int[b, i] if top else 0
+                    new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
+                                            act, table, table_lo)
+        if has_anchor:
+            for l in range(L):
+                new = news[l]
+                a = anchor[l]
+                for b in range(B):
+                    for i in range(new.shape[1]):
+                        new[b, i] = leaky_decay_step(new[b, i], a[b, i], coe_int, decay_bits)
+        taken += 1
+        last = check or t == n_steps - 1
+        if last:
+            for b in range(B):
+                residual[b] = 0
+        for l in range(L):
+            s = states[l]
+            new = news[l]
+            for b in range(B):
+                for i in range(s.shape[1]):
+                    if last:
+                        residual[b] = max(residual[b], abs(new[b, i] - s[b, i]))
+                    s[b, i] = new[b, i]
+        if check:
+            settled = True
+            for b in range(B):
+                if residual[b] > tol_int:
+                    settled = False
+                    break
+            if settled:
+                break
+    return residual, taken
+
+
 # --------------------------------------------------------------------------- public class
 
 
@@ -266,10 +590,13 @@ class FixedPointSimulator:
     """Integer relaxation of a leaky-form, MSE-output :class:`DeployBundle` (see module doc).
 
     The bundle's arrays are copied at construction and never modified; inputs are never
-    modified either.
+    modified either. A dense chain runs on the dense kernel, a chain with conv2d layers on
+    the conv kernel (``kernel='conv'`` also runs a dense chain on it: the two agree bit for
+    bit). Inputs may be flat (B, n_0) or in the input layer's shape (B, C, H, W); states
+    come back in each layer's shape, (B, n) or (B, C, H, W).
     """
 
-    def __init__(self, bundle: DeployBundle):
+    def __init__(self, bundle: DeployBundle, *, kernel: str = "auto"):
         if not isinstance(bundle, DeployBundle):
             raise ConfigError(f"FixedPointSimulator needs a DeployBundle, got {type(bundle).__name__}")
         if bundle.form != "leaky":
@@ -298,35 +625,58 @@ class FixedPointSimulator:
         else:
             self._table = np.zeros(1, dtype=np.int64)
             self._table_lo = 0
-        self.sizes = tuple(w.shape[0] for w in self._weights)
-        self.n_inputs = self._weights[0].shape[1]
+        #: shapes of the input and of every relaxed layer, without the batch ((n,) or (C, H, W))
+        self.shapes = tuple(bundle.shapes)
+        self.sizes = tuple(int(np.prod(sh)) for sh in self.shapes[1:])
+        self.n_inputs = int(np.prod(self.shapes[0]))
+        if kernel not in ("auto", "dense", "conv"):
+            raise ConfigError(f"kernel must be 'auto', 'dense' or 'conv', got {kernel!r}")
+        if kernel == "dense" and not bundle.is_dense:
+            raise ConfigError("the dense kernel runs dense chains only")
+        #: which Numba kernel relaxes the bundle: 'dense' (a dense chain) or 'conv' (any chain)
+        self.kernel = ("dense" if bundle.is_dense else "conv") if kernel == "auto" else kernel
+        if self.kernel == "conv":
+            self._meta = conv_meta(bundle)
+            self._flat_weights = tuple(np.ascontiguousarray(w).reshape(-1) for w in self._weights)
 
     # ----------------------------------------------------------------------- helpers
 
     def quantize_input(self, x) -> np.ndarray:
-        """``rint(x * 2**F)`` as int64 (B, n_0): a new array."""
+        """``rint(x * 2**F)`` as int64 (B, n_0), images flattened in C order: a new array."""
         xf = np.asarray(x, dtype=np.float64)
+        if xf.ndim >= 2 and xf.shape[1:] == self.shapes[0]:
+            xf = xf.reshape(xf.shape[0], -1)
         if xf.ndim != 2 or xf.shape[1] != self.n_inputs:
-            raise ConfigError(f"x must have shape (B, {self.n_inputs}), got {xf.shape}")
+            raise ConfigError(f"x must have shape (B, {self.n_inputs})"
+                              + (f" or (B, {', '.join(map(str, self.shapes[0]))})" if len(self.shapes[0]) > 1 else "")
+                              + f", got {xf.shape}")
         if not np.isfinite(xf).all():
             raise ConfigError("x contains NaN or infinity")
         return np.rint(xf * math.ldexp(1.0, self.F)).astype(np.int64)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
+        """Zero states (B, n_l) per relaxed layer (flat: what the kernels step)."""
         return [np.zeros((batch, n), dtype=np.int64) for n in self.sizes]
 
     def dequantize_states(self, states) -> list[np.ndarray]:
-        """Float values ``s_int / 2**S`` (float64, exact)."""
+        """Float values ``s_int / 2**S`` (float64, exact), in the shapes given."""
         return [np.asarray(s, dtype=np.int64) / float(self.one) for s in states]
+
+    def _shaped(self, states) -> list[np.ndarray]:
+        """Flat (B, n_l) states viewed in each layer's shape."""
+        return [s.reshape(s.shape[0], *sh) for s, sh in zip(states, self.shapes[1:])]
 
     def _check_states(self, states, batch: int) -> list[np.ndarray]:
         if len(states) != len(self.sizes):
             raise ConfigError(f"expected {len(self.sizes)} state arrays, got {len(states)}")
         out = []
-        for l, (s, n) in enumerate(zip(states, self.sizes), start=1):
+        for l, (s, n, sh) in enumerate(zip(states, self.sizes, self.shapes[1:]), start=1):
             a = np.asarray(s)
+            if a.ndim >= 2 and a.shape == (batch, *sh):
+                a = a.reshape(batch, n)
             if a.shape != (batch, n):
-                raise ConfigError(f"state of layer {l} must have shape ({batch}, {n}), got {a.shape}")
+                raise ConfigError(f"state of layer {l} must have shape ({batch}, {', '.join(map(str, sh))})"
+                                  + (f" or ({batch}, {n})" if len(sh) > 1 else "") + f", got {a.shape}")
             if not np.issubdtype(a.dtype, np.integer):
                 raise ConfigError(f"state of layer {l} must be integers (units 2**-{self.S}), got {a.dtype}")
             a = np.array(a, dtype=np.int64, copy=True)
@@ -370,14 +720,20 @@ class FixedPointSimulator:
         has_anchor = anchor is not None
         anchor_t = tuple(self._check_states(anchor, B)) if has_anchor else tuple(st)
         tol_int = -1 if tol is None else int(math.floor(float(tol) * self.one))
-        residual, taken = _relax_kernel(
-            x_int, tuple(st), self._weights, self._biases, self._decays, self.shifts, y_int,
-            np.int64(beta_int), np.int64(n_steps), np.int64(self.S - self.F), np.int64(self.one),
+        common = (
+            y_int, np.int64(beta_int), np.int64(n_steps), np.int64(self.S - self.F), np.int64(self.one),
             np.int64(self.input_bits), np.int64(self.state_bits), np.int64(self.decay_bits),
             np.int64(self._act), self._table, np.int64(self._table_lo),
             np.int64(self.fraction(gamma, "gamma")), np.int64(_CLAMPS.index(clamp)), anchor_t, has_anchor,
             np.int64(self.fraction(coe, "coe")), np.int64(tol_int),
         )
+        if self.kernel == "dense":
+            residual, taken = _relax_kernel(x_int, tuple(st), self._weights, self._biases, self._decays, self.shifts,
+                                            *common)
+        else:
+            residual, taken = _relax_conv_kernel(x_int, tuple(st), self._flat_weights, self._meta, self._biases,
+                                                 self._decays, self.shifts, *common)
+        st = self._shaped(st)
         return (st, residual, int(taken)) if return_steps else (st, residual)
 
     def fraction(self, value: float, what: str) -> int:
@@ -390,4 +746,34 @@ class FixedPointSimulator:
     def predict(self, x, n_steps: int) -> np.ndarray:
         """Predicted classes: argmax of the top layer after a free phase (first index on ties)."""
         states, _ = self.relax(x, n_steps)
-        return np.argmax(states[-1], axis=1)
+        return np.argmax(states[-1].reshape(states[-1].shape[0], -1), axis=1)
+
+
+def conv_meta(bundle: DeployBundle) -> np.ndarray:
+    """int64 (L, 16): per weight layer the geometry the conv kernel reads (the ``_M_*`` columns)."""
+    shapes = bundle.shapes
+    rows = []
+    for l, (kind, o) in enumerate(bundle.connection_options()):
+        pre, post = shapes[l], shapes[l + 1]
+        cin, hin, win = (tuple(pre) if len(pre) == 3 else (int(np.prod(pre)), 1, 1))
+        m = [0] * 16
+        m[_M_CIN], m[_M_HIN], m[_M_WIN] = cin, hin, win
+        if kind == "conv2d":
+            k, s, p = o["kernel"], o["stride"], o["padding"]
+            hc, wc = (hin + 2 * p - k) // s + 1, (win + 2 * p - k) // s + 1
+            area = o["pool_size"] ** 2 if o["pool"] == "avg" else 1
+            if area & (area - 1):
+                raise ConfigError(f"layer {l + 1}: avg pooling over {area} pixels: the area must be a power of two")
+            m[_M_KIND] = _KIND_CONV
+            m[_M_COUT], m[_M_HC], m[_M_WC] = post[0], hc, wc
+            m[_M_K], m[_M_STRIDE], m[_M_PAD] = k, s, p
+            m[_M_POOL], m[_M_PS], m[_M_PST] = _POOLS[o["pool"]], o["pool_size"], o["pool_stride"]
+            m[_M_HP], m[_M_WP] = post[1], post[2]
+            m[_M_LOG2AREA] = area.bit_length() - 1
+        elif kind == "dense":
+            m[_M_KIND] = _KIND_DENSE
+            m[_M_COUT], m[_M_HC], m[_M_WC], m[_M_HP], m[_M_WP] = int(np.prod(post)), 1, 1, 1, 1
+        else:
+            raise ConfigError(f"layer {l + 1}: connection kind {kind!r} has no fixed-point kernel")
+        rows.append(m)
+    return np.array(rows, dtype=np.int64)

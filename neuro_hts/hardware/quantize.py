@@ -20,6 +20,12 @@ Integer conventions of a bundle (layer ``l``, ``F = activation_frac_bits``):
   is refused;
 * decays: ``decay = round(dt * 2**decay_bits)`` per neuron (``fixed_point.dt_to_decay``).
 
+Convolutional networks (docs/CONV.md): a conv2d layer's kernel (C_out, C_in, k, k) is
+quantized like a dense matrix (mantissas of the same shape, ONE shared exponent), its
+bias is per channel (C_out,), and its decays are per unit, flattened in C order like the
+states (C*H*W,). The bundle then carries the network's parts (``DeployBundle.network``:
+layer shapes, connection kinds and options) so that it describes itself.
+
 Profile mode (targets with ``decay_profiles_per_core > 0``, e.g. Loihi 1: 32): each core
 (consecutive ``neurons_per_core`` neurons) whose neurons need more distinct decays than
 allowed gets them binned by a deterministic 1-D k-means (quantile start, Lloyd steps,
@@ -34,7 +40,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..network import Network
-from .drc import check_branch_dendrites, check_dense_chain, core_slices, run_design_rules
+from .drc import check_branch_dendrites, check_chain, core_slices, run_design_rules
 from .fixed_point import dequantize, dt_to_decay, quantize_weights
 from .target import HardwareTarget
 
@@ -63,10 +69,10 @@ class LayerBundle:
     """Integer parameters of one layer (read-only arrays); ``index`` is 1-based."""
 
     index: int
-    weight_mantissa: np.ndarray  # int64 (n_l, n_{l-1})
+    weight_mantissa: np.ndarray  # int64 (n_l, n_{l-1}); conv2d: (C_out, C_in, k, k)
     weight_exponent: int
-    bias: np.ndarray  # int64 (n_l,), state units 2**-state_frac_bits
-    decay: np.ndarray  # int64 (n_l,), the decays deployed (binned in profile mode)
+    bias: np.ndarray  # int64 (n_l,), state units 2**-state_frac_bits; conv2d: (C_out,), one per channel
+    decay: np.ndarray  # int64 (n_l,), the decays deployed (binned in profile mode); C order for C x H x W
     dt: np.ndarray  # float64 (n_l,), the source dt
     decay_unbinned: np.ndarray | None = None  # int64 (n_l,), profile mode only
 
@@ -89,17 +95,43 @@ class DeployBundle:
     rounding: str = "nearest"
     #: source identity (run file path, sha256, config JSON, epochs_completed); {} if none
     source: dict | None = None
+    #: the network's typed parts (:class:`neuro_hts.spec.NetworkSpec`) of a network with
+    #: C x H x W layers or conv2d connections; None: the dense chain of the layers' matrices
+    network: object | None = None
+
+    @property
+    def is_dense(self) -> bool:
+        return self.network is None
 
     @property
     def arch(self) -> tuple[int, ...]:
+        """Layer sizes n_0 ... n_L (C*H*W for an image layer)."""
+        if self.network is not None:
+            return tuple(layer.size for layer in self.network.layers)
         return (self.layers[0].weight_mantissa.shape[1],) + tuple(lb.weight_mantissa.shape[0] for lb in self.layers)
 
     @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Layer shapes s_0 ... s_L without the batch ((n,) or (C, H, W))."""
+        if self.network is not None:
+            return tuple(tuple(layer.shape) for layer in self.network.layers)
+        return tuple((n,) for n in self.arch)
+
+    @property
     def spec(self):
-        """The network as typed parts (:class:`neuro_hts.spec.NetworkSpec`): a dense chain with its cost."""
+        """The network as typed parts (:class:`neuro_hts.spec.NetworkSpec`): ``network``, or the dense chain with its cost."""
         from ..spec import NetworkSpec
 
+        if self.network is not None:
+            return self.network
         return NetworkSpec.from_arch(self.arch, self.output)
+
+    def connection_options(self) -> list[tuple[str, dict]]:
+        """Per weight layer, ``(kind, options)`` with defaults filled in ('dense', {} for a dense chain)."""
+        if self.network is None:
+            return [("dense", {}) for _ in self.layers]
+        spec = self.network
+        return [(c.kind, spec.options(c)) for c in spec.connections]
 
     def max_dt_change(self, layer: LayerBundle) -> float:
         """max |binned dt - original dt| in a layer, in units of dt (0 without profile mode)."""
@@ -194,8 +226,8 @@ def quantize_network(
     """
     if rounding not in ("nearest", "stochastic"):
         raise ConfigError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
-    # whatever check_rules says: nothing else quantizes a CNN or branch dendrites
-    dense = check_branch_dendrites(network, target) or check_dense_chain(network, target)
+    # whatever check_rules says: nothing else quantizes branch dendrites or other non-chains
+    dense = check_branch_dendrites(network, target) or check_chain(network, target)
     if dense:
         raise ConfigError("design rules violated: " + "; ".join(map(str, dense)))
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
@@ -211,6 +243,7 @@ def quantize_network(
     ws = target.weights
     layers = []
     for l, (w, b, dt) in enumerate(zip(network.weights, network.biases, network.dts), start=1):
+        dt = np.asarray(dt).reshape(-1)  # C order, as the states of a C x H x W layer
         q = quantize_weights(w, ws.mantissa_bits, ws.exponent_range, even=ws.even, rounding=rounding, rng=rng,
                              exponent_rule=exponent_rule, percentile=percentile)
         units = np.asarray(b, dtype=np.float64) * 2.0**s_frac  # exact: power-of-two scale
@@ -252,4 +285,5 @@ def quantize_network(
         profile_mode=bool(profile_mode),
         rounding=rounding,
         source=dict(source) if source else {},
+        network=None if network.is_dense else network.spec,
     )

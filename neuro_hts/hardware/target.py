@@ -8,10 +8,13 @@ and ``description`` and five tables, every key required, no other key allowed::
     [weights]  mantissa_bits, exponent_min, exponent_max, mixed_sign, even
     [spikes]   graded, payload_bits
     [limits]   cores, neurons_per_core, decay_profiles_per_core   (0: no limit known)
+               max_fan_in (OPTIONAL, default 0: no limit known): the most synapses one
+               neuron may receive (a conv unit's fan-in is C_in * k * k, a dense one's n_{l-1})
 
 ``load_target('loihi2')`` resolves a bare name to that directory; any path to a ``.toml``
 file works too. Every problem is a :class:`TargetError` (a ``ConfigError``) whose message
-is one line naming the file and the key.
+is one line naming the file and the key. The keys of :data:`_OPTIONAL` may be left out
+(their default applies; a target stored in a bundle before they existed reads the same).
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class LimitSpec:
     cores: int
     neurons_per_core: int
     decay_profiles_per_core: int
+    #: synapses per neuron (0: no limit known); optional in a target file
+    max_fan_in: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,8 +168,11 @@ _SCHEMA: dict[str | None, dict[str, tuple[str, int | None, int | None]]] = {
         "cores": (_INT, 0, None),
         "neurons_per_core": (_INT, 0, None),
         "decay_profiles_per_core": (_INT, 0, None),
+        "max_fan_in": (_INT, 0, None),
     },
 }
+#: (table, key) -> default of the keys a target file may leave out
+_OPTIONAL: dict[tuple[str, str], Any] = {("limits", "max_fan_in"): 0}
 
 
 def _check_value(src: str, label: str, kind: str, lo: int | None, hi: int | None, value: Any) -> None:
@@ -184,11 +192,11 @@ def _check_value(src: str, label: str, kind: str, lo: int | None, hi: int | None
         raise TargetError(f"{src}: {label} must be <= {hi}, got {value}")
 
 
-def _check_keys(src: str, where: str, got: dict, expected) -> None:
+def _check_keys(src: str, where: str, got: dict, expected, optional=()) -> None:
     unknown = sorted(set(got) - set(expected))
     if unknown:
         raise TargetError(f"{src}: unknown key {where}{unknown[0]!r} (expected one of {', '.join(sorted(expected))})")
-    missing = [k for k in expected if k not in got]
+    missing = [k for k in expected if k not in got and k not in optional]
     if missing:
         raise TargetError(f"{src}: missing key {where}{missing[0]!r}")
 
@@ -205,7 +213,10 @@ def target_from_dict(data: dict, source: str = "<dict>") -> HardwareTarget:
         section = data[table]
         if not isinstance(section, dict):
             raise TargetError(f"{src}: [{table}] must be a table, got {section!r}")
-        _check_keys(src, f"[{table}] ", section, _SCHEMA[table])
+        optional = {k: v for (t, k), v in _OPTIONAL.items() if t == table}
+        _check_keys(src, f"[{table}] ", section, _SCHEMA[table], optional)
+        section = {**optional, **section}
+        data = {**data, table: section}
         for key, (kind, lo, hi) in _SCHEMA[table].items():
             _check_value(src, f"[{table}] {key}", kind, lo, hi, section[key])
 
