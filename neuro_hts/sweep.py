@@ -209,11 +209,13 @@ def same_base(a: Config, b: Config) -> bool:
 
     The number of epochs may differ (more epochs resume the finished cells; fewer leave
     them as they are), and so may ``data.data_dir``: where the files live is not part of
-    the data's identity, since every idx file is checksum-verified on load.
+    the data's identity, since every idx file is checksum-verified on load. So may
+    ``distill.teacher_sha256``, which a distilled run records when it starts (its teacher
+    file's digest, checked on resume).
     """
     def key(c: Config) -> str:
         d = c.to_dict()
-        d["train"]["epochs"], d["data"]["data_dir"] = 0, None
+        d["train"]["epochs"], d["data"]["data_dir"], d["distill"]["teacher_sha256"] = 0, None, ""
         return json.dumps(d, sort_keys=True)
 
     return key(a) == key(b)

@@ -161,7 +161,7 @@ def train(config: Config, out: str | Path, *, resume: bool = False, dataset=None
     x_train = np.ascontiguousarray(data.x_train, dtype=engine.dtype)
     x_test = np.ascontiguousarray(data.x_test, dtype=engine.dtype)
     y_train = one_hot(data.y_train, data.n_classes, engine.dtype)
-    if config.distill.teacher:
+    if config.distill.teacher and config.distill.alpha > 0:  # alpha 0: the labels alone, no teacher needed
         config, y_train = _distill_targets(config, x_train, y_train, data.n_classes)
         state.config = config
     n_in = int(np.prod(x_train.shape[1:]))
