@@ -17,6 +17,16 @@ computed from arrays a training step already has (no extra relaxation):
   optimiser: no learning rate, no Adam scaling). A dendritic connection's flat weight
   vector (basal W, branch biases c, apical A) is averaged as one; biases are not included.
 
+* **hidden-state activity** of relaxed layer l at the free phase's end (the dendritic-EP
+  paper's analysis of how distributed the representation is; :func:`activity_stats`):
+  ``mean_abs`` = mean over samples and units of ``|s|``; ``active_frac`` = fraction of
+  (sample, unit) pairs with ``|s| > ACTIVE_THRESHOLD`` (0.01, 1 % of a unit's [0, 1]
+  range: a leaky unit driven below zero decays toward 0 but never reaches it exactly);
+  ``entropy`` = batch mean of the normalised entropy of each sample's activity
+  distribution ``p_i = |s_i| / sum_j |s_j|``, ``-sum_i p_i log p_i / log n`` in [0, 1]
+  (1: every unit equally active; 0: one unit carries it all; NaN for an all-zero sample
+  is left out of the mean).
+
 Per epoch, each is the plain mean over the epoch's batches (every batch counts once).
 """
 
@@ -26,7 +36,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BatchDiagnostics", "Diagnostics", "EpochAccumulator", "state_gaps", "grad_abs_means", "diagnostic_names"]
+__all__ = ["ACTIVITY_STATS", "ACTIVE_THRESHOLD", "BatchDiagnostics", "Diagnostics", "EpochAccumulator", "state_gaps",
+           "grad_abs_means", "activity_stats", "diagnostic_names"]
+
+#: the columns of :func:`activity_stats`, in order
+ACTIVITY_STATS = ("mean_abs", "active_frac", "entropy")
+#: |s| above which a unit counts as active
+ACTIVE_THRESHOLD = 0.01
 
 
 @dataclass
@@ -35,6 +51,8 @@ class BatchDiagnostics:
 
     state_gap: np.ndarray
     grad_abs: np.ndarray
+    #: (n_layers, len(ACTIVITY_STATS)) free-phase activity; None when not computed
+    activity: np.ndarray | None = None
 
 
 def state_gaps(states_a, states_b, beta_a: float, beta_b: float) -> np.ndarray:
@@ -49,6 +67,25 @@ def state_gaps(states_a, states_b, beta_a: float, beta_b: float) -> np.ndarray:
         B = d.shape[0]
         d = d.reshape(B, -1)
         out[l] = float(np.sqrt(np.einsum("ij,ij->i", d, d, dtype=np.float64)).sum()) / B * scale if B else np.nan
+    return out
+
+
+def activity_stats(states) -> np.ndarray:
+    """(n_layers, 3) float64: mean |s|, active fraction (|s| > ACTIVE_THRESHOLD) and the batch mean
+    of the normalised activity entropy ``-sum_i p_i log p_i / log n`` (``p_i = |s_i| / sum_j |s_j|``)
+    of each relaxed layer's free-phase states (module docstring)."""
+    out = np.empty((len(states), len(ACTIVITY_STATS)), dtype=np.float64)
+    for l, s in enumerate(states):
+        a = np.abs(np.asarray(s, dtype=np.float64).reshape(len(s), -1))
+        n = a.shape[1]
+        out[l, 0] = float(a.mean()) if a.size else np.nan
+        out[l, 1] = float(np.mean(a > ACTIVE_THRESHOLD)) if a.size else np.nan
+        tot = a.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = a / tot
+            h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(n) if n > 1 else np.full(len(a), np.nan)
+        h = h[tot[:, 0] > 0]
+        out[l, 2] = float(h.mean()) if h.size else np.nan
     return out
 
 
@@ -86,6 +123,12 @@ class Diagnostics:
     connections: tuple[str, ...] = ()
     state_gap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     grad_abs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    #: (epochs, n_layers, len(ACTIVITY_STATS)); NaN where not recorded (older files)
+    activity: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.activity is None:
+            self.activity = np.full((self.state_gap.shape[0], len(self.layers), len(ACTIVITY_STATS)), np.nan)
 
     @classmethod
     def start(cls, layers, connections) -> "Diagnostics":
@@ -101,10 +144,12 @@ class Diagnostics:
     def n_epochs(self) -> int:
         return int(self.state_gap.shape[0])
 
-    def append(self, state_gap, grad_abs) -> None:
-        """Add one epoch's row (arrays of n_layers and n_connections values)."""
+    def append(self, state_gap, grad_abs, activity=None) -> None:
+        """Add one epoch's row (arrays of n_layers and n_connections values; ``activity`` (n_layers, 3) or None)."""
         self.state_gap = np.vstack([self.state_gap, np.asarray(state_gap, dtype=np.float64)[None, :]])
         self.grad_abs = np.vstack([self.grad_abs, np.asarray(grad_abs, dtype=np.float64)[None, :]])
+        act = np.full((len(self.layers), len(ACTIVITY_STATS)), np.nan) if activity is None else activity
+        self.activity = np.concatenate([self.activity, np.asarray(act, dtype=np.float64)[None]], axis=0)
 
     def pad_to(self, epochs: int) -> None:
         """Prepend NaN rows so that there is one row per epoch up to ``epochs`` (a run resumed from a file without them)."""
@@ -112,6 +157,8 @@ class Diagnostics:
         if missing > 0:
             self.state_gap = np.vstack([np.full((missing, len(self.layers)), np.nan), self.state_gap])
             self.grad_abs = np.vstack([np.full((missing, len(self.connections)), np.nan), self.grad_abs])
+            self.activity = np.concatenate([np.full((missing, len(self.layers), len(ACTIVITY_STATS)), np.nan),
+                                            self.activity], axis=0)
 
 
 class EpochAccumulator:
@@ -120,7 +167,9 @@ class EpochAccumulator:
     def __init__(self, n_layers: int, n_connections: int):
         self.gap = np.zeros(n_layers, dtype=np.float64)
         self.grad = np.zeros(n_connections, dtype=np.float64)
+        self.act = np.zeros((n_layers, len(ACTIVITY_STATS)), dtype=np.float64)
         self.n = 0
+        self.n_act = 0
 
     def add(self, d: BatchDiagnostics | None) -> None:
         if d is None:
@@ -128,8 +177,13 @@ class EpochAccumulator:
         self.gap += d.state_gap
         self.grad += d.grad_abs
         self.n += 1
+        if d.activity is not None:
+            self.act += d.activity
+            self.n_act += 1
 
-    def mean(self) -> tuple[np.ndarray, np.ndarray]:
+    def mean(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(state gap, grad abs, activity) means of the epoch (NaN where nothing was added)."""
+        act = self.act / self.n_act if self.n_act else np.full_like(self.act, np.nan)
         if self.n == 0:
-            return np.full_like(self.gap, np.nan), np.full_like(self.grad, np.nan)
-        return self.gap / self.n, self.grad / self.n
+            return np.full_like(self.gap, np.nan), np.full_like(self.grad, np.nan), act
+        return self.gap / self.n, self.grad / self.n, act

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .algorithms import Phase, run_phases
-from .diagnostics import BatchDiagnostics, grad_abs_means, state_gaps
+from .diagnostics import BatchDiagnostics, activity_stats, grad_abs_means, state_gaps
 from .dynamics import RelaxStatus, cost, local_gradients, predict_scores
 from .errors import ConfigError
 from .registry import Registry
@@ -205,13 +205,14 @@ class FloatEngine:
             gW, gb, gR, _ = bptt_gradients_full(net, np.asarray(x, dtype=net.dtype), np.asarray(y, dtype=net.dtype),
                                                 phase.steps)
             gaps = np.full(net.n_dynamic, np.nan)
-            return free, gW, gb, gR, BatchDiagnostics(gaps, grad_abs_means(gW))
+            return free, gW, gb, gR, BatchDiagnostics(gaps, grad_abs_means(gW), activity_stats(free.states))
         res, c = self.phases(net, x, y, algorithm, rng)
         sa, sb = res[c.a].states, res[c.b].states
         gW, gb = self.backend.ep_gradients(net, x, y, sa, c.beta_a, sb, c.beta_b)
         gR = local_gradients(net, np.asarray(y, dtype=net.dtype), sa, c.beta_a, sb, c.beta_b) \
             if getattr(net, "local", None) is not None and net.local.learned else []
-        return res["free"], gW, gb, gR, BatchDiagnostics(state_gaps(sa, sb, c.beta_a, c.beta_b), grad_abs_means(gW))
+        return res["free"], gW, gb, gR, BatchDiagnostics(state_gaps(sa, sb, c.beta_a, c.beta_b), grad_abs_means(gW),
+                                                         activity_stats(res["free"].states))
 
     def train_step(self, net, x, y, algorithm, nudge_rng=None, round_rng=None) -> BatchStats:
         free, gW, gb, gR, diag = self._estimate(net, x, y, algorithm, nudge_rng)

@@ -17,7 +17,7 @@ from ._atomic import atomic_path
 from ._h5 import open_checked
 from .config import Config
 from .costs import LocalCosts
-from .diagnostics import Diagnostics
+from .diagnostics import ACTIVITY_STATS, Diagnostics
 from .errors import ConfigError, RunFileError
 from .network import Network, network_spec
 from .stability import run_metrics
@@ -134,6 +134,8 @@ def save_run(path: str | Path, state: RunState) -> Path:
                 g = f.create_group("diagnostics")
                 g.create_dataset("state_gap", data=np.asarray(diag.state_gap, dtype=np.float64))
                 g.create_dataset("grad_abs", data=np.asarray(diag.grad_abs, dtype=np.float64))
+                g.create_dataset("activity", data=np.asarray(diag.activity, dtype=np.float64))
+                g.attrs["activity_stats"] = json.dumps(list(ACTIVITY_STATS))
                 g.attrs["layers"] = json.dumps(list(diag.layers))
                 g.attrs["connections"] = json.dumps(list(diag.connections))
             opt = f.create_group("optimizer")
@@ -286,7 +288,13 @@ def _read_diagnostics(f, path) -> Diagnostics:
             or grad.shape != (gap.shape[0], len(conns)):
         raise RunFileError(f"{path}: /diagnostics shapes {gap.shape} and {grad.shape} do not fit "
                            f"{len(layers)} layers and {len(conns)} connections with one row per epoch")
-    return Diagnostics(tuple(map(str, layers)), tuple(map(str, conns)), gap, grad)
+    activity = None  # files from before the activity statistics: NaN (Diagnostics fills it)
+    if "activity" in g:
+        activity = np.array(g["activity"], dtype=np.float64)
+        if activity.shape != (gap.shape[0], len(layers), len(ACTIVITY_STATS)):
+            raise RunFileError(f"{path}: /diagnostics/activity has shape {activity.shape}, expected "
+                               f"{(gap.shape[0], len(layers), len(ACTIVITY_STATS))}")
+    return Diagnostics(tuple(map(str, layers)), tuple(map(str, conns)), gap, grad, activity)
 
 
 def _count_bad(a: np.ndarray) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
+from .diagnostics import ACTIVE_THRESHOLD
 from .errors import ConfigError
 from .runfile import RunState, status_line
 
@@ -170,7 +171,8 @@ def plot_diagnostics(runs, out_path) -> Path:
     ``runs``: a list of ``(label, RunState)``; one column per run (titled by its label),
     two rows: the state gap of each relaxed layer and the mean |g_W| of each connection
     (neuro_hts.diagnostics), log y axes shared along each row, layers coloured from the
-    input (dark) to the output (light). Raises ConfigError (one line) for a run without
+    input (dark) to the output (light); where recorded, three more rows of the free-phase
+    activity per layer (mean |s|, active fraction, normalised entropy; linear axes). Raises ConfigError (one line) for a run without
     diagnostics or without a completed epoch; writes the figure atomically.
     """
     from .plotting import _figure_class
@@ -196,27 +198,35 @@ def plot_diagnostics(runs, out_path) -> Path:
 
     cmap = colormaps["viridis"]
     n = len(runs)
-    fig = Figure(figsize=(4.6 * n + 0.6, 7.0), layout="constrained")
+    rows = [("state_gap", "layers", "state gap ||s^a - s^b|| per sample",
+             "state gap per layer (scaled to one nudge beta)", None),
+            ("grad_abs", "connections", "mean |dW| (EP gradient estimate)", "mean |dW| per connection", None)]
+    # the free-phase activity rows (neuro_hts.diagnostics.activity_stats), where any run has them
+    if any(np.isfinite(state.diagnostics.activity).any() for _, state in runs):
+        rows += [("activity", "layers", "mean |s|", "free-phase mean |s| per layer", 0),
+                 ("activity", "layers", f"fraction |s| > {ACTIVE_THRESHOLD:g}", "active units per layer", 1),
+                 ("activity", "layers", "normalised entropy of |s|", "how distributed the activity is (1: uniform)", 2)]
+    fig = Figure(figsize=(4.6 * n + 0.6, 3.5 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.subplots(2, n, squeeze=False, sharey="row")
-    rows = (("state_gap", "layers", "state gap ||s^a - s^b|| per sample",
-             "state gap per layer (scaled to one nudge beta)"),
-            ("grad_abs", "connections", "mean |dW| (EP gradient estimate)", "mean |dW| per connection"))
+    grid = fig.subplots(len(rows), n, squeeze=False, sharey="row")
     for col, (label, state) in enumerate(runs):
         d = state.diagnostics
         epochs = np.arange(1, d.n_epochs + 1)
-        for row, (key, names_key, ylabel, title) in enumerate(rows):
+        for row, (key, names_key, ylabel, title, stat) in enumerate(rows):
             ax = grid[row][col]
-            values = getattr(d, key)
+            values = getattr(d, key) if stat is None else d.activity[:, :, stat]
             names = getattr(d, names_key)
+            shown = _positive if stat is None else (lambda a: np.asarray(a, dtype=np.float64))
             for j, name in enumerate(names):
                 colour = cmap(0.9 * j / max(1, len(names) - 1))
-                ax.plot(epochs, _positive(values[:, j]), "o-", color=colour, label=name, markersize=3.5)
-            if not np.isfinite(_positive(values)).any():
+                ax.plot(epochs, shown(values[:, j]), "o-", color=colour, label=name, markersize=3.5)
+            if not np.isfinite(shown(values)).any():
                 ax.text(0.5, 0.5, "not recorded\n(no nudged phase, e.g. trainer bptt)" if key == "state_gap"
                         else "not recorded", transform=ax.transAxes, ha="center", va="center", fontsize=9)
-            else:
+            elif stat is None:
                 ax.set_yscale("log")
+            else:
+                ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if col == 0:

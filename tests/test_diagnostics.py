@@ -56,11 +56,17 @@ def _recompute_epoch(cfg: Config, data: Dataset):
     n = x_all.shape[0]
     order = rng_streams(tc.seed, "shuffle", 0).permutation(n)
     nudge_rng = rng_streams(tc.seed, "nudge", 0)
-    gaps, grads = [], []
+    gaps, grads, acts = [], [], []
     for start in range(0, n, tc.batch_size):
         idx = order[start:start + tc.batch_size]
         x, y = x_all[idx], y_all[idx]
         free = dynamics.relax(net, x, tc.t1, status_tol=tc.residual_tol).states
+        act = []
+        for s in free:  # mean |s|, fraction above 0.01, mean normalised entropy of |s| / sum |s|
+            a = np.abs(s.reshape(len(x), -1))
+            ent = [-sum(v / r.sum() * np.log(v / r.sum()) for v in r if v > 0) / np.log(a.shape[1]) for r in a]
+            act.append([a.mean(), np.mean(a > 0.01), np.mean(ent)])
+        acts.append(act)
         if tc.nudging == "symmetric":
             a = dynamics.relax(net, x, tc.t2, free, y, tc.beta).states
             b = dynamics.relax(net, x, tc.t2, free, y, -tc.beta).states
@@ -75,7 +81,7 @@ def _recompute_epoch(cfg: Config, data: Dataset):
         gW, gb = dynamics.ep_gradients(net, x, y, a, beta_a, b, beta_b)
         grads.append([np.mean(np.abs(g)) for g in gW])
         opt.step(net, gW, gb)
-    return np.mean(gaps, axis=0), np.mean(grads, axis=0), net
+    return np.mean(gaps, axis=0), np.mean(grads, axis=0), np.mean(acts, axis=0), net
 
 
 @pytest.mark.parametrize("nudging,output", [("one-sided", "mse"), ("symmetric", "mse"), ("random-sign", "ce")])
@@ -83,7 +89,7 @@ def test_recorded_values_equal_a_recomputation_of_the_epoch(tmp_path, nudging, o
     cfg = _config(output=output, nudging=nudging)
     data = _dataset()
     state = train(cfg, tmp_path / "r.h5", dataset=data)
-    gap, grad, net = _recompute_epoch(cfg, data)
+    gap, grad, act, net = _recompute_epoch(cfg, data)
     for w_got, w_want in zip(state.network.weights, net.weights):  # the replay followed the same trajectory
         np.testing.assert_allclose(w_got, w_want, rtol=0, atol=1e-12)
     d = load_run(tmp_path / "r.h5").diagnostics
@@ -91,6 +97,9 @@ def test_recorded_values_equal_a_recomputation_of_the_epoch(tmp_path, nudging, o
     np.testing.assert_allclose(d.state_gap[0], gap, rtol=1e-10)
     np.testing.assert_allclose(d.grad_abs[0], grad, rtol=1e-10)
     assert (d.state_gap > 0).all() and (d.grad_abs > 0).all()
+    assert d.activity.shape == (1, len(gap), 3)
+    np.testing.assert_allclose(d.activity[0], act, rtol=1e-10)
+    assert np.all((d.activity[0, :, 1:] > 0) & (d.activity[0, :, 1:] <= 1))
 
 
 def test_shapes_names_and_the_hdf5_layout(tmp_path):
@@ -204,6 +213,19 @@ def test_the_fixed_point_engines_record_none():
     from neuro_hts.hardware.fixed_engine import FixedEngine
 
     assert FixedEngine.records_diagnostics is False and FloatEngine.records_diagnostics is True
+
+
+def test_activity_stats_by_hand():
+    from neuro_hts.diagnostics import activity_stats
+
+    s = np.array([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.005]])  # one layer, two samples
+    got = activity_stats([s])[0]
+    h0 = np.log(2) / np.log(4)  # two equal units of four: half the maximum entropy
+    p = np.array([1.0, 0.005]) / 1.005
+    h1 = -(p * np.log(p)).sum() / np.log(4)
+    np.testing.assert_allclose(got, [2.005 / 8, 3 / 8, (h0 + h1) / 2], rtol=1e-12)
+    assert activity_stats([np.full((3, 5), 0.2)])[0, 2] == pytest.approx(1.0)  # all equally active
+    assert np.isnan(activity_stats([np.zeros((2, 3))])[0, 2])  # no activity: entropy undefined
 
 
 def test_the_helpers():
