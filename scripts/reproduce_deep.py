@@ -1,7 +1,9 @@
 """Issue 12's deep-CNN comparison in one command: standard EP, + local errors, + distillation,
 + both, and the BPTT-trained same net, constant and lognormal dt, 3 seeds, per dataset.
 
-For each dataset (``mnist``, ``fashionmnist``; config ``models/<ds>_deep_cnn.toml``):
+For each dataset (``digits``: the 3-hidden-layer MLP of ``models/digits_deep.toml`` on the
+embedded 8x8 digits, minutes; ``mnist``, ``fashionmnist``: the 4-conv CNNs of
+``models/<ds>_deep_cnn.toml``, hours):
 
 1. the teacher: the deep net trained by BPTT (``neuro-hts teacher``, constant dt, seed 0),
    written to ``results/deep_<ds>/teacher.h5`` (small: commit it, so that every later
@@ -19,7 +21,7 @@ resume. Runs: 24 students + 6 BPTT + 1 teacher per dataset.
 
 Usage::
 
-    .venv/bin/python scripts/reproduce_deep.py --data-root DIR [--only mnist,fashionmnist]
+    .venv/bin/python scripts/reproduce_deep.py [--data-root DIR] [--only digits,mnist,fashionmnist]
         [--local-beta 0.5] [--alpha 0.5] [--temperature 0.25] [--seeds 0-2] [--workers 1]
         [--epochs 1 --n-train 200 --n-test 100 --out-root runs/smoke]   # a quick smoke run
         [--dry-run]
@@ -36,8 +38,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: name -> (config, dataset directory under --data-root)
-DATASETS = {"mnist": ("models/mnist_deep_cnn.toml", "mnist"),
+#: name -> (config, dataset directory under --data-root; None: the embedded digits)
+DATASETS = {"digits": ("models/digits_deep.toml", None),
+            "mnist": ("models/mnist_deep_cnn.toml", "mnist"),
             "fashionmnist": ("models/fashionmnist_deep_cnn.toml", "fashion-mnist")}
 LAWS = "constant,lognormal"
 ARCHIVE = "cells.json"
@@ -45,7 +48,7 @@ ARCHIVE = "cells.json"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", required=True, help="directory holding mnist/ and fashion-mnist/")
+    p.add_argument("--data-root", help="directory holding mnist/ and fashion-mnist/ (not needed for digits)")
     p.add_argument("--only", help=f"comma-separated datasets (default: all): {', '.join(DATASETS)}")
     p.add_argument("--out-root", help="sweeps/ and results/ go here (default . ; runs/smoke when shortened)")
     p.add_argument("--local-beta", type=float, default=0.5, help="beta_l of the local-error variants (default 0.5)")
@@ -82,16 +85,16 @@ def plan(name: str, args) -> list[tuple[str, list[str] | None]]:
     """(what, neuro-hts argv) of one dataset, in order; argv None marks writing the student config."""
     config, dataset = DATASETS[name]
     out = Path(args.out_root)
-    data = str(Path(args.data_root) / dataset)
+    data = [] if dataset is None else ["--data-dir", str(Path(args.data_root or ".") / dataset)]
     res, sw = out / "results" / f"deep_{name}", out / "sweeps" / f"deep_{name}"
     res_b, sw_b = out / "results" / f"deep_{name}_bptt", out / "sweeps" / f"deep_{name}_bptt"
     teacher = res / "teacher.h5"
     steps: list[tuple[str, list[str] | None]] = []
     if teacher.exists():
         more = ["--epochs", str(args.epochs)] if args.epochs is not None else []
-        steps.append(("teacher (resume if unfinished)", ["train", "--resume", str(teacher), "--data-dir", data] + more))
+        steps.append(("teacher (resume if unfinished)", ["train", "--resume", str(teacher)] + data + more))
     else:
-        steps.append(("teacher", ["teacher", "--config", str(REPO / config), "--dt-dist", "constant", "--data-dir", data,
+        steps.append(("teacher", ["teacher", "--config", str(REPO / config), "--dt-dist", "constant", *data,
                                   "--out", str(teacher)] + _short(args)))
     steps.append(("student config", None))
     for s_dir, r_dir, argv in (
@@ -100,7 +103,7 @@ def plan(name: str, args) -> list[tuple[str, list[str] | None]]:
             (sw_b, res_b, ["sweep", "--config", str(REPO / config), "--set", "train.trainer=bptt"])):
         if (r_dir / ARCHIVE).exists():
             steps.append(("restore", ["restore", str(r_dir / ARCHIVE), str(s_dir)]))
-        steps.append(("sweep", argv + ["--dt-dists", LAWS, "--seeds", args.seeds, "--data-dir", data, "--out", str(s_dir),
+        steps.append(("sweep", argv + ["--dt-dists", LAWS, "--seeds", args.seeds, *data, "--out", str(s_dir),
                                        "--report", str(r_dir), "--workers", str(args.workers)] + _short(args)))
         steps.append(("archive", ["archive", str(s_dir), str(r_dir / ARCHIVE)]))
     return steps
@@ -121,7 +124,12 @@ def main(argv=None) -> int:
         print("reproduce_deep: error: a shortened run would overwrite the committed tables in results/; "
               "pass another --out-root (default runs/smoke)", file=sys.stderr)
         return 2
-    missing = [DATASETS[n][1] for n in names if not (Path(args.data_root) / DATASETS[n][1]).is_dir()]
+    needs = [DATASETS[n][1] for n in names if DATASETS[n][1] is not None]
+    if needs and args.data_root is None and not args.dry_run:
+        print(f"reproduce_deep: error: {', '.join(needs)} need --data-root DIR (holding mnist/ and fashion-mnist/)",
+              file=sys.stderr)
+        return 2
+    missing = [d for d in needs if not (Path(args.data_root or ".") / d).is_dir()]
     if missing and not args.dry_run:
         print(f"reproduce_deep: error: {args.data_root} has no {', '.join(d + '/' for d in missing)}", file=sys.stderr)
         return 2

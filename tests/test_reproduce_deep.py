@@ -28,13 +28,15 @@ def script():
 def test_dry_run_lists_teacher_students_and_bptt_per_dataset(script, capsys, tmp_path):
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 * 6
-    for name, chunk in (("mnist", lines[:6]), ("fashionmnist", lines[6:])):
+    assert len(lines) == 3 * 6
+    assert "--data-dir" not in " ".join(lines[:6])  # the embedded digits need none
+    for name, chunk in (("digits", lines[:6]), ("mnist", lines[6:12]), ("fashionmnist", lines[12:])):
         assert chunk[0].startswith("neuro-hts teacher ") and chunk[1] == "# student config"
         students, bptt = build_parser().parse_args(shlex.split(chunk[2])[1:]), build_parser().parse_args(shlex.split(chunk[4])[1:])
         assert students.set == ["local.beta=0,0.5", "distill.alpha=0,0.5"] and students.dt_dists == "constant,lognormal"
         assert students.out.endswith(f"sweeps/deep_{name}") and students.seeds == "0-2"
-        assert bptt.set == ["train.trainer=bptt"] and bptt.config.endswith(f"models/{name}_deep_cnn.toml")
+        assert bptt.set == ["train.trainer=bptt"] and bptt.config.endswith(
+            "models/digits_deep.toml" if name == "digits" else f"models/{name}_deep_cnn.toml")
         assert chunk[3].endswith(f"results/deep_{name}/cells.json") and chunk[5].endswith(f"results/deep_{name}_bptt/cells.json")
 
 
@@ -43,11 +45,13 @@ def test_bad_input(script, capsys, tmp_path):
     assert "unknown dataset(s) cifar" in capsys.readouterr().err
     assert script.main(["--data-root", str(tmp_path / "none"), "--only", "mnist"]) == 2
     assert "has no mnist/" in capsys.readouterr().err
+    assert script.main(["--only", "digits,mnist"]) == 2
+    assert "mnist need --data-root" in capsys.readouterr().err
 
 
 def test_a_real_run_trains_the_teacher_once_and_every_variant(script, capsys, tmp_path, monkeypatch):
     # the 8x8 digits CNN (embedded data; data_dir is ignored for digits) stands in for the deep nets
-    monkeypatch.setattr(script, "DATASETS", {"tiny": ("models/digits_cnn.toml", "mnist")})
+    monkeypatch.setattr(script, "DATASETS", {"tiny": ("models/digits_cnn.toml", None)})
     (tmp_path / "data" / "mnist").mkdir(parents=True)
     argv = ["--data-root", str(tmp_path / "data"), "--out-root", str(tmp_path), "--epochs", "1", "--n-train", "60",
             "--n-test", "30", "--seeds", "0", "--no-progress"]
