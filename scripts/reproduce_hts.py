@@ -34,6 +34,10 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
 * ``lr_mnist_settled``: every law's free phase run to a residual of 1e-5 (``train.t1_tol``,
   at most 400 steps) so that none is compared unsettled; 6 laws x the rates, one-sided,
   5 seeds; 180 runs
+* ``family_hts_digits_cnn``, ``family_hts_digits_dendritic`` (issue 16 item 5, the small case):
+  constant vs lognormal dt x 5 seeds in the CNN of ``models/digits_cnn.toml`` and the
+  dendritic net of ``models/digits_dendritic.toml`` (mean dt 0.5, std 0.2); embedded
+  digits, no data files; 10 runs each, minutes
 
 Usage::
 
@@ -75,7 +79,8 @@ STRESS_ADAPT_SETS = ("train.t1=20,30", "train.beta=0.1,0.2", "adapt.steps=0,20")
 ARCHIVE = "cells.json"
 LR_AXIS = "train.lr=0.0005,0.001,0.002,0.005,0.01,0.02"
 
-#: name -> (config relative to the repository, dataset directory name, seeds, --set values, dt laws)
+#: name -> (config relative to the repository, dataset directory name (None: the embedded digits),
+#: seeds, --set values, dt laws)
 GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
     "mnist_784-512-10": ("models/repro/mnist_784-512-10.toml", "mnist", "0-4", (), LAWS),
     "fashionmnist_784-512-10": ("models/repro/fashionmnist_784-512-10.toml", "fashion-mnist", "0-4", (), LAWS),
@@ -95,6 +100,11 @@ GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
     "lr_mnist_slowest": ("models/repro/lr_mnist.toml", "mnist", "0-4", (LR_AXIS,), "constant,lognormal,lognormal_min"),
     "lr_mnist_settled": ("models/repro/lr_mnist.toml", "mnist", "0-4",
                          (LR_AXIS, "train.t1=400", "train.t1_tol=0.00001"), LAWS),
+    # issue 16 item 5, the small case: HTS (lognormal vs constant dt at the same mean) in the
+    # convolutional and the dendritic nets on the embedded digits (no data files needed)
+    "family_hts_digits_cnn": ("models/digits_cnn.toml", None, "0-4", (), FAMILY_LAWS),
+    "family_hts_digits_dendritic": ("models/digits_dendritic.toml", None, "0-4", ("dt.mean=0.5", "dt.std=0.2"),
+                                    FAMILY_LAWS),
 }
 
 
@@ -102,8 +112,9 @@ def grid_argv(name: str, args) -> list[str]:
     """The ``neuro-hts`` arguments of one grid."""
     config, dataset, seeds, sets, laws = GRIDS[name]
     out_root = Path(args.out_root)
+    data = [] if dataset is None else ["--data-dir", str(Path(args.data_root) / dataset)]
     argv = ["sweep", "--config", str(REPO / config), "--dt-dists", laws, "--seeds", args.seeds or seeds,
-            "--data-dir", str(Path(args.data_root) / dataset), "--out", str(out_root / "sweeps" / name),
+            *data, "--out", str(out_root / "sweeps" / name),
             "--report", str(out_root / "results" / name), "--workers", str(args.workers)]
     for s in sets:
         argv += ["--set", s]
@@ -148,7 +159,7 @@ def main(argv=None) -> int:
         print(f"reproduce_hts: error: a shortened run (--seeds/--epochs/--n-train/--n-test) would overwrite the "
               f"committed tables in {REPO / 'results'}; pass another --out-root (default runs/smoke)", file=sys.stderr)
         return 2
-    needed = {GRIDS[n][1] for n in names}
+    needed = {GRIDS[n][1] for n in names} - {None}
     missing = [d for d in sorted(needed) if not (Path(args.data_root) / d).is_dir()]
     if missing and not args.dry_run:
         print(f"reproduce_hts: error: {args.data_root} has no {', '.join(d + '/' for d in missing)} "

@@ -31,7 +31,7 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out.splitlines()
     lines = [ln for ln in printed if ln.startswith("neuro-hts sweep ")]
-    assert len(lines) == len(script.GRIDS) == 17
+    assert len(lines) == len(script.GRIDS) == 19
     # each sweep is followed by the archive of its finished cells (no archive yet: no restore)
     assert printed == [x for ln in lines for x in (ln, printed[printed.index(ln) + 1])]
     assert all(printed[i + 1].startswith("neuro-hts archive ") and printed[i + 1].endswith("/cells.json")
@@ -43,6 +43,7 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
         assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
         assert args.out == str(tmp_path / "o" / "sweeps" / name)
         family = name.startswith("family_") or name in ("stress_adapt", "lr_mnist_placement")
+        assert ("--data-dir" in line) == (script.GRIDS[name][1] is not None)
         laws = "constant,lognormal,lognormal_min" if name == "lr_mnist_slowest" else (
             "constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
         assert args.dt_dists == laws
@@ -54,9 +55,10 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
                        "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30,
                        "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6,
                        "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240,
-                       "lr_mnist_slowest": 90, "lr_mnist_settled": 180}
+                       "lr_mnist_slowest": 90, "lr_mnist_settled": 180, "family_hts_digits_cnn": 10,
+                       "family_hts_digits_dendritic": 10}
     algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
-             for line, name in zip(lines, script.GRIDS) if name.startswith("family_")}
+             for line, name in zip(lines, script.GRIDS) if name.startswith("family_mnist")}
     assert algos == {"family_mnist_ep": "ep", "family_mnist_ep_adapt": "ep", "family_mnist_chl": "chl",
                      "family_mnist_chl_adapt": "chl"}
     assert "/fashion-mnist" in lines[1] and "train.nudging=symmetric" in lines[4]
