@@ -215,6 +215,60 @@ def _top_down(a_next, w_next, k, acc, out):
 
 
 @njit(cache=True)
+def _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, b_int, dec, decay_bits, input_bits,
+                 state_bits, one, act, table, table_lo, new):
+    """``new = neuron_step(s, up + gamma * down, ...)`` for every unit of one layer (module doc, "Update")."""
+    B, n = s.shape
+    for b in range(B):
+        for i in range(n):
+            h = up[b, i]
+            if has_down:
+                d = down[b, i]
+                if scale_down:
+                    d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
+                h += d
+            yv = y_int[b, i] if top else 0
+            new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
+                                    act, table, table_lo)
+
+
+@njit(cache=True)
+def _mix_toward(news, anchor, coe_int, decay_bits):
+    """s <- (1 - c) s + c s^anchor for every layer: a leaky step of rate ``coe_int`` toward the anchor."""
+    for l in range(len(news)):
+        new = news[l]
+        a = anchor[l]
+        for b in range(new.shape[0]):
+            for i in range(new.shape[1]):
+                new[b, i] = leaky_decay_step(new[b, i], a[b, i], coe_int, decay_bits)
+
+
+@njit(cache=True)
+def _commit(states, news, residual, last):
+    """states <- news; with ``last``, ``residual[b] = max_l max_i |new - old|`` of this step."""
+    if last:
+        for b in range(residual.shape[0]):
+            residual[b] = 0
+    for l in range(len(states)):
+        s = states[l]
+        new = news[l]
+        for b in range(s.shape[0]):
+            for i in range(s.shape[1]):
+                if last:
+                    residual[b] = max(residual[b], abs(new[b, i] - s[b, i]))
+                s[b, i] = new[b, i]
+
+
+@njit(cache=True)
+def _settled(residual, tol_int):
+    """Whether every sample's residual is <= tol_int."""
+    for b in range(residual.shape[0]):
+        if residual[b] > tol_int:
+            return False
+    return True
+
+
+@njit(cache=True)
 def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_int, n_steps,
                   s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
                   gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
@@ -261,48 +315,14 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             has_down = l < L - 1
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
-            dec = decays[l]
-            b_int = beta_int if (top and nudge) else 0
-            for b in range(B):
-                for i in range(s.shape[1]):
-                    h = up[b, i]
-                    if has_down:
-                        d = down[b, i]
-                        if scale_down:
-                            d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
-                        h += d
-                    yv = y_int[b, i] if top else 0
-                    new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
-                                            act, table, table_lo)
+            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
         if has_anchor:
-            for l in range(L):
-                new = news[l]
-                a = anchor[l]
-                for b in range(B):
-                    for i in range(new.shape[1]):
-                        # s <- (1 - c) s + c s^anchor: a leaky step of rate c toward the anchor
-                        new[b, i] = leaky_decay_step(new[b, i], a[b, i], coe_int, decay_bits)
+            _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
-        last = check or t == n_steps - 1
-        if last:
-            for b in range(B):
-                residual[b] = 0
-        for l in range(L):
-            s = states[l]
-            new = news[l]
-            for b in range(B):
-                for i in range(s.shape[1]):
-                    if last:
-                        residual[b] = max(residual[b], abs(new[b, i] - s[b, i]))
-                    s[b, i] = new[b, i]
-        if check:
-            settled = True
-            for b in range(B):
-                if residual[b] > tol_int:
-                    settled = False
-                    break
-            if settled:
-                break
+        _commit(states, news, residual, check or t == n_steps - 1)
+        if check and _settled(residual, tol_int):
+            break
     return residual, taken
 
 
@@ -539,47 +559,14 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
                                down_acc[l], down)
                 else:
                     _dense_down(acts[l + 1], weights[l + 1], m, shifts[l + 1], down_acc[l], down)
-            dec = decays[l]
-            b_int = beta_int if (top and nudge) else 0
-            for b in range(B):
-                for i in range(s.shape[1]):
-                    h = up[b, i]
-                    if has_down:
-                        d = down[b, i]
-                        if scale_down:
-                            d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
-                        h += d
-                    yv = y_int[b, i] if top else 0
-                    new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
-                                            act, table, table_lo)
+            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
         if has_anchor:
-            for l in range(L):
-                new = news[l]
-                a = anchor[l]
-                for b in range(B):
-                    for i in range(new.shape[1]):
-                        new[b, i] = leaky_decay_step(new[b, i], a[b, i], coe_int, decay_bits)
+            _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
-        last = check or t == n_steps - 1
-        if last:
-            for b in range(B):
-                residual[b] = 0
-        for l in range(L):
-            s = states[l]
-            new = news[l]
-            for b in range(B):
-                for i in range(s.shape[1]):
-                    if last:
-                        residual[b] = max(residual[b], abs(new[b, i] - s[b, i]))
-                    s[b, i] = new[b, i]
-        if check:
-            settled = True
-            for b in range(B):
-                if residual[b] > tol_int:
-                    settled = False
-                    break
-            if settled:
-                break
+        _commit(states, news, residual, check or t == n_steps - 1)
+        if check and _settled(residual, tol_int):
+            break
     return residual, taken
 
 
