@@ -87,6 +87,23 @@ def _version() -> str:
     return __version__
 
 
+def _write_progress(f, config: Config, epochs_completed: int, status: str, message: str, history) -> None:
+    """The root attributes, ``/history`` and ``/stability`` (derived from the history and status, for readers)."""
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+    f.attrs["config"] = config.to_json()
+    f.attrs["neuro_hts_version"] = _version()
+    f.attrs["epochs_completed"] = np.int64(epochs_completed)
+    f.attrs["status"] = status
+    f.attrs["message"] = message
+    hist = f.create_group("history")
+    for k in HISTORY_KEYS:
+        hist.create_dataset(k, data=np.asarray(history.get(k, []), dtype=np.float64))
+    stab = f.create_group("stability")
+    for k, v in run_metrics(history, status, int(config.model.arch[-1])).items():
+        stab.attrs[k] = np.float64(v)
+
+
 def save_run(path: str | Path, state: RunState) -> Path:
     """Write ``state`` to ``path`` atomically; returns the path."""
     import h5py
@@ -94,13 +111,7 @@ def save_run(path: str | Path, state: RunState) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".h5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
-            f.attrs["config"] = state.config.to_json()
-            f.attrs["neuro_hts_version"] = _version()
-            f.attrs["epochs_completed"] = np.int64(state.epochs_completed)
-            f.attrs["status"] = state.status
-            f.attrs["message"] = state.message
+            _write_progress(f, state.config, state.epochs_completed, state.status, state.message, state.history)
             net = state.network
             layers = f.create_group("layers")
             layers.attrs["form"] = net.form
@@ -123,12 +134,6 @@ def save_run(path: str | Path, state: RunState) -> Path:
                 loc.attrs["layers"] = np.asarray(net.local.layers, dtype=np.int64)
                 for l, w in zip(net.local.layers, net.local.weights):
                     loc.create_group(str(l)).create_dataset("weight", data=w)
-            hist = f.create_group("history")
-            for k in HISTORY_KEYS:
-                hist.create_dataset(k, data=np.asarray(state.history.get(k, []), dtype=np.float64))
-            stab = f.create_group("stability")  # derived from /history and status, for readers
-            for k, v in run_metrics(state.history, state.status, int(state.config.model.arch[-1])).items():
-                stab.attrs[k] = np.float64(v)
             diag = state.diagnostics
             if diag.recorded:  # a separate group: /history and HISTORY_KEYS stay as they are
                 g = f.create_group("diagnostics")
@@ -184,20 +189,9 @@ def save_summary(path: str | Path, summary: RunSummary) -> Path:
     _check_progress(summary.status, summary.epochs_completed, summary.history, path)
     with atomic_path(path, suffix=".h5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT_NAME
-            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
-            f.attrs["config"] = summary.config.to_json()
-            f.attrs["neuro_hts_version"] = _version()
-            f.attrs["epochs_completed"] = np.int64(summary.epochs_completed)
-            f.attrs["status"] = summary.status
-            f.attrs["message"] = summary.message
+            _write_progress(f, summary.config, summary.epochs_completed, summary.status, summary.message,
+                            summary.history)
             f.attrs["metrics_only"] = np.int64(1)
-            hist = f.create_group("history")
-            for k in HISTORY_KEYS:
-                hist.create_dataset(k, data=np.asarray(summary.history.get(k, []), dtype=np.float64))
-            stab = f.create_group("stability")
-            for k, v in run_metrics(summary.history, summary.status, int(summary.config.model.arch[-1])).items():
-                stab.attrs[k] = np.float64(v)
     return path
 
 
