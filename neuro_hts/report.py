@@ -513,7 +513,10 @@ def write_report(sweep_dir, out_dir) -> dict:
 def write_comparison(sweeps: dict, out_dir) -> list[dict]:
     """Side by side: several sweeps (e.g. one per algorithm) with the same dt laws and seeds.
 
-    ``sweeps``: label -> sweep directory. Writes ``comparison.csv`` (one row per label and
+    ``sweeps``: label -> sweep directory, or ``(sweep directory, {key: value})`` to take
+    only the setting combination ``{key: value}`` of that sweep (e.g. one variant of a grid
+    that crosses ``local.beta`` and ``distill.alpha``; its settings are then not repeated
+    in the rows and panels). Writes ``comparison.csv`` (one row per label and
     dt law: seeds found, final / best accuracy mean, std, min, max, volatility, largest
     drop, divergence rate, mean free-phase steps and epoch seconds of the last epoch),
     ``comparison.md`` (the same as a table) and ``comparison.png`` (test accuracy per
@@ -525,10 +528,23 @@ def write_comparison(sweeps: dict, out_dir) -> list[dict]:
     out_dir = Path(out_dir)
     if not sweeps:
         raise ConfigError("write_comparison needs at least one sweep")
-    rows, curves = [], {}
-    for label, sweep_dir in sweeps.items():
-        data = collect(sweep_dir)
+    rows, curves, collected = [], {}, {}
+    for label, spec in sweeps.items():
+        sweep_dir, pick = spec if isinstance(spec, tuple) else (spec, None)
+        if str(sweep_dir) not in collected:
+            collected[str(sweep_dir)] = collect(sweep_dir)
+        data = collected[str(sweep_dir)]
+        if pick is not None:
+            unknown = set(pick) - set(data["keys"])
+            if unknown:
+                raise ConfigError(f"{sweep_dir} sweeps no {', '.join(sorted(unknown))} (its settings: "
+                                  f"{', '.join(data['keys']) or 'none'})")
         for g in data["groups"]:
+            if pick is not None:
+                have = dict(zip(data["keys"], g["settings"]))
+                if any(have[k] != _fmt(v) for k, v in pick.items()):
+                    continue
+                g = {**g, "settings": tuple(v for k, v in zip(data["keys"], g["settings"]) if k not in pick)}
             found = [r for r in g["runs"] if r["found"]]
             s = g["summary"]
             last = lambda key: [r["history"][key][-1] for r in found if r["history"].get(key)]  # noqa: E731

@@ -73,3 +73,23 @@ def test_a_real_run_trains_the_teacher_once_and_every_variant(script, capsys, tm
     capsys.readouterr()
     assert script.main(argv) == 0  # everything finished: nothing retrained, the teacher untouched
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes and teacher_digest(teacher) == digest
+
+
+def test_deep_figure_tables_every_variant_against_standard_ep(script, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(script, "DATASETS", {"tiny": ("models/digits_cnn.toml", None)})
+    argv = ["--out-root", str(tmp_path), "--epochs", "1", "--n-train", "60", "--n-test", "30", "--seeds", "0-1",
+            "--no-progress"]
+    assert script.main(argv) == 0
+    spec = importlib.util.spec_from_file_location("deep_figure", REPO / "scripts" / "deep_figure.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    out = tmp_path / "fig"
+    assert fig.main(["--dataset", "tiny", "--sweeps-root", str(tmp_path / "sweeps"), "--out", str(out)]) == 0
+    rows = (out / "variants.md").read_text().splitlines()[2:]
+    assert len(rows) == 2 * 3  # 2 dt laws x 3 variants against standard EP
+    assert all(r.count("|") == 9 and "| 2 |" in r for r in rows)  # two seeds each
+    labels = [r.split("|")[1].strip() for r in (out / "comparison.md").read_text().splitlines()[2:]]
+    assert labels == ["standard EP"] * 2 + ["+ local errors (beta_l 0.5)"] * 2 + ["+ distillation (alpha 0.5)"] * 2 \
+        + ["+ both"] * 2 + ["BPTT (same net)"] * 2
+    assert (out / "comparison.png").stat().st_size > 10_000 and (out / "diagnostics.png").stat().st_size > 10_000
+    assert fig.main(["--dataset", "nope", "--sweeps-root", str(tmp_path / "sweeps")]) == 2
