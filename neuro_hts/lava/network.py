@@ -7,6 +7,13 @@ Graph for layers ``1..L`` (sizes ``n_l``; ``x`` has ``n_0`` features)::
     GradedSource(y) --------------------------------------------------> HTSOutputLayer.y_in
     HTSLayer_l.s_out --> StateRecorder (what the caller asked to record)
 
+Conv2d layers (bundles only, ``fixed_pt``): a layer without max pooling whose unrolled
+matrix Lava's Sparse keeps exactly becomes two ``Sparse`` connections (``W_u``,
+``W_u^T``); any other conv layer becomes ONE
+:class:`~neuro_hts.lava.proc.conv.HTSConvConnection` (forward drive and feedback, the
+Numba conv kernel's functions); see :func:`lava_connections` and docs/LAVA_BACKEND.md
+("Conv layers"). A conv layer's per-channel bias is its HTSLayer's per-unit bias.
+
 Every sample takes one block of ``1 + t_free + t_nudge`` Lava steps (a load step, then the
 phases; see :mod:`neuro_hts.lava.processes`), so N samples are one ``run()`` of
 ``N * block`` steps with no host round trips; only the recorders are read afterwards.
