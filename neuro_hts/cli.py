@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=_names("data:DATASETS"), help="default: the source run's")
     p.add_argument("--data-dir", help="dataset directory (default: the source run's)")
     p.add_argument("--chunk", type=int, default=10, help="samples per Lava run() call (progress granularity)")
+    p.add_argument("--predictions", metavar="OUT.npy",
+                   help="save the predicted classes (int64, shape (N,)) to this .npy file (written atomically)")
 
     p = sub.add_parser("compare", help="float vs fixed-point accuracy, agreement, state errors and a weight-bits sweep")
     p.add_argument("run", help="run file (HDF5)")
@@ -780,7 +782,8 @@ def _cmd_deploy(args) -> int:
             bars[0].update(done - bars[0].n)
     try:
         r = deploy(args.net, backend=args.backend, arith=args.arith, n_samples=args.n_samples, steps=args.steps,
-                   dataset=args.dataset, data_dir=args.data_dir, chunk=args.chunk, progress=progress)
+                   dataset=args.dataset, data_dir=args.data_dir, chunk=args.chunk, progress=progress,
+                   predictions=args.predictions)
     finally:
         for bar in bars:
             bar.close()
@@ -794,6 +797,8 @@ def _cmd_deploy(args) -> int:
     print(line)
     if r.source_status:
         print(r.source_status)
+    if r.predictions_path:
+        print(f"predictions: {r.predictions_path}")
     return 0
 
 

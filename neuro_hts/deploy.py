@@ -10,7 +10,14 @@ trained on, and reports accuracy and speed:
   (``arith='fixed'``) or the run's float backend (``arith='float'``).
 
 ``arith='fixed'`` needs a bundle (``neuro-hts quantize``); ``arith='float'`` takes a run
-file, or a bundle whose dequantized parameters are then run in float.
+file, or a bundle whose dequantized parameters are then run in float. A bundle with conv2d
+layers runs on every backend in fixed point (Lava: docs/LAVA_BACKEND.md, "Conv layers"),
+and in float on Numba; Lava ``floating_pt`` runs dense chains only.
+
+``predictions``: a ``.npy`` path that receives the predicted classes (int64, shape (N,)),
+written atomically (:mod:`neuro_hts._atomic`) after the run; the path is checked BEFORE
+the run (it must end in ``.npy``, lie in an existing writable directory and not be the
+deployed file), so a typo never costs a run.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +36,8 @@ from .config import Config
 from .errors import ConfigError, RunFileError
 from .network import Network
 
-__all__ = ["DeployResult", "load_deployable", "bundle_as_network", "deploy"]
+__all__ = ["DeployResult", "load_deployable", "bundle_as_network", "check_predictions_path", "deploy",
+           "save_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,8 @@ class DeployResult:
     source_status: str = ""
     #: seconds of one-time set-up before the timed relaxation (Numba's JIT compile on a warm-up sample)
     compile_seconds: float = 0.0
+    #: where the predictions were saved (None: not asked for)
+    predictions_path: str | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -106,16 +117,59 @@ def bundle_as_network(bundle) -> Network:
     )
 
 
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_predictions_path(dest, *inputs) -> Path:
+    """The predictions path, checked before any work: ConfigError (one line) if it cannot be written.
+
+    It must end in ``.npy``, not be a directory, lie in an existing writable directory and
+    not be one of ``inputs`` (the deployed file).
+    """
+    p = Path(dest)
+    if p.suffix != ".npy":
+        raise ConfigError(f"--predictions {dest}: the file must end in .npy")
+    if p.is_dir():
+        raise ConfigError(f"--predictions {dest} is a directory")
+    for inp in inputs:
+        if inp is not None and p.exists() and _same_file(p, inp):
+            raise ConfigError(f"--predictions {dest} is the input {inp}: writing it would destroy the input")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"--predictions {dest}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--predictions {dest}: directory {parent} is not writable")
+    return p
+
+
+def save_predictions(dest, predictions) -> Path:
+    """Write ``predictions`` as an int64 (N,) ``.npy`` atomically (a reader never sees half a file)."""
+    from ._atomic import atomic_path
+
+    arr = np.asarray(predictions).astype(np.int64).reshape(-1)
+    with atomic_path(dest, suffix=".npy.tmp") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    return Path(dest)
+
+
 def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int | None = 100,
            steps: int | None = None, dataset: str | None = None, data_dir=None, chunk: int | None = None,
-           progress=None) -> DeployResult:
+           progress=None, predictions=None) -> DeployResult:
     """Free-phase inference of ``path`` on the first ``n_samples`` test samples (see module doc).
 
     ``steps``: free-phase steps (default: the source run's ``t1``); ``progress(done)`` is
-    called with the number of samples done.
+    called with the number of samples done; ``predictions``: a ``.npy`` path for the
+    predicted classes (module doc).
     """
     from .data import load_recorded_dataset
 
+    if predictions is not None:
+        check_predictions_path(predictions, path)
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if arith not in ARITHS:
@@ -135,9 +189,9 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
         if refused:
             raise ConfigError(f"{path}: design rule violated: {refused[0]}")
     conv = (bundle is not None and not bundle.is_dense) or (net is not None and not net.is_dense)
-    if conv and backend == "lava":
-        raise ConfigError(f"{path}: the Lava back-end runs dense chains only (a network with conv2d layers: "
-                          "deploy --backend numba)")
+    if conv and backend == "lava" and arith == "float":
+        raise ConfigError(f"{path}: Lava floating_pt runs dense chains only (a network with conv2d layers: "
+                          "--arith fixed on a bundle, or --backend numba)")
     if steps is None:
         if cfg is None:
             raise ConfigError(f"{path} does not record its training config: pass --steps")
@@ -185,11 +239,16 @@ def deploy(path, *, backend: str = "lava", arith: str = "fixed", n_samples: int 
         seconds = time.perf_counter() - t0
         if progress is not None:
             progress(N)
+    pred = np.asarray(pred).astype(np.int64).reshape(-1)
     acc = float(np.mean(pred == labels))
     logger.info("deploy %s/%s: %d samples, accuracy %.4f, %.3f s", backend, arith, N, acc, seconds)
+    saved = None
+    if predictions is not None:
+        saved = str(save_predictions(predictions, pred))
+        logger.info("predictions of %d samples written to %s", N, saved)
     return DeployResult(backend=backend, arith=arith, n_samples=N, n_steps=int(steps), accuracy=acc,
-                        predictions=np.asarray(pred), seconds=seconds, lava_steps_per_second=lava_sps,
-                        source_status=status, compile_seconds=compile_seconds)
+                        predictions=pred, seconds=seconds, lava_steps_per_second=lava_sps,
+                        source_status=status, compile_seconds=compile_seconds, predictions_path=saved)
 
 
 def _bundle_status(bundle) -> str:

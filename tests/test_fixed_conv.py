@@ -276,11 +276,28 @@ def test_bundle_as_network_of_a_cnn_bundle_runs_in_float():
     assert max(np.abs(u - v).max() for u, v in zip(a, f)) < 0.05
 
 
-def test_compare_refuses_lava_samples_on_a_cnn_in_one_line():
+def test_compare_hands_a_cnn_to_the_lava_runner():
+    """compare --lava-samples on a CNN (the Lava run itself: tests/test_lava_conv.py): the runner gets the
+    bundle and the first N samples; a runner that returns the simulator's top states is a full match, one
+    that is off by one unit in one sample is not."""
     from neuro_hts.hardware.compare import compare_network
+    from neuro_hts.lava import InferenceResult
 
-    x = np.random.default_rng(0).random((3, 98))
-    with pytest.raises(ConfigError, match="Lava back-end runs dense chains only") as info:
-        compare_network(conv_net(), LOIHI2, x, np.zeros(3, dtype=np.int64), 5, lava_samples=1,
-                        lava_runner=lambda *a, **k: None)
-    assert "\n" not in str(info.value)
+    calls = []
+
+    def runner(bundle, xs, steps, arith):
+        calls.append((bundle.is_dense, xs.shape, steps, arith))
+        st, _ = FixedPointSimulator(bundle).relax(xs, steps)
+        top = st[-1].reshape(len(xs), -1).copy()
+        if len(calls) == 2:
+            top[0, 0] += 1
+        return InferenceResult(predictions=np.argmax(top, axis=1), top_states=top, steps_per_second=1.0,
+                               seconds=1.0, n_steps=1)
+
+    x = np.random.default_rng(0).random((5, 2, 7, 7))
+    y = np.array([0, 1, 2, 3, 0])
+    res = compare_network(conv_net(), LOIHI2, x, y, 5, weight_bits="8", lava_samples=3, lava_runner=runner)
+    assert calls == [(False, (3, 98), 5, "fixed")]  # compare flattens images
+    assert res.lava_samples == 3 and res.lava_top_state_match == 1.0
+    res = compare_network(conv_net(), LOIHI2, x, y, 5, weight_bits="8", lava_samples=3, lava_runner=runner)
+    assert res.lava_top_state_match == 2 / 3

@@ -371,9 +371,6 @@ def compare_network(
         raise ConfigError(f"tolerance must be a non-negative number of points, got {tolerance!r}")
     bits_list = parse_weight_bits(weight_bits)
     rules = parse_exponent_rules(exponent_rules)
-    if lava_samples > 0 and not network.is_dense:
-        raise ConfigError("the Lava back-end runs dense chains only: compare a network with conv2d layers "
-                          "with --lava-samples 0")
     if lava_samples > 0 and lava_runner is None:
         lava_runner = _load_lava_runner()
     x = np.ascontiguousarray(x, dtype=np.float64)

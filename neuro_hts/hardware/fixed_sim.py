@@ -137,7 +137,8 @@ from .fixed_point import (
 )
 from .quantize import DeployBundle
 
-__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "conv_meta", "sigmoid4_table"]
+__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "conv_down_int", "conv_meta", "conv_unrolled",
+           "conv_up_int", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
 #: output-layer modes of a phase (neuro_hts.algorithms.CLAMPS), kernel codes 0, 1, 2
@@ -764,3 +765,79 @@ def conv_meta(bundle: DeployBundle) -> np.ndarray:
             raise ConfigError(f"layer {l + 1}: connection kind {kind!r} has no fixed-point kernel")
         rows.append(m)
     return np.array(rows, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- one conv connection
+#
+# The conv kernel's own pieces, for one conv2d weight layer at a time: what a Lava
+# connection process (neuro_hts.lava.proc.conv) computes each step, so that it cannot
+# drift from the simulator.
+
+
+def _conv_row(meta_row) -> np.ndarray:
+    m = np.ascontiguousarray(meta_row, dtype=np.int64).reshape(-1)
+    if m.shape != (16,) or m[_M_KIND] != _KIND_CONV:
+        raise ConfigError("expected one conv2d row of conv_meta")
+    return m
+
+
+def _conv_sizes(m) -> tuple[int, int, int]:
+    """(pre units, conv accumulator units, post units) of a conv meta row."""
+    return (int(m[_M_CIN] * m[_M_HIN] * m[_M_WIN]), int(m[_M_COUT] * m[_M_HC] * m[_M_WC]),
+            int(m[_M_COUT] * m[_M_HP] * m[_M_WP]))
+
+
+def conv_up_int(a_pre, weights, meta_row, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bottom-up drive of one conv2d layer WITHOUT its bias, and the max-pooling context.
+
+    ``a_pre`` (B, n_pre) int64 activations, ``weights`` the mantissas (any shape, C
+    order), ``meta_row`` the layer's row of :func:`conv_meta`, ``shift`` ``k_l = e_l - F
+    + S``. Returns ``(up, context)``, both (B, n_post) int64: ``up = shift_{k_l -
+    log2(A)}(P(Wm_l * a_pre))`` (module doc, "Conv layers") and, for max pooling, the
+    flat accumulator position of each window's first maximum (zeros otherwise).
+    """
+    m = _conv_row(meta_row)
+    n_pre, n_acc, n_post = _conv_sizes(m)
+    a = np.ascontiguousarray(a_pre, dtype=np.int64)
+    if a.ndim != 2 or a.shape[1] != n_pre:
+        raise ConfigError(f"a_pre must have shape (B, {n_pre}), got {a.shape}")
+    w = np.ascontiguousarray(weights, dtype=np.int64).reshape(-1)
+    up = np.empty((a.shape[0], n_post), dtype=np.int64)
+    arg = np.zeros((a.shape[0], n_post), dtype=np.int64)
+    _conv_up(a, w, m, np.int64(shift), np.zeros(int(m[_M_COUT]), dtype=np.int64), np.zeros(n_acc, dtype=np.int64),
+             np.zeros(n_post, dtype=np.int64), arg, up)
+    return up, arg
+
+
+def conv_down_int(a_post, weights, meta_row, shift: int, context) -> np.ndarray:
+    """Feedback of one conv2d layer to its pre layer: ``shift_{k_l - log2(A)}(Wm_l^T * P^T a_post)``.
+
+    ``context`` (B, n_post): :func:`conv_up_int`'s context of the CURRENT pre activations
+    (used by max pooling only). Returns (B, n_pre) int64.
+    """
+    m = _conv_row(meta_row)
+    n_pre, n_acc, n_post = _conv_sizes(m)
+    a = np.ascontiguousarray(a_post, dtype=np.int64)
+    arg = np.ascontiguousarray(context, dtype=np.int64)
+    if a.ndim != 2 or a.shape[1] != n_post or arg.shape != a.shape:
+        raise ConfigError(f"a_post and context must have shape (B, {n_post}), got {a.shape} / {arg.shape}")
+    w = np.ascontiguousarray(weights, dtype=np.int64).reshape(-1)
+    out = np.empty((a.shape[0], n_pre), dtype=np.int64)
+    _conv_down(a, w, m, np.int64(shift), arg, np.zeros(n_acc, dtype=np.int64), np.zeros(n_pre, dtype=np.int64), out)
+    return out
+
+
+def conv_unrolled(weights, meta_row) -> np.ndarray:
+    """The (n_post, n_pre) int64 matrix of a LINEAR conv2d connection (pool 'avg' or 'none').
+
+    ``P(Wm * a) == conv_unrolled(Wm, m) @ a`` for every ``a``: avg pooling's window SUM
+    (its area is divided in the shift, ``k_l - log2(A)``), so an entry is a sum of up to
+    A mantissas. Max pooling is not linear: ConfigError.
+    """
+    m = _conv_row(meta_row)
+    if m[_M_POOL] == _POOL_MAX:
+        raise ConfigError("max pooling is not a fixed linear map: no unrolled matrix")
+    n_pre = _conv_sizes(m)[0]
+    # shift log2(A) cancels the kernel's k - log2(A): the exact pooled accumulator of each unit input
+    cols, _ = conv_up_int(np.eye(n_pre, dtype=np.int64), weights, m, int(m[_M_LOG2AREA]))
+    return np.ascontiguousarray(cols.T)

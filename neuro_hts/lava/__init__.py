@@ -6,9 +6,19 @@ installing :mod:`neuro_hts.lava_compat`. Importing Lava sets multiprocessing's s
 method to ``fork`` for the whole program, which is why nothing else in neuro_hts imports it.
 """
 
-from .network import InferenceResult, LavaConnection, LavaRun, lava_connections, run_inference, run_lava
+from .network import (
+    CONV_ROUTES,
+    InferenceResult,
+    LavaConnection,
+    LavaConvConnection,
+    LavaRun,
+    lava_connections,
+    run_inference,
+    run_lava,
+)
 
-__all__ = ["InferenceResult", "LavaConnection", "LavaRun", "import_lava", "lava_connections", "run_inference", "run_lava"]
+__all__ = ["CONV_ROUTES", "InferenceResult", "LavaConnection", "LavaConvConnection", "LavaRun", "import_lava",
+           "lava_connections", "run_inference", "run_lava"]
 
 
 def import_lava():

@@ -7,6 +7,13 @@ Graph for layers ``1..L`` (sizes ``n_l``; ``x`` has ``n_0`` features)::
     GradedSource(y) --------------------------------------------------> HTSOutputLayer.y_in
     HTSLayer_l.s_out --> StateRecorder (what the caller asked to record)
 
+Conv2d layers (bundles only, ``fixed_pt``): a layer without max pooling whose unrolled
+matrix Lava's Sparse keeps exactly becomes two ``Sparse`` connections (``W_u``,
+``W_u^T``); any other conv layer becomes ONE
+:class:`~neuro_hts.lava.proc.conv.HTSConvConnection` (forward drive and feedback, the
+Numba conv kernel's functions); see :func:`lava_connections` and docs/LAVA_BACKEND.md
+("Conv layers"). A conv layer's per-channel bias is its HTSLayer's per-unit bias.
+
 Every sample takes one block of ``1 + t_free + t_nudge`` Lava steps (a load step, then the
 phases; see :mod:`neuro_hts.lava.processes`), so N samples are one ``run()`` of
 ``N * block`` steps with no host round trips; only the recorders are read afterwards.
@@ -40,7 +47,8 @@ from neuro_hts.errors import ConfigError
 from neuro_hts.hardware.quantize import DeployBundle
 from neuro_hts.network import Network
 
-__all__ = ["LavaRun", "LavaConnection", "lava_connections", "run_lava", "run_inference"]
+__all__ = ["CONV_ROUTES", "LavaRun", "LavaConnection", "LavaConvConnection", "lava_connections", "run_lava",
+           "run_inference"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +62,33 @@ MESSAGE_BITS = 24
 
 @dataclass(frozen=True)
 class LavaConnection:
-    """The integer weights and shift one Lava Dense connection gets (``fixed_pt``)."""
+    """The integer weights and shift one Lava Dense (or Sparse) connection gets (``fixed_pt``).
+
+    ``kind``: ``'dense'`` (Lava's ``Dense``: a dense layer) or ``'sparse'`` (Lava's
+    ``Sparse`` holding the unrolled matrix of a conv2d layer without max pooling).
+    """
 
     weights: np.ndarray  # int64, the form Lava keeps
     weight_exp: int
     scale_shift: int  # p: weights = mantissas << p
+    kind: str = "dense"
+
+
+@dataclass(frozen=True)
+class LavaConvConnection:
+    """A conv2d layer as ONE :class:`~neuro_hts.lava.proc.conv.HTSConvConnection` (forward and feedback)."""
+
+    weights: np.ndarray  # int64 (C_out, C_in, k, k) mantissas
+    meta: np.ndarray  # int64 (16,), the layer's row of fixed_sim.conv_meta
+    shift: int  # k_l = e_l - F + S
+    n_pre: int
+    n_post: int
+    pool: str
+    kind: str = "conv"
+
+
+#: how conv2d layers reach Lava: 'auto' (Sparse when exact, else the conv process), 'process', 'sparse'
+CONV_ROUTES = ("auto", "process", "sparse")
 
 
 @dataclass(frozen=True)
@@ -96,40 +126,93 @@ def _lava_keeps(weights: np.ndarray) -> np.ndarray:
     return lava_weight_form(weights)
 
 
-def lava_connections(bundle: DeployBundle) -> list[tuple[LavaConnection, LavaConnection]]:
-    """Forward (``W_l``) and feedback (``W_l^T``) Dense parameters of every layer.
+def _fit_lava(m: np.ndarray, k: int, F: int, index: int, kind: str) -> tuple[LavaConnection, LavaConnection]:
+    """Forward ``m`` and feedback ``m^T`` in the form Lava's Dense/Sparse keep, ``weight_exp = k - p``.
 
-    Raises ConfigError when Lava would change the weights or its 32-bit accumulator could
-    overflow (``sum_j |w_ij| * 2**F`` shifted, for inputs and activations in [0, 1]).
+    ConfigError when Lava would change the weights or its int32 accumulator could overflow.
     """
-    F, S = int(bundle.activation_frac_bits), int(bundle.state_frac_bits)
-    out = []
     a_max = 1 << F
     lim = (1 << (LAVA_ACCUMULATOR_BITS - 1)) - 1
-    for lb in bundle.layers:
+    for p in range(LAVA_WEIGHT_BITS + 1):
+        cand = m << p
+        if np.array_equal(_lava_keeps(cand), cand):
+            break
+    else:
+        raise ConfigError(
+            f"layer {index}: Lava's {kind.capitalize()} cannot hold these {'unrolled conv weights' if kind == 'sparse' else 'mantissas'} "
+            f"exactly (range {m.min()}..{m.max()})"
+        )
+    conns = []
+    for w in (cand, cand.T):
+        bound = int(np.abs(w).sum(axis=1).max(initial=0)) * a_max
+        shifted = bound << max(k - p, 0)
+        if bound > lim or shifted > lim:
+            raise ConfigError(
+                f"layer {index}: Lava's int32 accumulator could overflow "
+                f"(worst case {max(bound, shifted)} > {lim})"
+            )
+        conns.append(LavaConnection(weights=np.ascontiguousarray(w), weight_exp=k - p, scale_shift=p, kind=kind))
+    return tuple(conns)
+
+
+def lava_connections(bundle: DeployBundle, *, conv_route: str = "auto") -> list[tuple]:
+    """Per weight layer, its forward and feedback connection parameters (``fixed_pt``).
+
+    A dense layer: two :class:`LavaConnection` for Lava's Dense (``W_l``, ``W_l^T``). A
+    conv2d layer: with ``conv_route='auto'``, two ``'sparse'`` :class:`LavaConnection`
+    (the unrolled matrix of :func:`~neuro_hts.hardware.fixed_sim.conv_unrolled` and its
+    transpose, ``weight_exp`` lowered by ``log2(area)``) when the pooling is linear (avg,
+    none) and Lava's Sparse keeps that matrix exactly, else the same
+    :class:`LavaConvConnection` twice (one :class:`~neuro_hts.lava.proc.conv.HTSConvConnection`
+    does both directions); ``'process'`` always takes the conv process, ``'sparse'``
+    refuses (ConfigError) a layer Sparse cannot hold.
+
+    Raises ConfigError when Lava would change a Dense/Sparse layer's weights or its 32-bit
+    accumulator could overflow (``sum_j |w_ij| * 2**F`` shifted, for inputs and
+    activations in [0, 1]).
+    """
+    if conv_route not in CONV_ROUTES:
+        raise ConfigError(f"conv_route must be one of {', '.join(CONV_ROUTES)}, got {conv_route!r}")
+    from neuro_hts.hardware.fixed_sim import _M_LOG2AREA, conv_meta, conv_unrolled
+
+    F, S = int(bundle.activation_frac_bits), int(bundle.state_frac_bits)
+    meta = None if bundle.is_dense else conv_meta(bundle)
+    sizes = [int(n) for n in bundle.arch]
+    out = []
+    for l, (lb, (kind, opts)) in enumerate(zip(bundle.layers, bundle.connection_options())):
         m = np.asarray(lb.weight_mantissa, dtype=np.int64)
         k = int(lb.weight_exponent) - F + S
-        for p in range(LAVA_WEIGHT_BITS + 1):
-            cand = m << p
-            if np.array_equal(_lava_keeps(cand), cand):
-                break
-        else:
-            raise ConfigError(
-                f"layer {lb.index}: Lava's Dense cannot hold these mantissas exactly "
-                f"(range {m.min()}..{m.max()})"
-            )
-        conns = []
-        for w in (cand, cand.T):
-            bound = int(np.abs(w).sum(axis=1).max(initial=0)) * a_max
-            shifted = bound << max(k - p, 0)
-            if bound > lim or shifted > lim:
-                raise ConfigError(
-                    f"layer {lb.index}: Lava's int32 accumulator could overflow "
-                    f"(worst case {max(bound, shifted)} > {lim})"
-                )
-            conns.append(LavaConnection(weights=np.ascontiguousarray(w), weight_exp=k - p, scale_shift=p))
-        out.append(tuple(conns))
+        if kind != "conv2d":
+            out.append(_fit_lava(m, k, F, lb.index, "dense"))
+            continue
+        row = meta[l]
+        conv = LavaConvConnection(weights=m, meta=row, shift=k, n_pre=sizes[l], n_post=sizes[l + 1],
+                                  pool=str(opts["pool"]))
+        if conv_route == "process" or (conv_route == "auto" and conv.pool == "max"):
+            out.append((conv, conv))
+            continue
+        if conv.pool == "max":
+            raise ConfigError(f"layer {lb.index}: max pooling is not a fixed linear map: Lava's Sparse cannot "
+                              "express it (conv_route 'auto' or 'process')")
+        try:
+            out.append(_fit_lava(conv_unrolled(m, row), k - int(row[_M_LOG2AREA]), F, lb.index, "sparse"))
+        except ConfigError as exc:
+            if conv_route == "sparse":
+                raise
+            logger.info("%s: conv layer %d through the conv connection process", exc, lb.index)
+            out.append((conv, conv))
     return out
+
+
+def _warm_conv(conns) -> None:
+    """JIT-compile the conv functions here once, so that Lava's forked processes inherit them compiled."""
+    convs = [c[0] for c in conns if c[0].kind == "conv"]
+    if convs:
+        from neuro_hts.hardware.fixed_sim import conv_down_int, conv_up_int
+
+        c = convs[0]
+        _, ctx = conv_up_int(np.zeros((1, c.n_pre), dtype=np.int64), c.weights, c.meta, c.shift)
+        conv_down_int(np.zeros((1, c.n_post), dtype=np.int64), c.weights, c.meta, c.shift, ctx)
 
 
 @contextlib.contextmanager
@@ -169,19 +252,30 @@ def _check_source(source, arith: str):
         raise ConfigError(f"the Lava path supports the leaky form with an MSE output, got {source.form}/{source.output}")
     if source.activation not in ("hard_sigmoid", "sigmoid4"):
         raise ConfigError(f"unsupported activation {source.activation!r}")
+    if arith == "float" and not source.is_dense:
+        raise ConfigError("floating-point Lava runs take dense chains only: a network with conv2d layers deploys "
+                          "through Lava in fixed point (a bundle, --arith fixed)")
+    if arith == "fixed" and not source.is_dense:
+        kinds = {kind for kind, _ in source.connection_options()}
+        if not kinds <= {"conv2d", "dense"}:
+            raise ConfigError(f"the Lava path runs conv2d and dense connections only, got {sorted(kinds)}")
 
 
 def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 0.0, arith: str = "fixed",
-             record: str = "final", chunk: int | None = None, progress=None) -> LavaRun:
+             record: str = "final", chunk: int | None = None, progress=None, conv_route: str = "auto") -> LavaRun:
     """Relax ``x`` (N, n_0) through Lava, one block per sample; see :class:`LavaRun`.
 
     ``source``: a :class:`DeployBundle` (``arith='fixed'``, Lava ``fixed_pt`` models) or a
     :class:`Network` (``arith='float'``, ``floating_pt``). With ``t_nudge > 0`` the output
     layer is nudged toward ``y`` (N, n_L) with ``beta`` for the last ``t_nudge`` steps of
     every block. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
-    is called with the number of samples done after each call.
+    is called with the number of samples done after each call. A bundle with conv2d
+    layers (``fixed`` only) may take ``x`` in the input's image shape (N, C, H, W);
+    ``conv_route`` says how its conv layers reach Lava (:func:`lava_connections`).
     """
     _check_source(source, arith)
+    if conv_route not in CONV_ROUTES:
+        raise ConfigError(f"conv_route must be one of {', '.join(CONV_ROUTES)}, got {conv_route!r}")
     for name, v in (("t_free", t_free), ("t_nudge", t_nudge)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
@@ -193,8 +287,10 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     fixed = arith == "fixed"
     if fixed:
         weights_float = None
-        sizes = [lb.weight_mantissa.shape[0] for lb in source.layers]
-        n_in = source.layers[0].weight_mantissa.shape[1]
+        sizes = [int(n) for n in source.arch[1:]]
+        n_in = int(source.arch[0])
+        if xf.ndim > 2 and xf.shape[1:] == tuple(source.shapes[0]):
+            xf = xf.reshape(xf.shape[0], -1)
     else:
         weights_float = [np.asarray(w, dtype=np.float64) for w in source.weights]
         sizes = [w.shape[0] for w in weights_float]
@@ -218,20 +314,30 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
+
+    if fixed and not source.is_dense:
+        from neuro_hts.lava.proc import conv as PC
 
     if fixed:
         F, S = source.activation_frac_bits, source.state_frac_bits
         D = int(source.target.decay.bits)
         widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D,
                       input_bits=int(source.target.state.input_bits), state_bits=int(source.target.state.bits))
-        conns = lava_connections(source)
+        conns = lava_connections(source, conv_route=conv_route)
+        _warm_conv(conns)
         x_data = np.rint(xf * math.ldexp(1.0, F)).astype(np.int64).T.copy()
         beta_v = int(np.rint(float(beta) * (1 << D)))
         if abs(beta_v) >= 1 << (2 * D):
             raise ConfigError(f"beta = {beta!r} is too large for the fixed-point nudge")
         y_data = None if t_nudge == 0 else np.rint(yf * (1 << S)).astype(np.int64).T.copy()
-        layer_args = [dict(dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
-                           bias=np.asarray(lb.bias, dtype=np.int64)) for lb in source.layers]
+        layer_args = []
+        for lb, (kind, _), shape in zip(source.layers, source.connection_options(), source.shapes[1:]):
+            bias = np.asarray(lb.bias, dtype=np.int64)
+            if kind == "conv2d":  # one bias per channel -> one per unit of the C x H x W layer
+                bias = np.repeat(bias, int(np.prod(shape[1:])))
+            layer_args.append(dict(dt=np.broadcast_to(np.asarray(lb.dt, dtype=np.float64).reshape(-1), bias.shape).copy(),
+                                   decay=np.asarray(lb.decay, dtype=np.int64).reshape(-1), bias=bias))
     else:
         widths = {}
         x_data = xf.T.copy()
@@ -253,10 +359,23 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     procs = [inp, *layers]
     for l in range(L):
         pre = inp if l == 0 else layers[l - 1]
+        pre_out = inp.s_out if l == 0 else layers[l - 1].a_out
+        if fixed and conns[l][0].kind == "conv":
+            c = conns[l][0]
+            cp = PC.HTSConvConnection(weights=c.weights, meta=c.meta, n_pre=c.n_pre, n_post=c.n_post, shift=c.shift,
+                                      feedback=l > 0, name=f"W{l + 1}conv")
+            pre_out.connect(cp.s_in)
+            cp.a_out.connect(layers[l].a_in)
+            layers[l].a_out.connect(cp.post_in)
+            if l > 0:
+                cp.b_out.connect(layers[l - 1].a_in)
+            procs.append(cp)
+            continue
         if fixed:
             fwd, bwd = conns[l]
-            d_up = Dense(weights=fwd.weights, weight_exp=fwd.weight_exp, num_message_bits=MESSAGE_BITS,
-                         name=f"W{l + 1}")
+            Conn = Sparse if fwd.kind == "sparse" else Dense
+            d_up = Conn(weights=fwd.weights, weight_exp=fwd.weight_exp, num_message_bits=MESSAGE_BITS,
+                        name=f"W{l + 1}")
         else:
             d_up = Dense(weights=weights_float[l], num_message_bits=MESSAGE_BITS, name=f"W{l + 1}")
         pre.s_out.connect(d_up.s_in) if l == 0 else pre.a_out.connect(d_up.s_in)
@@ -264,8 +383,8 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         procs.append(d_up)
         if l > 0:
             if fixed:
-                d_down = Dense(weights=bwd.weights, weight_exp=bwd.weight_exp, num_message_bits=MESSAGE_BITS,
-                               name=f"W{l + 1}T")
+                d_down = Conn(weights=bwd.weights, weight_exp=bwd.weight_exp, num_message_bits=MESSAGE_BITS,
+                              name=f"W{l + 1}T")
             else:
                 d_down = Dense(weights=np.ascontiguousarray(weights_float[l].T), num_message_bits=MESSAGE_BITS,
                                name=f"W{l + 1}T")
@@ -322,9 +441,10 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
 
 
 def run_inference(bundle, x, n_steps: int, *, arith: str = "fixed", chunk: int | None = None,
-                  progress=None) -> InferenceResult:
+                  progress=None, conv_route: str = "auto") -> InferenceResult:
     """Free phase of ``n_steps`` for every row of ``x`` through Lava; argmax of the top layer."""
-    r = run_lava(bundle, x, t_free=n_steps, arith=arith, record="final", chunk=chunk, progress=progress)
+    r = run_lava(bundle, x, t_free=n_steps, arith=arith, record="final", chunk=chunk, progress=progress,
+                 conv_route=conv_route)
     top = r.states[0]
     return InferenceResult(predictions=np.argmax(top, axis=1), top_states=top,
                            steps_per_second=r.steps_per_second, seconds=r.seconds, n_steps=r.n_steps)
