@@ -20,7 +20,9 @@ is the reverse: ``_pool_backward`` scatters the post state to (C_out, B, H_conv,
 layer's pixels. The weight gradient is ``g @ cols^T``. Dense connections are one gemm
 each way, as in the dense kernels. The elementwise work of a layer (bias + feedback +
 nudge + activation + leaky or energy update + the residual) is one fused loop
-(``_layer_update``).
+(``_layer_update``). Local error costs (``net.local``) put each hidden layer's drive
+beta * (-dC_l/ds_l) in that loop's nudge slot in the nudged phases (:meth:`ConvChain.local_nudges`,
+two small gemms per layer and step; tests/test_local_fast.py).
 
 Per step and conv connection between relaxed layers: one im2col, two gemms, one col2im
 and the two pooling passes; the input connection's drive (W_1 * x pooled, + b_1) is

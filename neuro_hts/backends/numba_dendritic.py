@@ -6,7 +6,8 @@ connections (layers of shape [n], MSE output, leaky form) to :func:`relax`,
 products into preallocated buffers (the branch potentials ``r W^T`` of the basal branches
 and ``r A^T`` of the apical ones, with the masked weights formed once per phase) and one
 fused compiled loop (:func:`_branch_mean_into`: ReLU, mean over each unit's branches,
-scale, accumulate) plus a fused leaky update with the nudge (:func:`_leaky_into`). The
+scale, accumulate) plus a fused leaky update with the nudge (:func:`_leaky_into`; a hidden
+layer with a local error cost gets its drive there, :func:`_local_nudges`). The
 first layer's basal drive, which sees only the clamped input, is computed once per batch
 and reused by every phase. The EP contrast is :func:`neuro_hts.dynamics.ep_gradients` in
 the backend's dtype (once per batch). Tested against the NumPy reference in
