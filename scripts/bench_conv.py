@@ -17,12 +17,13 @@ Prints, per backend, ``<backend> train: <samples/s> samples/s`` and ``<backend> 
 (the median over ``--repeats``), then lines starting with ``#``: ranges, the fast/reference
 ratios (same run, same batches), the command, the machine, and its float32 gemm rate (one
 1024^3 sgemm, one thread) as a gauge of how loaded the machine was. ``--t1`` / ``--t2``
-shorten the phases (printed; samples/s then are not the config's).
+shorten the phases (printed; samples/s then are not the config's). ``--local-beta`` (and
+``--local-readout``) add layer-wise error costs (``[local]``, docs/ALGORITHMS.md) to the config.
 
 Usage::
 
     .venv/bin/python scripts/bench_conv.py --config models/bench_cnn_laborieux.toml --data-dir /work/shared/data \\
-        [--backends numpy,numba] [--batches 2] [--repeats 3] [--blas-threads 1]
+        [--backends numpy,numba] [--batches 2] [--repeats 3] [--blas-threads 1] [--local-beta 0.5]
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--t1", type=int)
     p.add_argument("--t2", type=int)
     p.add_argument("--blas-threads", type=int, default=1)
+    p.add_argument("--local-beta", type=float, help="layer-wise error costs on the hidden layers ([local] beta)")
+    p.add_argument("--local-readout", choices=["fixed", "learned"], help="[local] readout (with --local-beta)")
     args = p.parse_args(argv)
 
     from neuro_hts._threads import blas_threads
@@ -96,6 +99,9 @@ def main(argv=None) -> int:
     over = {k: v for k, v in (("t1", args.t1), ("t2", args.t2)) if v is not None}
     if over:
         cfg = cfg.replace(train=over)
+    local = {k: v for k, v in (("beta", args.local_beta), ("readout", args.local_readout)) if v is not None}
+    if local:
+        cfg = cfg.replace(local=local)
     tc = cfg.train
     B, nb = tc.batch_size, args.batches
     shape0 = cfg.model.spec.layers[0].shape
@@ -155,7 +161,9 @@ def main(argv=None) -> int:
                 print(f"# {label}/{ref} {what}: {med[label, what] / med[ref, what]:.2f}x")
     print(f"# workload: {args.config}{' (' + ', '.join(f'{k} {v}' for k, v in over.items()) + ')' if over else ''}: "
           f"batch {B}, T1 {tc.t1}, T2 {tc.t2}, {tc.nudging} beta {tc.beta}, {nb} batches x {args.repeats} repeats, "
-          f"{'synthetic images' if args.synthetic else cfg.data.dataset}, BLAS threads {args.blas_threads}")
+          f"{'synthetic images' if args.synthetic else cfg.data.dataset}, BLAS threads {args.blas_threads}"
+          + (f", local costs beta {cfg.local.beta} on layers {cfg.local.layers} ({cfg.local.readout} readouts)"
+             if cfg.local.active else ""))
     print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"# machine: {machine()}; float32 gemm (1024^3, after the runs): {gf:.1f} GFLOP/s")
     return 0

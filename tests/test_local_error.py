@@ -8,7 +8,9 @@
    C + sum_l beta_l L_l (weights, biases and learned readouts), and the local terms matter.
 4. The Numba dense kernels equal the NumPy reference (float64 1e-10, float32 2e-5).
 5. Run files: /local kept, resume bit for bit, fixed readouts never change.
-6. Bad input: one-line ConfigErrors, CLI exit code 2, conv/dendritic Numba paths refused.
+6. Bad input: one-line ConfigErrors, CLI exit code 2.
+
+The Numba conv and dendritic paths with local costs: tests/test_local_fast.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import h5py
 import numpy as np
 import pytest
 from test_cli import SMALL, assert_same_run
-from test_conv_fast import two_conv_config
 
 from neuro_hts import dynamics
 from neuro_hts.algorithms import EP, make_algorithm
@@ -27,7 +28,6 @@ from neuro_hts.backends import get_backend
 from neuro_hts.bptt import bptt_gradients, bptt_gradients_full
 from neuro_hts.config import Config
 from neuro_hts.costs import LocalCosts, LocalReadout
-from neuro_hts.dendritic import dendritic_model
 from neuro_hts.engines import FloatEngine, make_engine
 from neuro_hts.errors import ConfigError, RunFileError
 from neuro_hts.learning import make_optimizer
@@ -290,26 +290,6 @@ def test_local_costs_are_refused_where_they_would_be_ignored():
         Config.from_dict({"train": {"arith": "fixed", "target": "loihi2"}, "local": {"beta": 1.0}})
     with pytest.raises(ConfigError, match="output layer"):  # with a softmax readout the top relaxed layer is 2
         Config.from_dict({"model": {"arch": [64, 16, 12, 10], "output": "ce"}, "local": {"beta": 1.0, "layers": [2]}})
-
-
-def test_the_numba_conv_and_dendritic_paths_refuse_local_costs_and_the_reference_runs_them():
-    conv = init_network(two_conv_config("avg").replace(local={"beta": 0.5}), dtype=np.float64)
-    dend = init_network(Config.from_dict({"model": dendritic_model((20, 12, 8, 5)), "local": {"beta": 0.5},
-                                          "dt": {"dist": "lognormal", "mean": 0.3, "std": 0.1}}), dtype=np.float64)
-    fast = get_backend("numba", dtype=np.float64)
-    for net in (conv, dend):
-        assert net.local is not None
-        reasons = fast.supports(net)
-        assert len(reasons) == 1 and "dense chains only" in reasons[0] and "--backend numpy" in reasons[0]
-        x = np.random.default_rng(0).uniform(0, 1, (3, net.arch[0]))
-        with pytest.raises(ConfigError, match="dense chains only"):
-            fast.relax(net, x, 2)
-        y = np.eye(net.arch[-1])[[0, 1, 2]]
-        ref = get_backend("numpy", dtype=np.float64)
-        free = ref.relax(net, x, 5).states
-        nud = ref.relax(net, x, 3, states=free, y=y, beta=0.5).states
-        plain = ref.relax(dataclasses.replace(net, local=None), x, 3, states=free, y=y, beta=0.5).states
-        assert np.max(np.abs(nud[0] - plain[0])) > 0
 
 
 def test_the_cli_exits_2_on_bad_local_values(tmp_path, run_cli):

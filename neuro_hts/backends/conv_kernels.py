@@ -20,7 +20,9 @@ is the reverse: ``_pool_backward`` scatters the post state to (C_out, B, H_conv,
 layer's pixels. The weight gradient is ``g @ cols^T``. Dense connections are one gemm
 each way, as in the dense kernels. The elementwise work of a layer (bias + feedback +
 nudge + activation + leaky or energy update + the residual) is one fused loop
-(``_layer_update``).
+(``_layer_update``). Local error costs (``net.local``) put each hidden layer's drive
+beta * (-dC_l/ds_l) in that loop's nudge slot in the nudged phases (:meth:`ConvChain.local_nudges`,
+two small gemms per layer and step; tests/test_local_fast.py).
 
 Per step and conv connection between relaxed layers: one im2col, two gemms, one col2im
 and the two pooling passes; the input connection's drive (W_1 * x pooled, + b_1) is
@@ -36,6 +38,7 @@ from numba import njit
 
 from ..connections import Dense
 from ..costs import MSE, SoftmaxReadout
+from ..costs import softmax as _softmax
 from ..dynamics import RelaxResult, as_input
 from ..activations import get_activation
 
@@ -398,6 +401,13 @@ class ConvChain:
             b, shape = self.biases[l - 1], self.shapes[l]
             self.bvecs.append(np.ascontiguousarray(np.repeat(b, int(np.prod(shape[1:]))) if len(shape) == 3 else b))
         self.readout = SoftmaxReadout(Ws[-1], self.biases[-1]) if self.ce else None
+        # local error costs (net.local, docs/ALGORITHMS.md "Local error costs"): (layer l, R_l) per
+        # hidden layer with a readout, R_l (n_classes, n_l) reading the layer flattened in C order
+        local = getattr(net, "local", None)
+        self.local = [] if local is None else [(l, convert(w)) for l, w in zip(local.layers, local.weights)
+                                               if l < n_dyn]
+        self.local_beta = float(local.beta) if local is not None else 0.0
+        self.local_ce = local is not None and local.loss == "ce"
 
     @staticmethod
     def reasons(net) -> list[str]:
@@ -442,6 +452,26 @@ class ConvChain:
             g = g * get_activation(self.net.activation)[1](top).reshape(g.shape)
         return np.ascontiguousarray(g, dtype=self.dtype)
 
+    def local_nudges(self, cur, r, y, beta) -> dict[int, np.ndarray]:
+        """beta * (-dC_l/ds_l) per hidden layer l with a local cost (beta * dynamics.local_nudges), (B, n_l) rows.
+
+        C_l = beta_l L(R_l r_l, y): -dC_l/ds_l = beta_l (y - z) R_l, z = R_l r_l (softmax of it for
+        CE), times rho'(s_l) in the energy form; ``r`` are the presynaptic values of ``cur``.
+        Two small gemms per layer, (B, n_l) (n_l, classes) and (B, classes) (classes, n_l).
+        """
+        out = {}
+        for l, R in self.local:
+            s = cur[l - 1]
+            B = s.shape[0]
+            z = r[l - 1].reshape(B, -1) @ R.T
+            if self.local_ce:
+                z = _softmax(z)
+            g = self.local_beta * ((y - z) @ R)
+            if self.energy:  # the chain rule through r = rho(s)
+                g = g * get_activation(self.net.activation)[1](s.reshape(B, -1))
+            out[l] = np.ascontiguousarray(beta * g, dtype=self.dtype)
+        return out
+
     def relax(self, x, n_steps, states, y, beta, drive1, gamma, clamp, anchor, coe, tol, judged) -> RelaxResult:
         """Up to ``n_steps`` synchronous steps (dynamics.relax); ``states``: a tuple of (B, *shape) arrays."""
         B = drive1.shape[0]
@@ -463,8 +493,11 @@ class ConvChain:
                 c.forward(r[l - 2], h[l - 1])
                 c.backward(r[l - 1], td[l - 2])
             nudge = None
+            local = {}
             if beta != 0.0:
                 nudge = self.dtype.type(beta) * self.nudge(cur[-1], y)
+                if self.local:  # local error costs: nudged phases only
+                    local = self.local_nudges(cur, r, y, self.dtype.type(beta))
             res[:] = 0
             for l in range(1, n_dyn + 1):
                 s, o = cur[l - 1], nxt[l - 1]
@@ -474,10 +507,11 @@ class ConvChain:
                     np.maximum(res, np.abs(o - s).reshape(B, -1).max(axis=1), out=res)  # NaN propagates
                     continue
                 has_td = l < n_dyn
-                has_nudge = top and nudge is not None
+                g = nudge if top else local.get(l)
+                has_nudge = g is not None
                 _layer_update(s.reshape(B, -1), h[l - 1].reshape(B, -1), self.bvecs[l - 1],
                               td[l - 1].reshape(B, -1) if has_td else empty, has_td, gamma,
-                              nudge.reshape(B, -1) if has_nudge else empty, has_nudge, self.dts[l - 1],
+                              g.reshape(B, -1) if has_nudge else empty, has_nudge, self.dts[l - 1],
                               self.energy, self.act, o.reshape(B, -1), res, self.outside)
             if anchor is not None:
                 c = self.dtype.type(coe)

@@ -46,10 +46,6 @@ from ..errors import ConfigError
 
 __all__ = ["NumbaBackend"]
 
-#: why a conv or dendritic network with local error costs is refused
-_LOCAL_DENSE_ONLY = ("local error costs ([local], --local-beta) run on the numba backend's dense chains only; "
-                     "for a conv2d or dendritic network use the numpy reference (--backend numpy)")
-
 log = logging.getLogger(__name__)
 
 _FORMS = ("leaky", "energy")
@@ -927,18 +923,12 @@ class NumbaBackend:
         lR = tuple(self._as(by_layer[l]) if l in by_layer else empty for l in range(1, n_dyn + 1))
         return lR, self.dtype.type(local.beta), local.loss == "ce", beta != 0.0
 
-    def _refuse_local(self, net) -> None:
-        if getattr(net, "local", None) is not None and not getattr(net, "is_dense", True):
-            raise ConfigError(_LOCAL_DENSE_ONLY)
-
     def supports(self, net) -> list[str]:
         """Why the backend cannot run ``net`` (empty: it can): dense chains run in the fused kernels,
-        chains of conv2d and dense connections in the conv path (:mod:`neuro_hts.backends.conv_kernels`).
-        Local error costs run in the dense kernels only."""
+        chains of conv2d and dense connections in the conv path (:mod:`neuro_hts.backends.conv_kernels`),
+        dendritic ones in :mod:`neuro_hts.backends.numba_dendritic`; each takes local error costs."""
         if getattr(net, "is_dense", True):
             return []
-        if getattr(net, "local", None) is not None:
-            return [_LOCAL_DENSE_ONLY]
         from . import numba_dendritic
 
         if numba_dendritic.handles(net):  # dendritic connections: their own kernels
@@ -992,7 +982,6 @@ class NumbaBackend:
     # --- the interface ----------------------------------------------------------------
     def input_drive(self, net, x) -> np.ndarray:
         """W_1 r_0 + b_1, (B, n_1), with r_0 = x (leaky) or rho(x) (energy)."""
-        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).input_drive(self, net, x)
         chain = self._chain(net)
@@ -1011,7 +1000,6 @@ class NumbaBackend:
     def relax(self, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, *, gamma=1.0, clamp="none",
               anchor=None, coe=0.0, tol=None, status_tol=1e-3) -> RelaxResult:
         """Up to ``n_steps`` synchronous steps from ``states`` (zeros if None); see dynamics.relax."""
-        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).relax(self, net, x, n_steps, states, y, beta, drive1, gamma=gamma, clamp=clamp,
                                          anchor=anchor, coe=coe, tol=tol, status_tol=status_tol)
@@ -1064,7 +1052,6 @@ class NumbaBackend:
 
     def ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b):
         """EP estimate of the loss gradient from two equilibria; see dynamics.ep_gradients."""
-        self._refuse_local(net)
         if not getattr(net, "is_dense", True) and _dendritic(net):
             return _dendritic(net).ep_gradients(self, net, x, y, states_a, beta_a, states_b, beta_b)
         chain = self._chain(net)

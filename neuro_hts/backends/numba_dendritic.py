@@ -6,7 +6,8 @@ connections (layers of shape [n], MSE output, leaky form) to :func:`relax`,
 products into preallocated buffers (the branch potentials ``r W^T`` of the basal branches
 and ``r A^T`` of the apical ones, with the masked weights formed once per phase) and one
 fused compiled loop (:func:`_branch_mean_into`: ReLU, mean over each unit's branches,
-scale, accumulate) plus a fused leaky update with the nudge (:func:`_leaky_into`). The
+scale, accumulate) plus a fused leaky update with the nudge (:func:`_leaky_into`; a hidden
+layer with a local error cost gets its drive there, :func:`_local_nudges`). The
 first layer's basal drive, which sees only the clamped input, is computed once per batch
 and reused by every phase. The EP contrast is :func:`neuro_hts.dynamics.ep_gradients` in
 the backend's dtype (once per batch). Tested against the NumPy reference in
@@ -176,6 +177,7 @@ def relax(backend, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, 
     tmp = [np.empty((B, n), dtype) for n in sizes]
     nxt = [np.empty((B, n), dtype) for n in sizes]
     nudge = np.empty((B, sizes[-1]), dtype)
+    local = _local_readouts(net, dtype, L)
     taken = 0
     for _ in range(int(n_steps)):
         for l in range(L):
@@ -185,17 +187,20 @@ def relax(backend, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, 
                 layers[l].drive(cur[l - 1], h[l])
             if l + 1 < L:
                 layers[l + 1].feedback_add(cur[l + 1], gamma, h[l], tmp[l])
+        # local error costs (nudged phases only): -dC_l/ds_l of each hidden layer with a readout
+        lnudge = _local_nudges(local, cur, y) if (local[0] and beta != 0.0) else {}
         for l in range(L):
             top = l == L - 1
             if top and clamp != "none":
                 nxt[l][...] = y if clamp == "target" else cur[l]
                 continue
-            has_nudge = top and beta != 0.0
-            if has_nudge:
+            g = nudge if top else lnudge.get(l)
+            has_nudge = (beta != 0.0) if top else (g is not None)
+            if top and has_nudge:
                 np.subtract(y, cur[l], out=nudge)  # MSE: -dC/ds = y - s
             add_bias = layers[l].post_bias and l > 0  # layer 1's bias is in d1
-            _leaky_into(cur[l], h[l], biases[l], add_bias, dts[l], nudge, has_nudge, dtype.type(beta), act, nxt[l],
-                        net.nudge == "outside")
+            _leaky_into(cur[l], h[l], biases[l], add_bias, dts[l], g if has_nudge else nudge, has_nudge,
+                        dtype.type(beta), act, nxt[l], net.nudge == "outside")
         if anchor is not None:
             for l in range(L):
                 nxt[l] *= dtype.type(1.0 - coe)
@@ -206,6 +211,29 @@ def relax(backend, net, x, n_steps, states=None, y=None, beta=0.0, drive1=None, 
         if tol is not None and residual.max() <= tol:
             break
     return RelaxResult([c.copy() for c in cur], residual.astype(dtype), taken, judged)
+
+
+def _local_readouts(net, dtype, L) -> tuple:
+    """(readouts, beta_l, ce) of ``net.local``: readouts a list of (0-based layer, R_l in ``dtype``) for the
+    hidden layers (empty without local costs)."""
+    local = getattr(net, "local", None)
+    if local is None:
+        return [], 0.0, False
+    ros = [(l - 1, np.ascontiguousarray(w, dtype=dtype)) for l, w in zip(local.layers, local.weights) if l < L]
+    return ros, float(local.beta), local.loss == "ce"
+
+
+def _local_nudges(local, cur, y) -> dict:
+    """-dC_l/ds_l = beta_l (y - z) R_l, z = R_l s_l (softmax of it for CE), per hidden layer with a readout
+    (:func:`neuro_hts.dynamics.local_nudges`, leaky form: r = s), by 0-based layer."""
+    ros, lbeta, ce = local
+    out = {}
+    for i, R in ros:
+        z = cur[i] @ R.T
+        if ce:
+            z = dynamics.softmax(z)
+        out[i] = np.ascontiguousarray(lbeta * ((y - z) @ R), dtype=cur[i].dtype)
+    return out
 
 
 def ep_gradients(backend, net, x, y, states_a, beta_a, states_b, beta_b):
