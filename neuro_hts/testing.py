@@ -6,6 +6,7 @@ suite uses, and isolated child interpreters for anything that imports Lava.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,3 +163,39 @@ def leftover_processes() -> tuple[list[int], list[int]]:
         pid for pid in _descendants(os.getpid()) if "lava" in _cmdline(pid) or "pytest" in _cmdline(pid)
     ]
     return _session_members(ISOLATED_SESSIONS), lava_descendants
+
+
+def interrupt_when_lava_runs(argv, *, cwd, wait: float = 120, settle: float = 1.0,
+                             timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m neuro_hts ARGV`` in a new session, Ctrl-C it once Lava runs, and check it cleans up.
+
+    Waits (up to ``wait`` s) until Lava's runtime processes exist (the session has 6 or more
+    members: the leader, multiprocessing's resource tracker and the runtime's processes),
+    then ``settle`` s, then sends SIGINT to the whole process group, as a terminal's Ctrl-C
+    does. Returns the finished child; raises AssertionError (after SIGKILL of the group) if
+    it ended before Lava started, and if any process of its session is still alive 10 s
+    after it exited.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "neuro_hts", *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ISOLATED_SESSIONS.append(proc.pid)
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{argv} ended (rc {proc.returncode}) before Lava ran:\n{out}\n{err}")
+        time.sleep(settle)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    deadline = time.monotonic() + 10.0
+    while leftover_processes()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = leftover_processes()[0]
+    assert left == [], f"processes of {argv} still alive after Ctrl-C: {left}"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -21,16 +21,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neuro_hts.testing import ISOLATED_SESSIONS, leftover_processes, run_script
+from neuro_hts.testing import interrupt_when_lava_runs, leftover_processes, run_script
 
 requires_lava = pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc is not installed")
 
@@ -276,30 +273,11 @@ def test_lava_float_on_a_cnn_is_refused_in_one_line(digits_cnn, run_cli):
 def test_ctrl_c_during_a_lava_conv_deploy_stops_and_exits_130(digits_cnn, tmp_path):
     _, bundle = digits_cnn
     dest = tmp_path / "p.npy"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuro_hts", "--no-progress", "deploy", str(bundle), "--n-samples", "360",
-         "--chunk", "2", "--predictions", str(dest)],
-        cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    ISOLATED_SESSIONS.append(proc.pid)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "neuro-hts: interrupted" and "Traceback" not in err
+    res = interrupt_when_lava_runs(["--no-progress", "deploy", str(bundle), "--n-samples", "360", "--chunk", "2",
+                                    "--predictions", str(dest)], cwd=os.getcwd())
+    assert res.returncode == 130, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "neuro-hts: interrupted" and "Traceback" not in res.stderr
     assert not dest.exists() and list(tmp_path.iterdir()) == []  # no predictions, no temporary file
-    deadline = time.monotonic() + 10
-    while leftover_processes()[0] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftover_processes()[0] == []
 
 
 def test_no_lava_left_behind_and_never_imported_here():

@@ -28,7 +28,7 @@ import time
 import pytest
 
 from neuro_hts.errors import ConfigError
-from neuro_hts.testing import ISOLATED_SESSIONS, leftover_processes, run_script
+from neuro_hts.testing import ISOLATED_SESSIONS, interrupt_when_lava_runs, leftover_processes, run_script
 
 requires_lava = pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc is not installed")
 pytestmark = [requires_lava]
@@ -284,32 +284,12 @@ def test_deploy_lava_float_from_run_file(digits_bundle, run_cli):
 @pytest.mark.timeout(240)
 def test_deploy_ctrl_c_stops_lava_and_exits_130(digits_bundle, tmp_path):
     _, bundle = digits_bundle
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuro_hts", "--no-progress", "deploy", str(bundle), "--n-samples", "360",
-         "--chunk", "2"],
-        cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    ISOLATED_SESSIONS.append(proc.pid)
-    try:
-        # wait until Lava's runtime processes exist (the session has more than the leader
-        # and multiprocessing's resource tracker), then Ctrl-C the whole process group
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "neuro-hts: interrupted"
-    assert "Traceback" not in err
-    deadline = time.monotonic() + 10
-    while leftover_processes()[0] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftover_processes()[0] == []
+    # Lava's runtime processes running, then Ctrl-C to the whole process group
+    res = interrupt_when_lava_runs(["--no-progress", "deploy", str(bundle), "--n-samples", "360", "--chunk", "2"],
+                                   cwd=os.getcwd())
+    assert res.returncode == 130, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "neuro-hts: interrupted"
+    assert "Traceback" not in res.stderr
 
 
 @pytest.mark.lava

@@ -18,10 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ import pytest
 from neuro_hts.data import DATA_DIR_ENV
 from neuro_hts.errors import ConfigError
 from neuro_hts.runfile import HISTORY_KEYS, load_run
-from neuro_hts.testing import ISOLATED_SESSIONS, leftover_processes, run_isolated, run_script
+from neuro_hts.testing import interrupt_when_lava_runs, leftover_processes, run_isolated, run_script
 
 requires_lava = pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc is not installed")
 pytestmark = [requires_lava]
@@ -253,27 +250,10 @@ def test_ctrl_c_stops_lava_training_and_the_resumed_run_equals_numba(tmp_path):
     run = tmp_path / "lava.h5"
     res = _train_child(*DIGITS, "--backend", "lava", "--epochs", "1", "--out", str(run))
     assert res.returncode == 0, res.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuro_hts", "--no-progress", "train", "--resume", str(run), "--epochs", "3"],
-        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    ISOLATED_SESSIONS.append(proc.pid)
-    try:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline and len(leftover_processes()[0]) < 6 and proc.poll() is None:
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=200)
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 130, err
-    assert "neuro-hts: interrupted; the last epoch checkpoint is kept" in err and "Traceback" not in err
-    deadline = time.monotonic() + 10
-    while leftover_processes()[0] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert leftover_processes()[0] == []
+    res = interrupt_when_lava_runs(["--no-progress", "train", "--resume", str(run), "--epochs", "3"], cwd=str(ROOT),
+                                   wait=200, settle=0.5, timeout=200)
+    assert res.returncode == 130, res.stderr
+    assert "neuro-hts: interrupted; the last epoch checkpoint is kept" in res.stderr and "Traceback" not in res.stderr
     assert load_run(run).epochs_completed == 1
     res = _train_child("--resume", str(run), "--epochs", "2")
     assert res.returncode == 0, res.stderr
