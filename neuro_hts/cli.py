@@ -491,10 +491,11 @@ def _train_summary(state, out) -> list[str]:
 
 
 def _cmd_show(args) -> int:
-    from .runfile import load_run
+    from .runfile import load_run, load_summary
     from .runview import show_lines
 
-    state = load_run(args.run)
+    summary = load_summary(args.run)  # a metrics-only file (a restored sweep cell) is shown without weights
+    state = summary if summary.metrics_only else load_run(args.run)
     for line in show_lines(args.run, state):
         print(line)
     return 0

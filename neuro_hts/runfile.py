@@ -349,7 +349,7 @@ def _check_progress(status: str, e: int, history: dict, path) -> None:
             raise RunFileError(f"{path}: history/{k} has {len(v)} entries for {e} completed epochs")
 
 
-def status_line(state: RunState) -> str:
+def status_line(state: RunState | RunSummary) -> str:
     """One line on how a run ended: complete, interrupted (resumable) or diverged (with the reason)."""
     e, total = state.epochs_completed, state.config.train.epochs
     if state.status == "diverged":

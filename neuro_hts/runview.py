@@ -17,7 +17,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .diagnostics import ACTIVE_THRESHOLD
 from .errors import ConfigError
-from .runfile import RunState, status_line
+from .runfile import RunState, RunSummary, status_line
 
 __all__ = ["config_toml", "show_lines", "plot_run", "plot_diagnostics", "export_npz", "EXPORT_FORMAT"]
 
@@ -69,11 +69,11 @@ def config_toml(config) -> str:
 # --------------------------------------------------------------------------- show
 
 
-def show_lines(path, state: RunState) -> list[str]:
-    """Config summary, status and a per-epoch table of a run."""
+def show_lines(path, state: RunState | RunSummary) -> list[str]:
+    """Config summary, status and a per-epoch table of a run (a :class:`RunSummary`: without the per-layer dt)."""
     cfg = state.config
     h = state.history
-    arch = "-".join(map(str, state.network.arch))
+    arch = "-".join(map(str, cfg.model.arch))
     lines = [
         f"{path}: {cfg.data.dataset}, arch {arch}, {cfg.model.form}/{cfg.model.activation}/{cfg.model.output}, "
         f"algorithm {cfg.train.algorithm}, {cfg.train.arith} arithmetic" + (f" ({cfg.train.target})" if cfg.train.target else ""),
@@ -82,9 +82,12 @@ def show_lines(path, state: RunState) -> list[str]:
         f"batch {cfg.train.batch_size}, T1 {cfg.train.t1}, T2 {cfg.train.t2}, beta {cfg.train.beta:g}, seed {cfg.train.seed}",
         status_line(state),
     ]
-    for i, d in enumerate(state.network.dts, start=1):
-        lines.append(f"layer {i}: {d.size} units, dt mean {float(d.mean()):.4f} std {float(d.std()):.4f} "
-                     f"[{float(d.min()):.4f}, {float(d.max()):.4f}]")
+    if isinstance(state, RunSummary):
+        lines.append("metrics only (a sweep cell restored from an archive): no weights or dt values in this file")
+    else:
+        for i, d in enumerate(state.network.dts, start=1):
+            lines.append(f"layer {i}: {d.size} units, dt mean {float(d.mean()):.4f} std {float(d.std()):.4f} "
+                         f"[{float(d.min()):.4f}, {float(d.max()):.4f}]")
     acc = h.get("test_accuracy", [])
     if not acc:
         lines.append("no completed epoch")

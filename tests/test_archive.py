@@ -70,7 +70,7 @@ def test_round_trip_keeps_every_status_and_history_bit_for_bit(sweep, tmp_path):
     assert arc.read_text() == before
 
 
-def test_metrics_only_files_refuse_what_needs_weights(sweep, tmp_path):
+def test_metrics_only_files_refuse_what_needs_weights(sweep, tmp_path, capsys):
     base, cells, out = sweep
     archive_sweep(out, tmp_path / "a.json")
     dst = tmp_path / "r"
@@ -78,6 +78,10 @@ def test_metrics_only_files_refuse_what_needs_weights(sweep, tmp_path):
     path = dst / f"{cells[0].name}.h5"
     with pytest.raises(RunFileError, match="metrics-only run file"):
         load_run(path)
+    assert cli_main(["show", str(path)]) == 0  # shown without weights: config, status, the epoch table
+    out = capsys.readouterr().out
+    assert "metrics only" in out and "run status: complete, 2/2 epochs" in out and "final test accuracy" in out
+    assert cli_main(["eval", str(path)]) == 2 and "no weights" in capsys.readouterr().err
     # more epochs than the archive holds: a clear error for that cell, nothing retrained
     res = run_sweep(base.replace(train={"epochs": 3}), cells[:1], dst)
     assert res[0]["status"] == "error" and "no weights to resume from" in res[0]["error"]
