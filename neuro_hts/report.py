@@ -430,6 +430,8 @@ def _plot_setting_curve(data, path: Path) -> None:
     except ValueError:
         xs = {v: float(i) for i, v in enumerate(values)}
         numeric = False
+    # positive values spanning a decade or more (learning rates, beta): a log axis
+    logx = numeric and min(xs.values()) > 0 and max(xs.values()) >= 10 * min(xs.values())
     fig = Figure(figsize=(10.0, 3.8), layout="constrained")
     Canvas(fig)
     ax_acc, ax_div = fig.subplots(1, 2)
@@ -448,8 +450,10 @@ def _plot_setting_curve(data, path: Path) -> None:
         ax_acc.plot(x, 100 * mean, **style)
         ax_acc.fill_between(x, 100 * lo, 100 * hi, color=f"C{i % 10}", alpha=0.15, linewidth=0)
         # dodge the lines a little so that equal rates of several laws stay visible
-        dodge = (i - (len(dists) - 1) / 2) * 0.012 * (max(xs.values()) - min(xs.values()) or 1.0)
-        ax_div.plot(x + dodge, [v["divergence_rate"] for v in s], **style)
+        shift = (i - (len(dists) - 1) / 2) * 0.012
+        dodged = x * 10 ** (shift * np.log10(max(xs.values()) / min(xs.values()))) if logx else \
+            x + shift * (max(xs.values()) - min(xs.values()) or 1.0)
+        ax_div.plot(dodged, [v["divergence_rate"] for v in s], **style)
     for ax, ylabel in ((ax_acc, "final test accuracy (%)"), (ax_div, "divergence rate over seeds")):
         ax.set_xlabel(key, fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
@@ -457,6 +461,10 @@ def _plot_setting_curve(data, path: Path) -> None:
         ax.tick_params(labelsize=8)
         if not numeric:
             ax.set_xticks(list(xs.values()), values)
+        elif logx:
+            ax.set_xscale("log")
+            ax.set_xticks(list(xs.values()), values)
+            ax.minorticks_off()
     ax_div.set_ylim(-0.05, 1.05)
     ax_acc.legend(fontsize=8, title="dist", title_fontsize=8)
     ax_acc.set_title("final accuracy: mean over seeds, band = min..max", fontsize=10)
