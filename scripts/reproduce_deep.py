@@ -77,7 +77,7 @@ def student_config(config: Path, teacher: Path, temperature: float) -> str:
     """The students' base config: the deep config with its teacher and temperature added."""
     text = config.read_text(encoding="utf-8")
     if "[distill]" in text:
-        raise SystemExit(f"reproduce_deep: error: {config} already has a [distill] section")
+        raise ValueError(f"{config} already has a [distill] section; the script adds the teacher itself")
     return text + f'\n[distill]\nteacher = "{teacher.as_posix()}"\ntemperature = {temperature!r}\n'
 
 
@@ -150,8 +150,13 @@ def main(argv=None) -> int:
             if argv_ is None:
                 path = out / "sweeps" / f"deep_{name}_students.toml"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(student_config(REPO / config, out / "results" / f"deep_{name}" / "teacher.h5",
-                                               args.temperature), encoding="utf-8")
+                try:
+                    text = student_config(REPO / config, out / "results" / f"deep_{name}" / "teacher.h5",
+                                          args.temperature)
+                except ValueError as exc:
+                    print(f"reproduce_deep: error: {exc}", file=sys.stderr)
+                    return 2
+                path.write_text(text, encoding="utf-8")
                 continue
             if what == "archive" and not (Path(argv_[1]) / "sweep.json").exists():
                 continue
