@@ -1,17 +1,28 @@
 """Atomic file writes: write to a temporary file in the same directory, then rename.
 
 A reader (or a crash, or kill -9) never sees a half-written file: the destination either
-keeps its previous content or holds the complete new one.
+keeps its previous content or holds the complete new one. Also the files' digest
+(:func:`file_sha256`) that bundles and distilled runs record of their sources.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "file_sha256"]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -13,12 +13,12 @@ soft targets is the KL plus a constant).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import file_sha256 as teacher_digest  # the teacher run file's digest: a resumed student checks it
 from .errors import ConfigError
 
 __all__ = ["soft_targets", "distill_targets", "teacher_scores", "teacher_digest"]
@@ -56,15 +56,6 @@ def distill_targets(y_onehot, scores, temperature: float, alpha: float) -> np.nd
     if p.shape != y.shape:
         raise ConfigError(f"teacher scores {p.shape} do not match the targets {y.shape}")
     return ((1.0 - alpha) * y.astype(np.float64) + alpha * p).astype(y.dtype)
-
-
-def teacher_digest(path) -> str:
-    """SHA-256 of the teacher's run file: a resumed student refuses a teacher that changed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def teacher_scores(path, x, n_classes: int, batch_size: int = 1000) -> np.ndarray:

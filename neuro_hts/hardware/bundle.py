@@ -7,14 +7,13 @@ truncated or unknown-version files with one-line :class:`~neuro_hts.errors.RunFi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import atomic_path, file_sha256
 from .._h5 import open_checked
 from ..errors import ConfigError, RunFileError
 from .drc import FIXED_KINDS, Violation, check_deployable, check_graded_spikes, check_pool_area, core_slices
@@ -34,15 +33,6 @@ BUNDLE_READ_VERSIONS = (2, 3, 4)
 _SOURCE_KEYS = ("run_path", "run_sha256", "run_config", "epochs_completed")
 #: optional source attributes (absent in bundles written before they existed: "")
 _OPTIONAL_SOURCE_KEYS = ("run_status", "run_message")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _target_json(target) -> str:
