@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address (with --engine dask)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--report", dest="report_dir", help="also write the report of the sweep directory when done")
+    p.add_argument("--where", action="append", metavar="KEY=V1[,V2...]",
+                   help="only the settings that match (repeatable), e.g. --where train.lr=0.005,0.01")
     p.add_argument("--dry-run", action="store_true", help="list the cells of the next round and exit")
 
     p = sub.add_parser("archive", help="merge a sweep's finished cells (status and history, no weights) into a "
@@ -851,19 +853,20 @@ _COMMANDS["sweep"] = _cmd_sweep
 
 
 def _cmd_resolve_seeds(args) -> int:
-    from .resolve import more_seeds, resolve_seeds
+    from .resolve import more_seeds, parse_where, resolve_seeds
 
+    where = parse_where(args.where)
     if args.dry_run:
-        cells = more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step)
+        cells = more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step, where=where)
         for c in cells:
             print(c.name)
         print(f"next round: {len(cells)} cells in {args.sweep_dir}")
         return 0
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step)  # bad input fails here, before any run
+    more_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step, where=where)  # bad input fails here
     rounds = resolve_seeds(args.sweep_dir, max_seeds=args.max_seeds, step=args.step, engine=args.engine,
-                           workers=args.workers, scheduler=args.scheduler)
+                           workers=args.workers, scheduler=args.scheduler, where=where)
     errors = sum(r["status"] == "error" for rnd in rounds for r in rnd)
     print(f"{len(rounds)} rounds, {sum(len(r) for r in rounds)} cells added to {args.sweep_dir}"
           + (f", {errors} failed" if errors else ""))

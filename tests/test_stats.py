@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from test_report import make_sweep
+from test_report import _sweep_grid, make_sweep
 
 from neuro_hts.report import write_report
 from neuro_hts.stats import compare_samples, holm, law_comparisons
@@ -77,6 +77,33 @@ def test_more_seeds_adds_seeds_only_where_undecided(tmp_path):
     assert sorted(c.name for c in cells) == sorted(f"dist={d}__seed={s}__train.t1={t}" for d in ("constant", "lognormal")
                                                    for s in (2, 3) for t in (10, 30))
     assert more_seeds(tmp_path / "s", max_seeds=2) == []  # the budget is reached: nothing to add
+
+
+def test_more_seeds_where_keeps_only_matching_settings_and_pairs_come_together(tmp_path, run_cli):
+    from neuro_hts.resolve import more_seeds, parse_where
+
+    make_sweep(tmp_path / "s")
+    cells = more_seeds(tmp_path / "s", max_seeds=4, step=2, where=parse_where(["train.t1=3e1"]))  # 30 as a number
+    # only t1 = 30, and each comparison's two sides next to each other (a stop part-way leaves whole pairs)
+    assert [c.name for c in cells] == [f"dist={d}__seed={s}__train.t1=30" for d in ("constant", "lognormal")
+                                       for s in (2, 3)]
+    assert more_seeds(tmp_path / "s", max_seeds=4, where=parse_where(["train.t1=20"])) == []
+    code, _, err = run_cli(["resolve-seeds", str(tmp_path / "s"), "--where", "train.lr=0.1", "--dry-run"])
+    assert code == 2 and "does not vary" in err and "train.t1" in err
+    code, _, err = run_cli(["resolve-seeds", str(tmp_path / "s"), "--where", "train.t1", "--dry-run"])
+    assert code == 2 and "KEY=VALUE" in err
+
+
+def test_more_seeds_reruns_cells_a_stopped_round_left_unfinished(tmp_path):
+    from neuro_hts.resolve import more_seeds
+    from neuro_hts.sweep import _write_manifest
+
+    base, cells = _sweep_grid()
+    make_sweep(tmp_path / "s")
+    first = more_seeds(tmp_path / "s", max_seeds=4, step=2)
+    _write_manifest(tmp_path / "s", base, cells + first)  # the round was planned, then stopped before any cell ran
+    again = more_seeds(tmp_path / "s", max_seeds=4, step=2)
+    assert sorted(c.name for c in again) == sorted(c.name for c in first)  # the same seeds 2 and 3, not 4 and 5
 
 
 def test_resolve_seeds_cli_runs_rounds_until_the_budget_and_reports(tmp_path, run_cli):
