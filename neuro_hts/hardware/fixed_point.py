@@ -39,8 +39,18 @@ __all__ = [
     "saturate",
     "wrap",
     "leaky_decay_step",
+    "ACT_HARD_SIGMOID",
+    "ACT_SIGMOID4",
+    "FORM_LEAKY",
+    "FORM_ENERGY",
+    "activation_int",
+    "activation_prime_int",
+    "presynaptic_step",
+    "presynaptic_update",
     "neuron_step",
     "neuron_update",
+    "energy_neuron_step",
+    "energy_neuron_update",
     "multiplicative_decay",
     "dt_to_decay",
     "decay_to_dt",
@@ -174,6 +184,75 @@ def leaky_decay_step(s, target_drive, decay, decay_bits):
     return s + (p >> decay_bits)
 
 
+#: activation codes of the integer kernels (fixed_sim._ACTIVATIONS)
+ACT_HARD_SIGMOID, ACT_SIGMOID4 = 0, 1
+#: dynamics form codes of the integer kernels (fixed_sim._FORMS)
+FORM_LEAKY, FORM_ENERGY = 0, 1
+
+
+@njit(cache=True, inline="always")
+def activation_int(u, one, act, table, table_lo):
+    """The integer activation sigma (leaky form) / rho (energy form), written once::
+
+        act 0 (hard_sigmoid): clip(u, 0, one)
+        act 1 (sigmoid4):     table[clip(u - table_lo, 0, len(table) - 1)]
+
+    ``u`` in state units 2**-S, ``one = 2**S``; ``table``, ``table_lo``:
+    ``fixed_sim.sigmoid4_table`` and its first input (unused for act 0). The result lies in
+    [0, one].
+    """
+    if act == ACT_HARD_SIGMOID:
+        return min(max(u, 0), one)
+    idx = u - table_lo
+    if idx < 0:
+        idx = 0
+    elif idx >= table.shape[0]:
+        idx = table.shape[0] - 1
+    return table[idx]
+
+
+@njit(cache=True, inline="always")
+def activation_prime_int(s, r, state_frac_bits, act):
+    """The integer derivative rho'(s) of the energy form, units 2**-S, in [0, 2**S]::
+
+        act 0 (hard_sigmoid): 2**S if 0 <= s <= 2**S else 0       (the closed-interval indicator
+                                                                   of activations.hard_sigmoid_prime)
+        act 1 (sigmoid4):     (4 r (2**S - r)) >> S,  r = activation_int(s)   (rho' = 4 rho (1 - rho))
+
+    ``r`` is the integer activation of ``s`` (:func:`activation_int`). For sigmoid4 the
+    product is exact and the shift floors a non-negative value, so the result is within
+    one LSB below 2**S * 4 r (1 - r) of the table's rho, itself within half an LSB of
+    sigmoid4: |rho'_int / 2**S - sigmoid4'(s / 2**S)| < 3 * 2**-S.
+    """
+    one = np.int64(1) << state_frac_bits
+    if act == ACT_HARD_SIGMOID:
+        return one if (s >= 0 and s <= one) else 0
+    return (4 * r * (one - r)) >> state_frac_bits
+
+
+@njit(cache=True, inline="always")
+def presynaptic_step(s, s_minus_f, form, one, act, table, table_lo):
+    """What a layer sends (graded payload, F fraction bits) from its state ``s`` (units 2**-S)::
+
+        v = s                        (leaky form: the state itself)
+        v = activation_int(s)        (energy form: rho(s))
+        a = shift_right_round_nearest(v, S - F)   if S >= F,   else  v << (F - S)
+    """
+    v = s if form == FORM_LEAKY else activation_int(s, one, act, table, table_lo)
+    if s_minus_f >= 0:
+        return shift_right_round_nearest(v, s_minus_f)
+    return v << (-s_minus_f)
+
+
+@njit(cache=True)
+def presynaptic_update(s, s_minus_f, form, one, act, table, table_lo):
+    """:func:`presynaptic_step` over a 1-D int64 array (one layer of one sample); returns the payloads."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = presynaptic_step(s[i], s_minus_f, form, one, act, table, table_lo)
+    return out
+
+
 @njit(cache=True, inline="always")
 def neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, one, act, table, table_lo):
     """The one integer HTS neuron update (every int64 scalar; Numba kernels and Lava models call it)::
@@ -190,15 +269,7 @@ def neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, on
     h = saturate(h, input_bits)
     if beta_int != 0:
         h = saturate(h + shift_right_round_toward_zero(beta_int * (y - s), decay_bits), input_bits)
-    if act == 0:
-        sig = min(max(h, 0), one)
-    else:
-        idx = h - table_lo
-        if idx < 0:
-            idx = 0
-        elif idx >= table.shape[0]:
-            idx = table.shape[0] - 1
-        sig = table[idx]
+    sig = activation_int(h, one, act, table, table_lo)
     return saturate(leaky_decay_step(s, sig, decay, decay_bits), state_bits)
 
 
@@ -209,6 +280,46 @@ def neuron_update(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, 
     for i in range(s.shape[0]):
         out[i] = neuron_step(s[i], h[i], y[i], beta_int, decay[i], decay_bits, input_bits, state_bits, one, act,
                              table, table_lo)
+    return out
+
+
+@njit(cache=True, inline="always")
+def energy_neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_frac_bits, act, table, table_lo):
+    """The one integer update of the ENERGY form (every int64 scalar; Numba kernels and Lava models call it).
+
+    The integer form of ``s <- clip(s + dt (rho'(s) h - s + beta (y - s)), 0, 1)``
+    (docs/MODEL.md, dynamics.energy_update), with ``S = state_frac_bits``, ``one = 2**S``::
+
+        h   <- saturate(h, IB)                                        synaptic input + bias
+        r    = activation_int(s)                                      rho(s)
+        g    = tz(activation_prime_int(s, r) * h, S)                  rho'(s) h   (units 2**-S)
+        g   <- g + tz(beta_int * (y - s), D)                          nudge (beta_int != 0), outside rho'
+        g   <- saturate(g, IB)
+        s   <- clip(leaky_decay_step(s, g, decay, D), 0, one)
+
+    ``tz`` is :func:`shift_right_round_toward_zero`. For hard_sigmoid rho'(s) = 2**S on
+    [0, one], where the states live, so ``g = h`` exactly; the only difference from the
+    leaky neuron is then WHERE the clip acts (on the new state instead of on the target).
+    Products fit int64: |rho' h| <= 2**S * 2**(IB-1), |decay (g - s)| <= 2**D * 2**IB.
+    """
+    h = saturate(h, input_bits)
+    r = activation_int(s, np.int64(1) << state_frac_bits, act, table, table_lo)
+    g = shift_right_round_toward_zero(activation_prime_int(s, r, state_frac_bits, act) * h, state_frac_bits)
+    if beta_int != 0:
+        g = g + shift_right_round_toward_zero(beta_int * (y - s), decay_bits)
+    g = saturate(g, input_bits)
+    new = leaky_decay_step(s, g, decay, decay_bits)
+    one = np.int64(1) << state_frac_bits
+    return min(max(new, 0), one)
+
+
+@njit(cache=True)
+def energy_neuron_update(s, h, y, beta_int, decay, decay_bits, input_bits, state_frac_bits, act, table, table_lo):
+    """:func:`energy_neuron_step` over 1-D int64 arrays (one layer of one sample); returns the new states."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = energy_neuron_step(s[i], h[i], y[i], beta_int, decay[i], decay_bits, input_bits, state_frac_bits,
+                                    act, table, table_lo)
     return out
 
 

@@ -129,21 +129,32 @@ from numba import njit
 
 from ..errors import ConfigError
 from .fixed_point import (
+    FORM_ENERGY,
+    FORM_LEAKY,
+    energy_neuron_step,
     leaky_decay_step,
     neuron_step,
+    presynaptic_step,
+    saturate,
     shift_right_floor,
     shift_right_round_nearest,
     shift_right_round_toward_zero,
 )
 from .quantize import DeployBundle
 
-__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "conv_down_int", "conv_meta", "conv_unrolled",
-           "conv_up_int", "sigmoid4_table"]
+__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "SOFTMAX_NUDGE_RULE", "FixedPointSimulator", "conv_down_int", "conv_meta",
+           "conv_unrolled", "conv_up_int", "input_payload", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
 #: output-layer modes of a phase (neuro_hts.algorithms.CLAMPS), kernel codes 0, 1, 2
 _CLAMPS = ("none", "target", "hold")
 _ACTIVATIONS = {"hard_sigmoid": _ACT_HARD, "sigmoid4": _ACT_SIG4}
+#: dynamics forms the integer kernels run (fixed_point.FORM_*)
+_FORMS = {"leaky": FORM_LEAKY, "energy": FORM_ENERGY}
+#: outputs: the MSE cost on the top relaxed layer, or the softmax readout (free phase only)
+_OUTPUTS = ("mse", "ce")
+#: design rule refusing the nudged phase of a softmax readout in fixed point (drc.check_deployable's sibling)
+SOFTMAX_NUDGE_RULE = "softmax_nudge"
 
 #: sigmoid4 table range in units of 1.0: h in [SIGMOID4_LO, SIGMOID4_HI] * 2**S
 SIGMOID4_LO = -3
@@ -186,6 +197,15 @@ def _activations(s, out, s_minus_f):
 
 
 @njit(cache=True)
+def _presynaptic(s, out, s_minus_f, form, one, act, table, table_lo):
+    """a_int of every unit: :func:`~.fixed_point.presynaptic_step` (the state, or rho(s) in the energy form)."""
+    B, n = s.shape
+    for b in range(B):
+        for i in range(n):
+            out[b, i] = presynaptic_step(s[b, i], s_minus_f, form, one, act, table, table_lo)
+
+
+@njit(cache=True)
 def _bottom_up(a_prev, w, bias, k, out):
     """out[b, i] = shift_k( sum_j w[i, j] a_prev[b, j] ) + bias[i]."""
     B = a_prev.shape[0]
@@ -217,8 +237,9 @@ def _top_down(a_next, w_next, k, acc, out):
 
 @njit(cache=True)
 def _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, b_int, dec, decay_bits, input_bits,
-                 state_bits, one, act, table, table_lo, new):
-    """``new = neuron_step(s, up + gamma * down, ...)`` for every unit of one layer (module doc, "Update")."""
+                 state_bits, one, act, table, table_lo, form, state_frac_bits, new):
+    """``new = neuron_step(s, up + gamma * down, ...)`` for every unit of one layer (module doc, "Update");
+    :func:`~.fixed_point.energy_neuron_step` in the energy form."""
     B, n = s.shape
     for b in range(B):
         for i in range(n):
@@ -229,8 +250,12 @@ def _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, b_int
                     d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
                 h += d
             yv = y_int[b, i] if top else 0
-            new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
-                                    act, table, table_lo)
+            if form == FORM_ENERGY:
+                new[b, i] = energy_neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_frac_bits,
+                                               act, table, table_lo)
+            else:
+                new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
+                                        act, table, table_lo)
 
 
 @njit(cache=True)
@@ -271,7 +296,7 @@ def _settled(residual, tol_int):
 
 @njit(cache=True)
 def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_int, n_steps,
-                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
+                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo, form, state_frac_bits,
                   gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
     """Run up to ``n_steps`` synchronous integer steps in place on ``states``; returns (residual, steps taken).
 
@@ -298,7 +323,7 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     taken = 0
     for t in range(n_steps):
         for l in range(L):
-            _activations(states[l], acts[l], s_minus_f)
+            _presynaptic(states[l], acts[l], s_minus_f, form, one, act, table, table_lo)
         for l in range(L):
             s = states[l]
             new = news[l]
@@ -317,7 +342,8 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
             _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
-                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, form, state_frac_bits,
+                         new)
         if has_anchor:
             _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
@@ -509,8 +535,8 @@ def _layer_up(l, a_prev, weights, meta, biases, shifts, accs, pooled, args, out)
 
 @njit(cache=True)
 def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_int, beta_int, n_steps,
-                       s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
-                       gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+                       s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo, form,
+                       state_frac_bits, gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
     """:func:`_relax_kernel` for a chain of conv2d and dense layers (flat C-order rows, ``meta`` per weight layer).
 
     Per step, from the previous step's activations: every layer's bottom-up input and, for
@@ -538,7 +564,7 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
     taken = 0
     for t in range(n_steps):
         for l in range(L):
-            _activations(states[l], acts[l], s_minus_f)
+            _presynaptic(states[l], acts[l], s_minus_f, form, one, act, table, table_lo)
         for l in range(1, L):  # bottom-up inputs and contexts first: the feedback reads the contexts
             _layer_up(l, acts[l - 1], weights, meta, biases, shifts, accs, pooled, args, tmp_up[l])
         for l in range(L):
@@ -561,7 +587,8 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
                 else:
                     _dense_down(acts[l + 1], weights[l + 1], m, shifts[l + 1], down_acc[l], down)
             _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
-                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, form, state_frac_bits,
+                         new)
         if has_anchor:
             _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
@@ -587,13 +614,19 @@ class FixedPointSimulator:
     def __init__(self, bundle: DeployBundle, *, kernel: str = "auto"):
         if not isinstance(bundle, DeployBundle):
             raise ConfigError(f"FixedPointSimulator needs a DeployBundle, got {type(bundle).__name__}")
-        if bundle.form != "leaky":
-            raise ConfigError(f"fixed-point simulation supports the leaky form only, got form={bundle.form!r}")
-        if bundle.output != "mse":
-            raise ConfigError(f"fixed-point simulation supports output='mse' only, got {bundle.output!r}")
+        if bundle.form not in _FORMS:
+            raise ConfigError(f"fixed-point simulation runs the {' and '.join(_FORMS)} forms, got form={bundle.form!r}")
+        if bundle.output not in _OUTPUTS:
+            raise ConfigError(f"fixed-point simulation runs outputs {', '.join(_OUTPUTS)}, got {bundle.output!r}")
         if bundle.activation not in _ACTIVATIONS:
             raise ConfigError(f"unsupported activation {bundle.activation!r}")
+        if bundle.output == "ce" and not bundle.is_dense:
+            raise ConfigError("fixed-point simulation runs a softmax readout after dense chains only")
         self.bundle = bundle
+        self.form = bundle.form
+        self._form = _FORMS[bundle.form]
+        #: relaxed layers (all, or all but the softmax readout)
+        self.n_dynamic = len(bundle.layers) - (1 if bundle.output == "ce" else 0)
         t = bundle.target
         self.S = int(bundle.state_frac_bits)
         self.F = int(bundle.activation_frac_bits)
@@ -601,11 +634,19 @@ class FixedPointSimulator:
         self.decay_bits = int(t.decay.bits)
         self.input_bits = int(t.state.input_bits)
         self.state_bits = int(t.state.bits)
-        self._weights = tuple(np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True) for lb in bundle.layers)
-        self._biases = tuple(np.array(lb.bias, dtype=np.int64, copy=True) for lb in bundle.layers)
-        self._decays = tuple(np.array(lb.decay, dtype=np.int64, copy=True) for lb in bundle.layers)
-        #: per weight layer, the shift k_l = e_l - F + S from accumulator to state units
-        self.shifts = np.array([int(lb.weight_exponent) - self.F + self.S for lb in bundle.layers], dtype=np.int64)
+        relaxed = bundle.layers[: self.n_dynamic]
+        self._weights = tuple(np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True) for lb in relaxed)
+        self._biases = tuple(np.array(lb.bias, dtype=np.int64, copy=True) for lb in relaxed)
+        self._decays = tuple(np.array(lb.decay, dtype=np.int64, copy=True) for lb in relaxed)
+        #: per relaxed layer's weight layer, the shift k_l = e_l - F + S from accumulator to state units
+        self.shifts = np.array([int(lb.weight_exponent) - self.F + self.S for lb in relaxed], dtype=np.int64)
+        #: the softmax readout (output 'ce'): mantissas, bias (state units) and shift k_L; None for MSE
+        self.readout = None
+        if bundle.output == "ce":
+            lb = bundle.layers[-1]
+            self.readout = (np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True),
+                            np.array(lb.bias, dtype=np.int64, copy=True),
+                            int(lb.weight_exponent) - self.F + self.S)
         self._act = _ACTIVATIONS[bundle.activation]
         if self._act == _ACT_SIG4:
             self._table = sigmoid4_table(self.S)
@@ -614,7 +655,7 @@ class FixedPointSimulator:
             self._table = np.zeros(1, dtype=np.int64)
             self._table_lo = 0
         #: shapes of the input and of every relaxed layer, without the batch ((n,) or (C, H, W))
-        self.shapes = tuple(bundle.shapes)
+        self.shapes = tuple(bundle.shapes)[: self.n_dynamic + 1]
         self.sizes = tuple(int(np.prod(sh)) for sh in self.shapes[1:])
         self.n_inputs = int(np.prod(self.shapes[0]))
         if kernel not in ("auto", "dense", "conv"):
@@ -630,7 +671,7 @@ class FixedPointSimulator:
     # ----------------------------------------------------------------------- helpers
 
     def quantize_input(self, x) -> np.ndarray:
-        """``rint(x * 2**F)`` as int64 (B, n_0), images flattened in C order: a new array."""
+        """:func:`input_payload` as int64 (B, n_0), images flattened in C order: a new array."""
         xf = np.asarray(x, dtype=np.float64)
         if xf.ndim >= 2 and xf.shape[1:] == self.shapes[0]:
             xf = xf.reshape(xf.shape[0], -1)
@@ -640,7 +681,7 @@ class FixedPointSimulator:
                               + f", got {xf.shape}")
         if not np.isfinite(xf).all():
             raise ConfigError("x contains NaN or infinity")
-        return np.rint(xf * math.ldexp(1.0, self.F)).astype(np.int64)
+        return input_payload(xf, self.form, self.bundle.activation, self.F)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         """Zero states (B, n_l) per relaxed layer (flat: what the kernels step)."""
@@ -696,6 +737,9 @@ class FixedPointSimulator:
         beta_int = self.fraction(beta, "beta")
         if clamp not in _CLAMPS:
             raise ConfigError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
+        if self.readout is not None and (beta_int != 0 or clamp != "none"):
+            raise ConfigError(f"design rule {SOFTMAX_NUDGE_RULE}: the softmax readout runs its free phase in fixed "
+                              "point only (a nudged or clamped phase needs softmax in integers, not built)")
         if beta_int != 0 or clamp == "target":
             if y is None:
                 raise ConfigError("a nudged (beta != 0) or clamped phase needs targets y")
@@ -711,7 +755,7 @@ class FixedPointSimulator:
         common = (
             y_int, np.int64(beta_int), np.int64(n_steps), np.int64(self.S - self.F), np.int64(self.one),
             np.int64(self.input_bits), np.int64(self.state_bits), np.int64(self.decay_bits),
-            np.int64(self._act), self._table, np.int64(self._table_lo),
+            np.int64(self._act), self._table, np.int64(self._table_lo), np.int64(self._form), np.int64(self.S),
             np.int64(self.fraction(gamma, "gamma")), np.int64(_CLAMPS.index(clamp)), anchor_t, has_anchor,
             np.int64(self.fraction(coe, "coe")), np.int64(tol_int),
         )
@@ -731,10 +775,52 @@ class FixedPointSimulator:
             raise ConfigError(f"{what} = {value!r} is too large for the fixed-point arithmetic")
         return v
 
+    def logits(self, states) -> np.ndarray:
+        """The softmax readout's integer logits (B, classes), units 2**-S (output 'ce' only)::
+
+            logits = saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)
+
+        ``a_{L-1}`` is what the top relaxed layer sends (its state, or rho(s) in the energy
+        form); ``shift_k`` as for every weight layer. No softmax: its argmax is the
+        logits' argmax, and the free phase never needs the probabilities.
+        """
+        if self.readout is None:
+            raise ConfigError("logits: the bundle has an MSE output (its scores are the top states)")
+        top = np.ascontiguousarray(states[-1], dtype=np.int64).reshape(len(states[-1]), -1)
+        a = np.empty_like(top)
+        _presynaptic(top, a, np.int64(self.S - self.F), np.int64(self._form), np.int64(self.one), np.int64(self._act),
+                     self._table, np.int64(self._table_lo))
+        w, bias, k = self.readout
+        out = np.empty((a.shape[0], w.shape[0]), dtype=np.int64)
+        _bottom_up(a, w, bias, np.int64(k), out)
+        return saturate(out, self.input_bits)
+
+    def scores(self, states) -> np.ndarray:
+        """Integer class scores (B, classes): the top states (MSE) or :meth:`logits` (softmax readout)."""
+        if self.readout is not None:
+            return self.logits(states)
+        return np.asarray(states[-1]).reshape(len(states[-1]), -1)
+
     def predict(self, x, n_steps: int) -> np.ndarray:
-        """Predicted classes: argmax of the top layer after a free phase (first index on ties)."""
+        """Predicted classes: argmax of :meth:`scores` after a free phase (first index on ties)."""
         states, _ = self.relax(x, n_steps)
-        return np.argmax(states[-1].reshape(states[-1].shape[0], -1), axis=1)
+        return np.argmax(self.scores(states), axis=1)
+
+
+def input_payload(x, form: str, activation: str, frac_bits: int) -> np.ndarray:
+    """The clamped input as graded payloads (host side, once per sample): int64 (B, n_0).
+
+    ``rint(x * 2**F)`` in the leaky form; ``rint(rho(x) * 2**F)`` in the energy form, where
+    layer 1's drive is ``W_1 rho(x)`` (dynamics.input_drive) and ``rho`` is the model's own
+    float activation (for hard_sigmoid and inputs in [0, 1] the two are the same). NumPy
+    ``rint``: nearest, ties to even. The Numba simulator and the Lava builder both call it.
+    """
+    xf = np.asarray(x, dtype=np.float64)
+    if form == "energy":
+        from ..activations import get_activation
+
+        xf = get_activation(activation)[0](xf)
+    return np.rint(xf * math.ldexp(1.0, int(frac_bits))).astype(np.int64)
 
 
 def conv_meta(bundle: DeployBundle) -> np.ndarray:

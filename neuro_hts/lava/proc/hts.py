@@ -10,18 +10,30 @@ protocol, CPU), run by Lava's ``Loihi2SimCfg``:
   and ``s_out`` (the raw state, for recording). With ``nudged=True`` the layer is an
   output layer: it also has ``y_in`` (the target) and a ``beta`` Var, and applies the MSE
   nudge in its nudged steps.
+* :class:`HTSReadout`: the softmax readout of the top relaxed layer (``output = "ce"``):
+  not a relaxed layer; it adds its bias to what its Dense connection ``W_L`` delivers and
+  sends the logits ``W_L a_{L-1} + b_L`` (integers: saturated to the input width) to a
+  recorder. Inference only: its nudged phase (softmax in integers) is not built.
 * :class:`GradedSource`: a clamped input (or the nudging targets) holding one column per
   sample and sending sample ``k`` during the whole of block ``k``.
 * :class:`StateRecorder`: stores the vector it receives at chosen steps into a Var.
 
 Phase schedule (per sample, driven by the time step, no host intervention): a block of
-``1 + t_free + t_nudge`` steps. Block step 0 is a LOAD step: every layer resets ``s`` to 0
+``1 + t_free + t_nudge (+ t_hold)`` steps. Block step 0 is a LOAD step: every layer resets ``s`` to 0
 and sends the activation of 0 while the sources put the new sample on the wires. Lava's
 Dense delivers at step t what it received at step t-1, so block steps ``1..t_free`` see
 exactly the synchronous update ``s_l(t) = f(s_l(t-1), W_l a_{l-1}(t-1) + W_{l+1}^T
 a_{l+1}(t-1))`` of :func:`neuro_hts.dynamics.relax` / :class:`FixedPointSimulator`, with
 the input clamped; block steps ``t_free+1 .. t_free+t_nudge`` are the nudged phase
-(``beta`` applied by output layers), continuing from the free state.
+(``beta`` applied by output layers), continuing from the free state. ``t_hold`` further
+steps (1 with a softmax readout, else 0) keep every state as it is: the readout, one Dense
+delay behind the top layer, sees the last relaxed state in the block's last step.
+
+Both forms of docs/MODEL.md: in the leaky form a layer sends its state, in the energy form
+rho(s) (``form = "energy"``; the integer models call
+:func:`~neuro_hts.hardware.fixed_point.presynaptic_update` and
+:func:`~neuro_hts.hardware.fixed_point.energy_neuron_update`, the simulator's own
+functions; the float models :func:`neuro_hts.dynamics.energy_update`).
 
 The ``fixed_pt`` models implement :mod:`neuro_hts.hardware.fixed_sim`'s integer semantics
 by calling the SAME neuron update, :func:`neuro_hts.hardware.fixed_point.neuron_update`
@@ -50,13 +62,21 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 from neuro_hts.activations import get_activation  # noqa: E402
-from neuro_hts.dynamics import leaky_update, mse_nudge  # noqa: E402
-from neuro_hts.hardware.fixed_point import neuron_update, shift_right_round_nearest  # noqa: E402
+from neuro_hts.dynamics import energy_update, leaky_update, mse_nudge  # noqa: E402
+from neuro_hts.hardware.fixed_point import (  # noqa: E402
+    FORM_ENERGY,
+    FORM_LEAKY,
+    energy_neuron_update,
+    neuron_update,
+    presynaptic_update,
+    saturate,
+)
 from neuro_hts.hardware.fixed_sim import SIGMOID4_LO, sigmoid4_table  # noqa: E402
 
 __all__ = [
     "HTSLayer",
     "HTSOutputLayer",
+    "HTSReadout",
     "GradedSource",
     "StateRecorder",
     "PyHTSLayerFloat",
@@ -81,17 +101,20 @@ class HTSLayer(AbstractProcess):
     bias : (n,) biases: floats (``floating_pt``) or integers in state units
         ``2**-state_frac_bits`` (``fixed_pt``)
     t_free, t_nudge : steps of the free and nudged phase in each block
+    t_hold : steps after them that keep the state (1 before a softmax readout)
     activation : 'hard_sigmoid' or 'sigmoid4'
+    form : 'leaky' (sends s) or 'energy' (sends rho(s); docs/MODEL.md)
     fixed : the integer widths ``fixed_pt`` needs: ``state_frac_bits``,
         ``activation_frac_bits``, ``decay_bits``, ``input_bits``, ``state_bits``
     """
 
-    def __init__(self, *, dt, decay, bias, t_free: int, t_nudge: int = 0,
-                 activation: str = "hard_sigmoid", fixed: dict | None = None, name=None, **params):
+    def __init__(self, *, dt, decay, bias, t_free: int, t_nudge: int = 0, t_hold: int = 0,
+                 activation: str = "hard_sigmoid", form: str = "leaky", fixed: dict | None = None, name=None,
+                 **params):
         n = int(np.asarray(bias).shape[0])
         params.setdefault("nudged", False)
-        super().__init__(shape=(n,), t_free=int(t_free), t_nudge=int(t_nudge), activation=str(activation),
-                         fixed=dict(fixed or {}), name=name, **params)
+        super().__init__(shape=(n,), t_free=int(t_free), t_nudge=int(t_nudge), t_hold=int(t_hold),
+                         activation=str(activation), form=str(form), fixed=dict(fixed or {}), name=name, **params)
         self.a_in = InPort(shape=(n,))
         self.a_out = OutPort(shape=(n,))
         self.s_out = OutPort(shape=(n,))
@@ -113,6 +136,24 @@ class HTSOutputLayer(HTSLayer):
         n = self.s.shape[0]
         self.y_in = InPort(shape=(n,))
         self.beta = Var(shape=(1,), init=np.array([beta]))
+
+
+class HTSReadout(AbstractProcess):
+    """The softmax readout (``output = "ce"``): ``logits = a_in + bias`` sent on ``s_out``.
+
+    ``a_in`` is the Dense ``W_L`` output (the top relaxed layer's payload, shifted to state
+    units in ``fixed_pt``); ``bias``: floats, or integers in state units. ``fixed_pt``
+    saturates the sum to ``input_bits`` as every synaptic input
+    (:meth:`~neuro_hts.hardware.fixed_sim.FixedPointSimulator.logits`). No softmax: the
+    prediction is the argmax of the logits.
+    """
+
+    def __init__(self, *, bias, fixed: dict | None = None, name=None):
+        n = int(np.asarray(bias).shape[0])
+        super().__init__(shape=(n,), fixed=dict(fixed or {}), name=name)
+        self.a_in = InPort(shape=(n,))
+        self.s_out = OutPort(shape=(n,))
+        self.bias = Var(shape=(n,), init=np.asarray(bias))
 
 
 class GradedSource(AbstractProcess):
@@ -159,9 +200,13 @@ class _PyHTSLayerBase(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.t_free = int(proc_params["t_free"])
         self.t_nudge = int(proc_params["t_nudge"])
-        self.block = 1 + self.t_free + self.t_nudge
+        self.t_hold = int(proc_params.get("t_hold", 0))
+        self.block = 1 + self.t_free + self.t_nudge + self.t_hold
         self.nudged = bool(proc_params["nudged"])
         self.activation = proc_params["activation"]
+        self.form = proc_params.get("form", "leaky")
+        if self.form not in ("leaky", "energy"):
+            raise ValueError(f"unsupported form {self.form!r}")
 
     def run_spk(self):
         a_in = self.a_in.recv()
@@ -169,9 +214,10 @@ class _PyHTSLayerBase(PyLoihiProcessModel):
         j = _block_step(self.time_step, self.block)
         if j == 0:
             self.s = self._zero()
-        else:
+        elif j <= self.t_free + self.t_nudge:
             nudge = self.nudged and j > self.t_free
             self.s = self._update(a_in, y if nudge else None)
+        # hold steps (j > t_free + t_nudge) keep s
         self.a_out.send(self._send(self.s))
         self.s_out.send(self.s)
 
@@ -187,20 +233,24 @@ class _PyHTSLayerFloat(_PyHTSLayerBase):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.sigma = get_activation(self.activation)[0]
+        self.sigma, self.sigma_prime = get_activation(self.activation)
 
     def _zero(self):
         return np.zeros(self.s.shape, dtype=np.float64)
 
     def _send(self, s):
-        return s  # leaky form: neighbours see the state itself (dynamics.layer_output)
+        """Leaky form: the state itself; energy form: rho(s) (dynamics.presynaptic)."""
+        return self.sigma(s) if self.form == "energy" else s
 
     def _update(self, a_in, y, beta=None):
         h = np.asarray(a_in, dtype=np.float64) + self.bias
+        nudge = 0.0
         if y is not None:
             b = float(self.beta[0]) if beta is None else float(beta)
-            h = h + b * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
-        return leaky_update(self.s, h, self.dt, self.sigma)
+            nudge = b * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
+        if self.form == "energy":  # the nudge enters outside rho'
+            return energy_update(self.s, h, self.dt, self.sigma_prime, nudge)
+        return leaky_update(self.s, h + nudge, self.dt, self.sigma)
 
 
 class _PyHTSLayerFixed(_PyHTSLayerBase):
@@ -233,12 +283,15 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
         return np.zeros(self.s.shape, dtype=np.int64)
 
     def _send(self, s):
-        if self.S >= self.F:
-            return shift_right_round_nearest(s, self.S - self.F)
-        return np.left_shift(s, self.F - self.S)
+        """:func:`neuro_hts.hardware.fixed_point.presynaptic_update`: the payload of s (leaky) or of rho(s) (energy)."""
+        return presynaptic_update(np.ascontiguousarray(s, dtype=np.int64), np.int64(self.S - self.F),
+                                  np.int64(FORM_ENERGY if self.form == "energy" else FORM_LEAKY), np.int64(self.one),
+                                  np.int64(0 if self.activation == "hard_sigmoid" else 1), self.table,
+                                  np.int64(self.table_lo))
 
     def _update(self, a_in, y, beta=None):
-        """:func:`neuro_hts.hardware.fixed_point.neuron_update`, the update the Numba simulator runs.
+        """:func:`neuro_hts.hardware.fixed_point.neuron_update` (leaky) or
+        :func:`~neuro_hts.hardware.fixed_point.energy_neuron_update` (energy): what the Numba simulator runs.
 
         ``y``: the target in nudged steps (None: no nudge); ``beta``: the nudge, default the ``beta`` Var.
         """
@@ -246,6 +299,11 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
         h = np.asarray(a_in, dtype=np.int64) + self.bias
         beta = 0 if y is None else (int(self.beta[0]) if beta is None else int(beta))
         yv = np.asarray(y, dtype=np.int64) if y is not None else np.zeros_like(s)
+        if self.form == "energy":
+            return energy_neuron_update(s, h, yv, np.int64(beta), np.ascontiguousarray(self.decay, dtype=np.int64),
+                                        np.int64(self.D), np.int64(self.IB), np.int64(self.S),
+                                        np.int64(0 if self.activation == "hard_sigmoid" else 1), self.table,
+                                        np.int64(self.table_lo))
         return neuron_update(s, h, yv, np.int64(beta), np.ascontiguousarray(self.decay, dtype=np.int64),
                              np.int64(self.D), np.int64(self.IB), np.int64(self.SB), np.int64(self.one),
                              np.int64(0 if self.activation == "hard_sigmoid" else 1), self.table, np.int64(self.table_lo))
@@ -287,6 +345,42 @@ class PyHTSOutputLayerFloat(_NudgedFloatPorts):
 @tag("fixed_pt")
 class PyHTSOutputLayerFixed(_NudgedFixedPorts):
     """Integer output layer: ``h += tz(beta_int * (y_int - s) / 2**D)`` in nudged steps."""
+
+
+# --------------------------------------------------------------------------- readout
+
+
+@implements(proc=HTSReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHTSReadoutFloat(PyLoihiProcessModel):
+    """Float logits ``W_L r_{L-1} + b_L`` (dynamics.readout_logits)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        self.s_out.send(np.asarray(self.a_in.recv(), dtype=np.float64) + self.bias)
+
+
+@implements(proc=HTSReadout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHTSReadoutFixed(PyLoihiProcessModel):
+    """Integer logits ``saturate(shift_k(Wm_L a) + bias_L, IB)`` (FixedPointSimulator.logits)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.IB = int(proc_params["fixed"]["input_bits"])
+
+    def run_spk(self):
+        a = np.asarray(self.a_in.recv(), dtype=np.int64)
+        self.s_out.send(saturate(a + np.asarray(self.bias, dtype=np.int64), self.IB))
 
 
 # --------------------------------------------------------------------------- sources
