@@ -1,8 +1,9 @@
 """Numba fixed-point relaxation of a :class:`~neuro_hts.hardware.quantize.DeployBundle`.
 
-The integer counterpart of :func:`neuro_hts.dynamics.relax` for the LEAKY form with an MSE
-output (free phase and nudged phase), for dense chains and for chains of conv2d and dense
-connections ("Conv layers" below). It is the bit-exact oracle the Lava ``fixed_pt``
+The integer counterpart of :func:`neuro_hts.dynamics.relax` for the leaky and the energy
+form with an MSE output (free phase and nudged phase) or a softmax readout (free phase),
+for dense chains and for chains of conv2d and dense connections ("Conv layers" below;
+"Energy form and softmax readout" for what differs from the leaky MSE case). It is the bit-exact oracle the Lava ``fixed_pt``
 process models are compared against, so every shift, rounding and saturation below goes
 through the shared helpers of :mod:`neuro_hts.hardware.fixed_point`.
 
@@ -72,6 +73,24 @@ Phase options (the algorithms of :mod:`neuro_hts.algorithms`; all off by default
   so ``c = 1`` gives the anchor exactly and ``c = 0`` leaves the step alone;
 * ``tol``: the phase ends at the first step whose residual is <= ``floor(tol * 2**S)``
   for every sample.
+
+Energy form and softmax readout (docs/HARDWARE.md, issue 15 item 4)
+--------------------------------------------------------------------
+
+* Energy form (``bundle.form == "energy"``): the input is ``rint(rho(x) * 2**F)``
+  (:func:`input_payload`, rho the model's float activation, on the host); a layer sends
+  ``a_int`` of ``rho_int(s)`` instead of ``s`` (``fixed_point.presynaptic_step``; rho_int is
+  the activation above, applied to the state); the update is
+  ``fixed_point.energy_neuron_step``: ``g = tz(rho'_int(s) h, S)`` plus the output nudge
+  ``tz(beta_int (y - s), D)`` OUTSIDE rho', ``s <- clip(leaky_decay_step(s, saturate(g,
+  IB), decay, D), 0, 2**S)``; rho'_int is the closed-interval indicator (hard_sigmoid) or
+  ``(4 r (2**S - r)) >> S``, ``r = rho_int(s)`` (sigmoid4). Gain, clamp, adaptation and tol
+  act as in the leaky form.
+* Softmax readout (``bundle.output == "ce"``, dense chains): the last layer is not
+  relaxed (the top relaxed layer gets no top-down input); :meth:`FixedPointSimulator.logits`
+  gives ``saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)`` and the prediction is their
+  argmax. A nudged or clamped phase is refused (design rule :data:`SOFTMAX_NUDGE_RULE`):
+  its nudge needs softmax in integers, which is not built.
 
 Conv layers (docs/CONV.md; the conv kernel ``_relax_conv_kernel``)
 -----------------------------------------------------------------
@@ -602,7 +621,7 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
 
 
 class FixedPointSimulator:
-    """Integer relaxation of a leaky-form, MSE-output :class:`DeployBundle` (see module doc).
+    """Integer relaxation of a :class:`DeployBundle`, leaky or energy form, MSE or softmax readout (module doc).
 
     The bundle's arrays are copied at construction and never modified; inputs are never
     modified either. A dense chain runs on the dense kernel, a chain with conv2d layers on
