@@ -302,6 +302,7 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
         """The integer activation: clip, or rint(one * sigmoid4(u / one)) (the table's entries)."""
         if bundle.activation == "hard_sigmoid":
             return max(0, min(one, u))
+        u = max(-3 * one, min(4 * one, u))  # beyond, the value is already 0 / one (and exp would overflow)
         return int(np.rint(one / (1.0 + math.exp(-(4.0 * u / one - 2.0)))))
 
     def rho_prime(s):
@@ -342,6 +343,9 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
                      for i in range(W.shape[0])]
                 ctx.append((None, k))
             up.append(u)
+        y_top = y_int[b] if y_int is not None else None
+        if bundle.output == "ce" and beta_int != 0:
+            y_top = _readout_target(bundle, a[L], states[L - 1][b], y_int[b], rho, rho_prime)
         for l in range(L):
             lb = bundle.layers[l]
             down = None
@@ -359,7 +363,7 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
             for i in range(new[l].shape[1]):
                 s = int(states[l][b][i])
                 if l == L - 1 and clamp != "none":
-                    v = int(y_int[b][i]) if clamp == "target" else s
+                    v = int(y_top[i]) if clamp == "target" else s
                 else:
                     h = up[l][i]
                     if down is not None:
@@ -368,18 +372,52 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
                     if energy:  # s <- clip(s + dt (rho'(s) h + beta (y - s) - s), 0, 1)
                         drive = tz(rho_prime(s) * h, S)
                         if l == L - 1 and beta_int != 0:
-                            drive += tz(beta_int * (int(y_int[b][i]) - s), D)
+                            drive += tz(beta_int * (int(y_top[i]) - s), D)
                         drive = sat(drive, IB)
                         v = max(0, min(one, s + tz(int(lb.decay[i]) * (drive - s), D)))
                     else:
                         if l == L - 1 and beta_int != 0:
-                            h = sat(h + tz(beta_int * (int(y_int[b][i]) - s), D), IB)
+                            h = sat(h + tz(beta_int * (int(y_top[i]) - s), D), IB)
                         sig = rho(h)
                         v = sat(s + tz(int(lb.decay[i]) * (sig - s), D), SB)
                 if anchor is not None:
                     v = v + tz(int(coe_int) * (int(anchor[l][b][i]) - v), D)
                 new[l][b, i] = v
     return new
+
+
+def softmax_int(z, S):
+    """Integer softmax (units 2**-S) of integer logits, as fixed_point.softmax_int's docstring states it."""
+    table = [int(v) for v in np.rint(np.exp2(20 - np.arange(1024) / 1024.0))]
+    zmax = max(z)
+    e = []
+    for zi in z:
+        v = (zmax - zi) * 94548  # rint(log2(e) * 2**16)
+        n = v >> (S + 16)
+        e.append(0 if n > 20 else table[(v >> (S + 6)) & 1023] >> n)
+    total = sum(e)
+    return [(ei << S) // total for ei in e]
+
+
+def _readout_target(bundle, a_top, s_top, y_cls, rho, rho_prime):
+    """The top layer's target y' = s + -dC/ds of a softmax readout (fixed_sim's module doc), Python ints."""
+    S, F, IB = bundle.state_frac_bits, bundle.activation_frac_bits, bundle.target.state.input_bits
+    lb = bundle.layers[-1]
+    W, k = lb.weight_mantissa, lb.weight_exponent - F + S
+    C, n = W.shape
+    z = [sat(shift(sum(int(W[c, j]) * int(a_top[j]) for j in range(n)), k) + int(lb.bias[c]), IB) for c in range(C)]
+    p = softmax_int(z, S)
+
+    def payload(v):
+        return v if S == F else ((v + (1 << (S - F - 1))) >> (S - F) if S > F else v << (F - S))
+
+    err = [payload(int(y_cls[c]) - p[c]) for c in range(C)]
+    out = []
+    for i in range(n):
+        fb = shift(sum(int(W[c, i]) * err[c] for c in range(C)), k)
+        s = int(s_top[i])
+        out.append(s + fb if bundle.form == "leaky" else s + tz(rho_prime(s) * fb, S))
+    return out
 
 
 def fixed_relax_chain(bundle, x, n_steps, states=None, y=None, beta=0.0, *, gamma=1.0, clamp="none", anchor=None,

@@ -41,14 +41,14 @@ def make_bundle(mantissas, exponents, biases, decays, *, form="energy", output="
                         activation_frac_bits=F, state_frac_bits=S)
 
 
-def random_bundle(seed, arch, F, S, activation, input_bits=24, **kw):
+def random_bundle(seed, arch, F, S, activation, input_bits=24, k_range=(-9, 3), **kw):
     rng = np.random.default_rng(seed)
     target = dataclasses.replace(LOIHI2, state=dataclasses.replace(LOIHI2.state, input_bits=input_bits))
     one = 1 << S
     mant, exps, biases, decays = [], [], [], []
     for n_in, n_out in itertools.pairwise(arch):
         mant.append(2 * rng.integers(-127, 128, size=(n_out, n_in)))
-        exps.append(int(rng.integers(F - S - 9, F - S + 3)))  # k from -9 to +2: both shift kinds
+        exps.append(int(rng.integers(F - S + k_range[0], F - S + k_range[1])))  # default k -9..+2: both shift kinds
         biases.append(rng.integers(-3 * one, 3 * one, size=n_out))
         decays.append(rng.integers(1, 4097, size=n_out))
     return make_bundle(mant, exps, biases, decays, activation=activation, F=F, S=S, target=target, **kw), rng
@@ -188,15 +188,70 @@ def test_readout_logits_match_oracle_and_argmax_predicts(form, activation):
         assert np.array_equal(a, b)
 
 
-def test_readout_nudged_phase_is_refused_by_name():
-    bundle, _ = random_bundle(8, (4, 3, 2), 12, 12, "hard_sigmoid", output="ce")
+@pytest.mark.parametrize("form,activation", [("leaky", "hard_sigmoid"), ("energy", "sigmoid4"),
+                                             ("energy", "hard_sigmoid"), ("leaky", "sigmoid4")])
+def test_readout_nudged_phase_matches_oracle(form, activation):
+    bundle, rng = random_bundle(9, (6, 5, 4, 3), 12, 12, activation, k_range=(-11, -8), form=form, output="ce")
     sim = FixedPointSimulator(bundle)
-    x, y = np.zeros((1, 4)), np.eye(2)[[0]]
-    for kw in ({"beta": 0.5}, {"clamp": "target"}):
-        with pytest.raises(ConfigError, match="softmax_nudge"):
-            sim.relax(x, 2, y=y, **kw)
+    x = rng.random((4, 6))
+    y = np.eye(3)[rng.integers(0, 3, 4)]
+    free, _ = sim.relax(x, 6)
+    for beta in (0.5, -0.3):
+        got, res = sim.relax(x, 5, states=free, y=y, beta=beta)
+        ref, rres, _ = naive.fixed_relax(bundle, x, 5, states=free, y=y, beta=beta)
+        for a, r in zip(got, ref):
+            assert np.array_equal(a, r)
+        assert np.array_equal(res, rres)
+        assert not np.array_equal(got[-1], sim.relax(x, 5, states=free)[0][-1])  # the nudge acts
+
+
+def test_integer_softmax_within_its_stated_bound():
+    from neuro_hts.costs import softmax
+    from neuro_hts.hardware.fixed_point import SOFTMAX_INT_REL_ERR, exp2_table, softmax_int
+
+    S = 12
+    table = exp2_table()
+    assert table[0] == 1 << 20 and table.shape == (1024,)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(3000):
+        n = int(rng.integers(2, 12))
+        z = np.rint(rng.normal(0, rng.choice([0.05, 1.0, 4.0, 30.0]), n) * (1 << S)).astype(np.int64)
+        out = np.empty_like(z)
+        softmax_int(z, S, table, out)
+        assert out.min() >= 0 and out.sum() <= 1 << S and out.sum() >= (1 << S) - n  # floors: at most one unit each
+        assert np.array_equal(out, naive.softmax_int(z.tolist(), S))
+        worst = max(worst, float(np.abs(out / (1 << S) - softmax(z / (1 << S))).max()))
+    assert worst <= 2.0**-S + SOFTMAX_INT_REL_ERR  # the docstring's bound (measured 4.0e-4)
+    assert worst > 2.0**-S / 4  # and the comparison is not of equal arrays
+
+
+def test_readout_nudged_phase_tracks_float_and_refusals():
+    cfg = Config().replace(model={"arch": [20, 16, 5], "output": "ce", "form": "energy"}, train={"seed": 6})
+    net = init_network(cfg)
+    bundle = quantize_network(net, LOIHI2)
+    sim = FixedPointSimulator(bundle)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((50, 20)), np.eye(5)[rng.integers(0, 5, 50)]
+    free, _ = sim.relax(x, 30)
+    nudged, _ = sim.relax(x, 10, states=free, y=y, beta=1.0)
+    deq = Network([lb.weights_float() for lb in bundle.layers], [lb.bias / 4096.0 for lb in bundle.layers],
+                  [lb.decay / 4096.0 for lb in bundle.layers], form="energy", activation="hard_sigmoid", output="ce")
+    rf = dynamics.relax(deq, x, 30).states
+    rn = dynamics.relax(deq, x, 10, states=rf, y=y, beta=1.0).states
+    move_f = rn[0] - rf[0]
+    move_q = (nudged[0] - free[0]) / 4096.0
+    assert np.abs(move_f).max() > 0.01  # the float nudge moves the layer
+    assert np.abs(move_q - move_f).max() < 0.1 * np.abs(move_f).max()
+    x1, y1 = np.zeros((1, 20)), np.eye(5)[[0]]
+    with pytest.raises(ConfigError, match="readout_clamp"):
+        sim.relax(x1, 2, y=y1, clamp="target")
+    with pytest.raises(ConfigError, match="dense kernel"):
+        FixedPointSimulator(bundle, kernel="conv").relax(x1, 2, y=y1, beta=0.5)
+    with pytest.raises(ConfigError, match=r"y must be finite with shape \(1, 5\)"):
+        sim.relax(x1, 2, y=np.zeros((1, 16)), beta=0.5)
     with pytest.raises(ConfigError, match="MSE output"):
-        FixedPointSimulator(dataclasses.replace(bundle, output="mse", layers=bundle.layers[:-1])).logits([np.zeros((1, 3))])
+        FixedPointSimulator(dataclasses.replace(bundle, output="mse", layers=bundle.layers[:-1])).logits(free)
 
 
 def test_readout_float_network_quantizes_and_agrees_with_float():

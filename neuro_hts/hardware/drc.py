@@ -274,8 +274,8 @@ def check_deployable(network, target: HardwareTarget) -> list[Violation]:
     """The forms and outputs with a fixed-point back-end (Numba simulator, Lava).
 
     The leaky and energy forms; an MSE output, or a softmax readout (``ce``) after a
-    dense chain (inference: the argmax of its integer logits; its nudged phase is refused
-    by the simulator and Lava with the rule ``softmax_nudge``, fixed_sim.SOFTMAX_NUDGE_RULE).
+    dense chain (the argmax of its integer logits; its nudged phase through the integer
+    softmax ``fixed_point.softmax_int``).
     """
     out = []
     if network.form not in DEPLOYABLE_FORMS:

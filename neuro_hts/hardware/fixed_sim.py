@@ -88,9 +88,12 @@ Energy form and softmax readout (docs/HARDWARE.md, issue 15 item 4)
   act as in the leaky form.
 * Softmax readout (``bundle.output == "ce"``, dense chains): the last layer is not
   relaxed (the top relaxed layer gets no top-down input); :meth:`FixedPointSimulator.logits`
-  gives ``saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)`` and the prediction is their
-  argmax. A nudged or clamped phase is refused (design rule :data:`SOFTMAX_NUDGE_RULE`):
-  its nudge needs softmax in integers, which is not built.
+  gives ``z = saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)`` and the prediction is
+  their argmax. In a nudged phase (dense kernel) every step computes, from the step's
+  payloads, ``p = fixed_point.softmax_int(z)`` and ``fb = shift_k_L(Wm_L^T payload(y_int -
+  p))`` (``_readout_feedback``), and the top layer is nudged toward
+  ``fixed_point.readout_nudge_target(s, fb)``; ``y`` is then (B, classes). Clamping the
+  (hidden) top layer is refused (design rule :data:`READOUT_CLAMP_RULE`).
 
 Conv layers (docs/CONV.md; the conv kernel ``_relax_conv_kernel``)
 -----------------------------------------------------------------
@@ -151,17 +154,21 @@ from .fixed_point import (
     FORM_ENERGY,
     FORM_LEAKY,
     energy_neuron_step,
+    exp2_table,
     leaky_decay_step,
     neuron_step,
+    payload_step,
     presynaptic_step,
+    readout_nudge_target,
     saturate,
+    softmax_int,
     shift_right_floor,
     shift_right_round_nearest,
     shift_right_round_toward_zero,
 )
 from .quantize import DeployBundle
 
-__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "SOFTMAX_NUDGE_RULE", "FixedPointSimulator", "conv_down_int", "conv_meta",
+__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "READOUT_CLAMP_RULE", "FixedPointSimulator", "conv_down_int", "conv_meta",
            "conv_unrolled", "conv_up_int", "input_payload", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
@@ -172,8 +179,11 @@ _ACTIVATIONS = {"hard_sigmoid": _ACT_HARD, "sigmoid4": _ACT_SIG4}
 _FORMS = {"leaky": FORM_LEAKY, "energy": FORM_ENERGY}
 #: outputs: the MSE cost on the top relaxed layer, or the softmax readout (free phase only)
 _OUTPUTS = ("mse", "ce")
-#: design rule refusing the nudged phase of a softmax readout in fixed point (drc.check_deployable's sibling)
-SOFTMAX_NUDGE_RULE = "softmax_nudge"
+#: design rule refusing what a softmax readout cannot do in fixed point (clamping its hidden top layer;
+#: a nudged phase on the conv kernel or in Lava learning)
+READOUT_CLAMP_RULE = "readout_clamp"
+_NO_W = np.zeros((1, 1), dtype=np.int64)
+_NO_B = np.zeros(1, dtype=np.int64)
 
 #: sigmoid4 table range in units of 1.0: h in [SIGMOID4_LO, SIGMOID4_HI] * 2**S
 SIGMOID4_LO = -3
@@ -222,6 +232,35 @@ def _presynaptic(s, out, s_minus_f, form, one, act, table, table_lo):
     for b in range(B):
         for i in range(n):
             out[b, i] = presynaptic_step(s[b, i], s_minus_f, form, one, act, table, table_lo)
+
+
+@njit(cache=True)
+def _readout_feedback(a_top, s_top, w, bias, k, y_cls, exp_tab, s_minus_f, input_bits, form, state_frac_bits, act,
+                      table, table_lo, z, p, err, y_eff):
+    """The softmax readout's nudge as the top layer's target ``y'`` (module doc, "Energy form and softmax readout")::
+
+        z    = saturate(shift_k(Wm_L a_top) + b_L, IB)           logits, units 2**-S
+        p    = softmax_int(z)                                     units 2**-S
+        fb   = shift_k(Wm_L^T payload(y - p))                     -dC/da_top, units 2**-S
+        y'   = readout_nudge_target(s_top, fb)                    so that tz(beta (y' - s), D) is the nudge
+    """
+    B = a_top.shape[0]
+    C, n = w.shape
+    for b in range(B):
+        for c in range(C):
+            acc = 0
+            for j in range(n):
+                acc += w[c, j] * a_top[b, j]
+            z[c] = saturate(_to_state_units(acc, k) + bias[c], input_bits)
+        softmax_int(z, state_frac_bits, exp_tab, p)
+        for c in range(C):
+            err[c] = payload_step(y_cls[b, c] - p[c], s_minus_f)
+        for i in range(n):
+            acc = 0
+            for c in range(C):
+                acc += w[c, i] * err[c]
+            y_eff[b, i] = readout_nudge_target(s_top[b, i], _to_state_units(acc, k), form, state_frac_bits, act,
+                                               table, table_lo)
 
 
 @njit(cache=True)
@@ -316,9 +355,12 @@ def _settled(residual, tol_int):
 @njit(cache=True)
 def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_int, n_steps,
                   s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo, form, state_frac_bits,
-                  gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+                  gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int, ce_nudge, ro_w, ro_b, ro_k, exp_tab):
     """Run up to ``n_steps`` synchronous integer steps in place on ``states``; returns (residual, steps taken).
 
+    With ``ce_nudge`` (a softmax readout ``ro_w``, ``ro_b``, shift ``ro_k`` in a nudged
+    phase) ``y_int`` holds the one-hot classes and the top layer is nudged toward
+    :func:`_readout_feedback`'s target each step (``exp_tab``: ``fixed_point.exp2_table``).
     ``gamma_int`` (units 2**-D) scales every top-down input when it is not 2**D;
     ``top_mode`` 1 holds the top layer at ``y_int``, 2 at its current state; with
     ``has_anchor`` every new state is mixed toward ``anchor`` with ``coe_int`` (units
@@ -339,10 +381,16 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     one_d = np.int64(1) << decay_bits
     scale_down = gamma_int != one_d
     check = tol_int >= 0
+    n_cls = ro_w.shape[0]
+    z, p, err = np.empty(n_cls, np.int64), np.empty(n_cls, np.int64), np.empty(n_cls, np.int64)
+    y_top = np.empty_like(states[L - 1]) if ce_nudge else y_int
     taken = 0
     for t in range(n_steps):
         for l in range(L):
             _presynaptic(states[l], acts[l], s_minus_f, form, one, act, table, table_lo)
+        if ce_nudge:
+            _readout_feedback(acts[L - 1], states[L - 1], ro_w, ro_b, ro_k, y_int, exp_tab, s_minus_f, input_bits,
+                              form, state_frac_bits, act, table, table_lo, z, p, err, y_top)
         for l in range(L):
             s = states[l]
             new = news[l]
@@ -360,7 +408,7 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             has_down = l < L - 1
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
-            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
+            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_top, top, beta_int if (top and nudge) else 0,
                          decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, form, state_frac_bits,
                          new)
         if has_anchor:
@@ -661,6 +709,7 @@ class FixedPointSimulator:
         self.shifts = np.array([int(lb.weight_exponent) - self.F + self.S for lb in relaxed], dtype=np.int64)
         #: the softmax readout (output 'ce'): mantissas, bias (state units) and shift k_L; None for MSE
         self.readout = None
+        self._exp_table = exp2_table() if bundle.output == "ce" else _NO_B
         if bundle.output == "ce":
             lb = bundle.layers[-1]
             self.readout = (np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True),
@@ -756,15 +805,19 @@ class FixedPointSimulator:
         beta_int = self.fraction(beta, "beta")
         if clamp not in _CLAMPS:
             raise ConfigError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
-        if self.readout is not None and (beta_int != 0 or clamp != "none"):
-            raise ConfigError(f"design rule {SOFTMAX_NUDGE_RULE}: the softmax readout runs its free phase in fixed "
-                              "point only (a nudged or clamped phase needs softmax in integers, not built)")
+        ce_nudge = self.readout is not None and beta_int != 0
+        if self.readout is not None and clamp != "none":
+            raise ConfigError(f"design rule {READOUT_CLAMP_RULE}: a softmax readout's top relaxed layer is hidden; "
+                              "it cannot be clamped to the targets")
+        if ce_nudge and self.kernel != "dense":
+            raise ConfigError("a softmax readout's nudged phase runs on the dense kernel only")
         if beta_int != 0 or clamp == "target":
             if y is None:
                 raise ConfigError("a nudged (beta != 0) or clamped phase needs targets y")
             yf = np.asarray(y, dtype=np.float64)
-            if yf.shape != (B, self.sizes[-1]) or not np.isfinite(yf).all():
-                raise ConfigError(f"y must be finite with shape ({B}, {self.sizes[-1]}), got {yf.shape}")
+            n_y = self.n_classes
+            if yf.shape != (B, n_y) or not np.isfinite(yf).all():
+                raise ConfigError(f"y must be finite with shape ({B}, {n_y}), got {yf.shape}")
             y_int = np.rint(yf * self.one).astype(np.int64)
         else:
             y_int = np.zeros((B, self.sizes[-1]), dtype=np.int64)
@@ -779,8 +832,9 @@ class FixedPointSimulator:
             np.int64(self.fraction(coe, "coe")), np.int64(tol_int),
         )
         if self.kernel == "dense":
+            ro_w, ro_b, ro_k = self.readout if self.readout is not None else (_NO_W, _NO_B, 0)
             residual, taken = _relax_kernel(x_int, tuple(st), self._weights, self._biases, self._decays, self.shifts,
-                                            *common)
+                                            *common, ce_nudge, ro_w, ro_b, np.int64(ro_k), self._exp_table)
         else:
             residual, taken = _relax_conv_kernel(x_int, tuple(st), self._flat_weights, self._meta, self._biases,
                                                  self._decays, self.shifts, *common)
@@ -793,6 +847,11 @@ class FixedPointSimulator:
         if abs(v) >= 1 << (2 * self.decay_bits):
             raise ConfigError(f"{what} = {value!r} is too large for the fixed-point arithmetic")
         return v
+
+    @property
+    def n_classes(self) -> int:
+        """Entries of a target ``y``: the top layer's units (MSE) or the readout's classes."""
+        return int(self.readout[0].shape[0]) if self.readout is not None else self.sizes[-1]
 
     def logits(self, states) -> np.ndarray:
         """The softmax readout's integer logits (B, classes), units 2**-S (output 'ce' only)::

@@ -274,10 +274,12 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     ``source``: a :class:`DeployBundle` (``arith='fixed'``, Lava ``fixed_pt`` models) or a
     :class:`Network` (``arith='float'``, ``floating_pt``); leaky or energy form. With
     ``t_nudge > 0`` the output layer is nudged toward ``y`` (N, n_L) with ``beta`` for the
-    last ``t_nudge`` steps of every block. A softmax readout (``output = "ce"``) runs the
-    free phase only (``t_nudge > 0`` is refused, design rule ``softmax_nudge``): its block
-    gets one hold step (``1 + t_free + 1`` steps) so that the :class:`HTSReadout` sees the
-    last free state, and :attr:`LavaRun.logits` holds its output at the block's last step. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
+    last ``t_nudge`` steps of every block. With a softmax readout (``output = "ce"``) ``y``
+    is (N, classes), the :class:`HTSReadout` sends the top relaxed layer its feedback
+    ``W_L^T (y - softmax(z))`` (integers: ``fixed_point.softmax_int``) which that layer
+    applies as its nudge; the block gets one hold step (``1 + t_free + t_nudge + 1``
+    steps) so that the readout sees the last relaxed state, and :attr:`LavaRun.logits`
+    holds its output at the block's last step. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
     is called with the number of samples done after each call. A bundle with conv2d
     layers (``fixed`` only) may take ``x`` in the input's image shape (N, C, H, W);
     ``conv_route`` says how its conv layers reach Lava (:func:`lava_connections`).
@@ -293,11 +295,6 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     if record not in ("final", "steps"):
         raise ConfigError(f"record must be 'final' or 'steps', got {record!r}")
     readout = source.output == "ce"
-    if readout and t_nudge > 0:
-        from neuro_hts.hardware.fixed_sim import SOFTMAX_NUDGE_RULE
-
-        raise ConfigError(f"design rule {SOFTMAX_NUDGE_RULE}: the softmax readout runs its free phase only in Lava "
-                          "(a nudged phase needs softmax in integers, not built)")
     n_dyn = len(source.weights if isinstance(source, Network) else source.layers) - (1 if readout else 0)
     xf = np.asarray(x, dtype=np.float64)
     fixed = arith == "fixed"
@@ -320,8 +317,9 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         if y is None:
             raise ConfigError("a nudged phase (t_nudge > 0) needs targets y")
         yf = np.asarray(y, dtype=np.float64)
-        if yf.shape != (N, sizes[-1]) or not np.isfinite(yf).all():
-            raise ConfigError(f"y must be finite with shape ({N}, {sizes[-1]}), got {yf.shape}")
+        n_y = int(source.arch[-1]) if readout else sizes[-1]
+        if yf.shape != (N, n_y) or not np.isfinite(yf).all():
+            raise ConfigError(f"y must be finite with shape ({N}, {n_y}), got {yf.shape}")
     t_hold = 1 if readout else 0
     block = 1 + t_free + t_nudge + t_hold
     chunk = N if chunk is None else max(1, int(chunk))
@@ -375,7 +373,7 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         common = dict(t_free=t_free, t_nudge=t_nudge, t_hold=t_hold, activation=source.activation, form=source.form,
                       fixed=widths, name=f"layer{l + 1}", **layer_args[l])
         if l == L - 1 and t_nudge > 0:
-            layers.append(P.HTSOutputLayer(beta=beta_v, **common))
+            layers.append(P.HTSOutputLayer(beta=beta_v, cost="ce" if readout else "mse", **common))
         else:
             layers.append(P.HTSLayer(**common))
     procs = [inp, *layers]
@@ -415,19 +413,27 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
             procs.append(d_down)
     ro = None
     if readout:  # Dense(W_L) from the top relaxed layer's payload into the readout (bias added there)
+        nudged = t_nudge > 0
         if fixed:
             fwd = conns[n_dyn][0]
+            lb = source.layers[-1]
             d_ro = Dense(weights=fwd.weights, weight_exp=fwd.weight_exp, num_message_bits=MESSAGE_BITS, name="WL")
-            ro = P.HTSReadout(bias=np.asarray(source.layers[-1].bias, dtype=np.int64), fixed=widths, name="readout")
+            ro = P.HTSReadout(bias=np.asarray(lb.bias, dtype=np.int64), weights=np.asarray(lb.weight_mantissa),
+                              shift=int(lb.weight_exponent) - F + S, nudged=nudged, fixed=widths, name="readout")
         else:
             d_ro = Dense(weights=weights_float[-1], num_message_bits=MESSAGE_BITS, name="WL")
-            ro = P.HTSReadout(bias=np.asarray(source.biases[-1], dtype=np.float64), name="readout")
+            ro = P.HTSReadout(bias=np.asarray(source.biases[-1], dtype=np.float64), weights=weights_float[-1],
+                              nudged=nudged, name="readout")
         layers[-1].a_out.connect(d_ro.s_in)
         d_ro.a_out.connect(ro.a_in)
         procs += [d_ro, ro]
     if t_nudge > 0:
         ysrc = P.GradedSource(data=y_data, steps_per_sample=block, name="y")
-        ysrc.s_out.connect(layers[-1].y_in)
+        if ro is not None:  # the readout turns the targets into the top layer's feedback
+            ysrc.s_out.connect(ro.y_in)
+            ro.b_out.connect(layers[-1].y_in)
+        else:
+            ysrc.s_out.connect(layers[-1].y_in)
         procs.append(ysrc)
     if record == "final":
         recs = [P.StateRecorder(shape=sizes[-1], n_records=N, steps_per_sample=block, record_step=block - 1,

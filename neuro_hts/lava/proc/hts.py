@@ -13,7 +13,10 @@ protocol, CPU), run by Lava's ``Loihi2SimCfg``:
 * :class:`HTSReadout`: the softmax readout of the top relaxed layer (``output = "ce"``):
   not a relaxed layer; it adds its bias to what its Dense connection ``W_L`` delivers and
   sends the logits ``W_L a_{L-1} + b_L`` (integers: saturated to the input width) to a
-  recorder. Inference only: its nudged phase (softmax in integers) is not built.
+  recorder. With ``nudged=True`` it also receives the targets and sends the top layer
+  (an :class:`HTSOutputLayer` with ``cost="ce"``) its feedback ``W_L^T (y - softmax(z))``
+  in the same step (integers: ``fixed_point.softmax_int``), which that layer applies as its
+  nudge in the nudged steps.
 * :class:`GradedSource`: a clamped input (or the nudging targets) holding one column per
   sample and sending sample ``k`` during the whole of block ``k``.
 * :class:`StateRecorder`: stores the vector it receives at chosen steps into a Var.
@@ -62,14 +65,20 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 from neuro_hts.activations import get_activation  # noqa: E402
+from neuro_hts.costs import softmax  # noqa: E402
 from neuro_hts.dynamics import energy_update, leaky_update, mse_nudge  # noqa: E402
 from neuro_hts.hardware.fixed_point import (  # noqa: E402
     FORM_ENERGY,
     FORM_LEAKY,
     energy_neuron_update,
+    exp2_table,
     neuron_update,
+    payload_step,
     presynaptic_update,
+    readout_nudge_targets,
     saturate,
+    shift_right_floor,
+    softmax_int,
 )
 from neuro_hts.hardware.fixed_sim import SIGMOID4_LO, sigmoid4_table  # noqa: E402
 
@@ -128,11 +137,14 @@ class HTSOutputLayer(HTSLayer):
     """The output layer: an :class:`HTSLayer` that is nudged toward ``y_in`` (MSE cost).
 
     ``beta``: float (``floating_pt``) or its integer form ``rint(beta * 2**decay_bits)``
-    (``fixed_pt``); applied only in the nudged steps of each block.
+    (``fixed_pt``); applied only in the nudged steps of each block. With ``cost="ce"`` it
+    is the top relaxed layer below a softmax readout and ``y_in`` carries the readout's
+    feedback ``fb`` (-dC/da, state units): the nudge is ``beta fb`` (times rho'(s) in the
+    energy form; ``fixed_point.readout_nudge_targets``).
     """
 
-    def __init__(self, *, beta=0, **kwargs):
-        super().__init__(nudged=True, **kwargs)
+    def __init__(self, *, beta=0, cost: str = "mse", **kwargs):
+        super().__init__(nudged=True, cost=str(cost), **kwargs)
         n = self.s.shape[0]
         self.y_in = InPort(shape=(n,))
         self.beta = Var(shape=(1,), init=np.array([beta]))
@@ -148,12 +160,17 @@ class HTSReadout(AbstractProcess):
     prediction is the argmax of the logits.
     """
 
-    def __init__(self, *, bias, fixed: dict | None = None, name=None):
+    def __init__(self, *, bias, weights=None, shift: int = 0, nudged: bool = False, fixed: dict | None = None,
+                 name=None):
         n = int(np.asarray(bias).shape[0])
-        super().__init__(shape=(n,), fixed=dict(fixed or {}), name=name)
+        w = np.zeros((n, 1)) if weights is None else np.asarray(weights)
+        super().__init__(shape=(n,), shift=int(shift), nudged=bool(nudged), fixed=dict(fixed or {}), name=name)
         self.a_in = InPort(shape=(n,))
+        self.y_in = InPort(shape=(n,))
         self.s_out = OutPort(shape=(n,))
+        self.b_out = OutPort(shape=(w.shape[1],))
         self.bias = Var(shape=(n,), init=np.asarray(bias))
+        self.weights = Var(shape=w.shape, init=w)
 
 
 class GradedSource(AbstractProcess):
@@ -207,6 +224,7 @@ class _PyHTSLayerBase(PyLoihiProcessModel):
         self.form = proc_params.get("form", "leaky")
         if self.form not in ("leaky", "energy"):
             raise ValueError(f"unsupported form {self.form!r}")
+        self.cost = proc_params.get("cost", "mse")
 
     def run_spk(self):
         a_in = self.a_in.recv()
@@ -247,7 +265,11 @@ class _PyHTSLayerFloat(_PyHTSLayerBase):
         nudge = 0.0
         if y is not None:
             b = float(self.beta[0]) if beta is None else float(beta)
-            nudge = b * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
+            if self.cost == "ce":  # y carries the readout's -dC/dr; the chain rule through r = rho(s)
+                g = np.asarray(y, dtype=np.float64)
+                nudge = b * (g * self.sigma_prime(self.s) if self.form == "energy" else g)
+            else:
+                nudge = b * mse_nudge(self.s, np.asarray(y, dtype=np.float64))
         if self.form == "energy":  # the nudge enters outside rho'
             return energy_update(self.s, h, self.dt, self.sigma_prime, nudge)
         return leaky_update(self.s, h + nudge, self.dt, self.sigma)
@@ -299,6 +321,10 @@ class _PyHTSLayerFixed(_PyHTSLayerBase):
         h = np.asarray(a_in, dtype=np.int64) + self.bias
         beta = 0 if y is None else (int(self.beta[0]) if beta is None else int(beta))
         yv = np.asarray(y, dtype=np.int64) if y is not None else np.zeros_like(s)
+        act = np.int64(0 if self.activation == "hard_sigmoid" else 1)
+        if y is not None and self.cost == "ce":  # y carries the readout's feedback: nudge toward s + -dC/ds
+            yv = readout_nudge_targets(s, yv, np.int64(FORM_ENERGY if self.form == "energy" else FORM_LEAKY),
+                                       np.int64(self.S), act, self.table, np.int64(self.table_lo))
         if self.form == "energy":
             return energy_neuron_update(s, h, yv, np.int64(beta), np.ascontiguousarray(self.decay, dtype=np.int64),
                                         np.int64(self.D), np.int64(self.IB), np.int64(self.S),
@@ -357,11 +383,18 @@ class PyHTSReadoutFloat(PyLoihiProcessModel):
     """Float logits ``W_L r_{L-1} + b_L`` (dynamics.readout_logits)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    b_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
+    weights: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self):
-        self.s_out.send(np.asarray(self.a_in.recv(), dtype=np.float64) + self.bias)
+        z = np.asarray(self.a_in.recv(), dtype=np.float64) + self.bias
+        self.s_out.send(z)
+        if self.proc_params["nudged"]:  # -dC/dr = W^T (y - softmax(z)) (costs.SoftmaxReadout.nudge)
+            y = np.asarray(self.y_in.recv(), dtype=np.float64)
+            self.b_out.send((y - softmax(z)) @ self.weights)
 
 
 @implements(proc=HTSReadout, protocol=LoihiProtocol)
@@ -371,16 +404,36 @@ class PyHTSReadoutFixed(PyLoihiProcessModel):
     """Integer logits ``saturate(shift_k(Wm_L a) + bias_L, IB)`` (FixedPointSimulator.logits)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
+    y_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+    b_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
+    weights: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.IB = int(proc_params["fixed"]["input_bits"])
+        fx = proc_params["fixed"]
+        self.IB = int(fx["input_bits"])
+        self.S = int(fx["state_frac_bits"])
+        self.s_minus_f = self.S - int(fx["activation_frac_bits"])
+        self.k = int(proc_params["shift"])
+        self.table = exp2_table()
 
     def run_spk(self):
+        """Logits ``saturate(a_in + bias, IB)``; nudged: the feedback of FixedPointSimulator's ``_readout_feedback``::
+
+            p = softmax_int(z),  fb = shift_k(Wm_L^T payload(y - p))   (int64 on the host CPU, as HTSConvConnection)
+        """
         a = np.asarray(self.a_in.recv(), dtype=np.int64)
-        self.s_out.send(saturate(a + np.asarray(self.bias, dtype=np.int64), self.IB))
+        z = saturate(a + np.asarray(self.bias, dtype=np.int64), self.IB)
+        self.s_out.send(z)
+        if self.proc_params["nudged"]:
+            y = np.asarray(self.y_in.recv(), dtype=np.int64)
+            p = np.empty_like(z)
+            softmax_int(np.ascontiguousarray(z), np.int64(self.S), self.table, p)
+            err = payload_step(y - p, np.int64(self.s_minus_f))
+            acc = np.asarray(self.weights, dtype=np.int64).T @ err  # exact int64
+            self.b_out.send(np.left_shift(acc, self.k) if self.k >= 0 else shift_right_floor(acc, -self.k))
 
 
 # --------------------------------------------------------------------------- sources
