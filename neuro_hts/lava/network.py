@@ -7,6 +7,11 @@ Graph for layers ``1..L`` (sizes ``n_l``; ``x`` has ``n_0`` features)::
     GradedSource(y) --------------------------------------------------> HTSOutputLayer.y_in
     HTSLayer_l.s_out --> StateRecorder (what the caller asked to record)
 
+With a softmax readout (``output = "ce"``) the top relaxed layer feeds
+``Dense(W_L) --> HTSReadout --> StateRecorder (logits)``, and in a nudged phase
+``GradedSource(y) --> HTSReadout.y_in``, ``HTSReadout.b_out --> HTSOutputLayer.y_in``
+(its feedback ``W_L^T (y - softmax)``). Leaky and energy form alike.
+
 Conv2d layers (bundles only, ``fixed_pt``): a layer without max pooling whose unrolled
 matrix Lava's Sparse keeps exactly becomes two ``Sparse`` connections (``W_u``,
 ``W_u^T``); any other conv layer becomes ONE

@@ -43,7 +43,7 @@ by calling the SAME neuron update, :func:`neuro_hts.hardware.fixed_point.neuron_
 (saturate, nudge, activation, leaky decay step, saturate: written once); the Dense
 connections carry the shifts (``weight_exp``). The ``floating_pt`` models implement
 :func:`neuro_hts.dynamics.leaky_update` with :func:`neuro_hts.dynamics.mse_nudge` inside
-sigma, in float64.
+sigma (or :func:`neuro_hts.dynamics.energy_update` with the nudge outside rho'), in float64.
 """
 
 from __future__ import annotations
