@@ -310,3 +310,23 @@ def test_compare_runs_on_energy_and_readout_networks(model):
     assert 0.9 <= res.agreement["float~fixed"] <= 1.0
     assert len(res.state_errors["fixed"]) == net.n_dynamic
     assert set(res.sweep) == {4, 8} and all(0.0 <= v <= 1.0 for v in res.sweep.values())
+
+
+@pytest.mark.parametrize("model", [{"output": "ce"}, {"form": "energy", "output": "ce", "activation": "sigmoid4"}])
+def test_deploy_predicts_a_readout_run_by_its_logits(tmp_path, model):
+    from neuro_hts.data import load_dataset
+    from neuro_hts.deploy import deploy
+    from neuro_hts.runfile import RunState, save_run
+
+    cfg = Config().replace(model={"arch": [64, 16, 10], **model}, train={"t1": 10, "seed": 3},
+                           data={"dataset": "digits", "n_test": 40})
+    net = init_network(cfg)
+    run = save_run(tmp_path / "run.h5", RunState(cfg, net))
+    x = load_dataset("digits", n_test=40).x_test.astype(np.float64)
+    want = np.argmax(dynamics.predict_scores(net, dynamics.relax(net, x, 10).states), axis=1)
+    assert not np.array_equal(want, np.argmax(dynamics.relax(net, x, 10).states[-1], axis=1))  # logits != states
+    got = deploy(run, backend="numba", arith="float", n_samples=40)
+    assert np.array_equal(got.predictions, want)
+    b = save_bundle(tmp_path / "b.h5", quantize_network(net, LOIHI2))
+    fixed = deploy(b, backend="numba", arith="fixed", n_samples=40, steps=10, dataset="digits")
+    assert np.array_equal(fixed.predictions, FixedPointSimulator(load_bundle(b)).predict(x, 10))
