@@ -296,13 +296,31 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
     shapes = bundle.shapes
     conns = bundle.connection_options()
 
+    energy = bundle.form == "energy"
+
+    def rho(u):
+        """The integer activation: clip, or rint(one * sigmoid4(u / one)) (the table's entries)."""
+        if bundle.activation == "hard_sigmoid":
+            return max(0, min(one, u))
+        u = max(-3 * one, min(4 * one, u))  # beyond, the value is already 0 / one (and exp would overflow)
+        return int(np.rint(one / (1.0 + math.exp(-(4.0 * u / one - 2.0)))))
+
+    def rho_prime(s):
+        """rho'(s) in units 2**-S: the closed-interval indicator, or floor(4 r (one - r) / one)."""
+        if bundle.activation == "hard_sigmoid":
+            return one if 0 <= s <= one else 0
+        r = rho(s)
+        return (4 * r * (one - r)) // one
+
     def act(s):
+        if energy:  # the energy form sends rho(s)
+            s = rho(s)
         if S >= F:
             n = S - F
             return s if n == 0 else (s + (1 << (n - 1))) >> n
         return s << (F - S)
 
-    L = len(bundle.layers)
+    L = len(states)  # relaxed layers (a softmax readout's layer is not one)
     B = len(x_int)
     new = [np.zeros((B, int(np.prod(shapes[l + 1]))), dtype=np.int64) for l in range(L)]
     for b in range(B):
@@ -325,6 +343,9 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
                      for i in range(W.shape[0])]
                 ctx.append((None, k))
             up.append(u)
+        y_top = y_int[b] if y_int is not None else None
+        if bundle.output == "ce" and beta_int != 0:
+            y_top = _readout_target(bundle, a[L], states[L - 1][b], y_int[b], rho, rho_prime)
         for l in range(L):
             lb = bundle.layers[l]
             down = None
@@ -342,23 +363,61 @@ def fixed_step_chain(bundle, x_int, states, y_int, beta_int, *, gamma_int=None, 
             for i in range(new[l].shape[1]):
                 s = int(states[l][b][i])
                 if l == L - 1 and clamp != "none":
-                    v = int(y_int[b][i]) if clamp == "target" else s
+                    v = int(y_top[i]) if clamp == "target" else s
                 else:
                     h = up[l][i]
                     if down is not None:
                         h += down[i] if g == 1 << D else tz(g * down[i], D)
                     h = sat(h, IB)
-                    if l == L - 1 and beta_int != 0:
-                        h = sat(h + tz(beta_int * (int(y_int[b][i]) - s), D), IB)
-                    if bundle.activation == "hard_sigmoid":
-                        sig = max(0, min(one, h))
+                    if energy:  # s <- clip(s + dt (rho'(s) h + beta (y - s) - s), 0, 1)
+                        drive = tz(rho_prime(s) * h, S)
+                        if l == L - 1 and beta_int != 0:
+                            drive += tz(beta_int * (int(y_top[i]) - s), D)
+                        drive = sat(drive, IB)
+                        v = max(0, min(one, s + tz(int(lb.decay[i]) * (drive - s), D)))
                     else:
-                        sig = int(np.rint(one / (1.0 + math.exp(-(4.0 * h / one - 2.0)))))
-                    v = sat(s + tz(int(lb.decay[i]) * (sig - s), D), SB)
+                        if l == L - 1 and beta_int != 0:
+                            h = sat(h + tz(beta_int * (int(y_top[i]) - s), D), IB)
+                        sig = rho(h)
+                        v = sat(s + tz(int(lb.decay[i]) * (sig - s), D), SB)
                 if anchor is not None:
                     v = v + tz(int(coe_int) * (int(anchor[l][b][i]) - v), D)
                 new[l][b, i] = v
     return new
+
+
+def softmax_int(z, S):
+    """Integer softmax (units 2**-S) of integer logits, as fixed_point.softmax_int's docstring states it."""
+    table = [int(v) for v in np.rint(np.exp2(20 - np.arange(1024) / 1024.0))]
+    zmax = max(z)
+    e = []
+    for zi in z:
+        v = (zmax - zi) * 94548  # rint(log2(e) * 2**16)
+        n = v >> (S + 16)
+        e.append(0 if n > 20 else table[(v >> (S + 6)) & 1023] >> n)
+    total = sum(e)
+    return [(ei << S) // total for ei in e]
+
+
+def _readout_target(bundle, a_top, s_top, y_cls, rho, rho_prime):
+    """The top layer's target y' = s + -dC/ds of a softmax readout (fixed_sim's module doc), Python ints."""
+    S, F, IB = bundle.state_frac_bits, bundle.activation_frac_bits, bundle.target.state.input_bits
+    lb = bundle.layers[-1]
+    W, k = lb.weight_mantissa, lb.weight_exponent - F + S
+    C, n = W.shape
+    z = [sat(shift(sum(int(W[c, j]) * int(a_top[j]) for j in range(n)), k) + int(lb.bias[c]), IB) for c in range(C)]
+    p = softmax_int(z, S)
+
+    def payload(v):
+        return v if S == F else ((v + (1 << (S - F - 1))) >> (S - F) if S > F else v << (F - S))
+
+    err = [payload(int(y_cls[c]) - p[c]) for c in range(C)]
+    out = []
+    for i in range(n):
+        fb = shift(sum(int(W[c, i]) * err[c] for c in range(C)), k)
+        s = int(s_top[i])
+        out.append(s + fb if bundle.form == "leaky" else s + tz(rho_prime(s) * fb, S))
+    return out
 
 
 def fixed_relax_chain(bundle, x, n_steps, states=None, y=None, beta=0.0, *, gamma=1.0, clamp="none", anchor=None,
@@ -367,10 +426,14 @@ def fixed_relax_chain(bundle, x, n_steps, states=None, y=None, beta=0.0, *, gamm
     S, F, D = bundle.state_frac_bits, bundle.activation_frac_bits, bundle.target.decay.bits
     one = 1 << S
     B = len(x)
-    x_int = np.rint(np.asarray(x, dtype=np.float64).reshape(B, -1) * 2.0**F).astype(np.int64)
+    xf = np.asarray(x, dtype=np.float64).reshape(B, -1)
+    if bundle.form == "energy":  # layer 1 sees rho(x), quantized on the host
+        xf = np.clip(xf, 0.0, 1.0) if bundle.activation == "hard_sigmoid" else 1.0 / (1.0 + np.exp(-(4.0 * xf - 2.0)))
+    x_int = np.rint(xf * 2.0**F).astype(np.int64)
     y_int = None if y is None else np.rint(np.asarray(y, dtype=np.float64) * one).astype(np.int64)
     frac = lambda v: int(np.rint(float(v) * (1 << D)))  # noqa: E731
-    sizes = [int(np.prod(sh)) for sh in bundle.shapes[1:]]
+    n_dyn = len(bundle.layers) - (1 if bundle.output == "ce" else 0)
+    sizes = [int(np.prod(sh)) for sh in bundle.shapes[1:n_dyn + 1]]
     st = [np.zeros((B, n), dtype=np.int64) for n in sizes] if states is None \
         else [np.asarray(s, dtype=np.int64).reshape(B, -1) for s in states]
     anchor = None if anchor is None else [np.asarray(s, dtype=np.int64).reshape(B, -1) for s in anchor]
@@ -385,3 +448,28 @@ def fixed_relax_chain(bundle, x, n_steps, states=None, y=None, beta=0.0, *, gamm
         if tol is not None and residual.max() <= int(math.floor(tol * one)):
             break
     return st, residual, taken
+
+
+def fixed_logits(bundle, states):
+    """The softmax readout's integer logits (B, classes) in Python ints: sat(shift_k(Wm_L a_{L-1}) + b_L, IB).
+
+    ``a_{L-1}`` is what the top relaxed layer sends (fixed_sim's module doc); no softmax
+    (the prediction is the argmax of the logits).
+    """
+    S, F, IB = bundle.state_frac_bits, bundle.activation_frac_bits, bundle.target.state.input_bits
+    one = 1 << S
+    lb = bundle.layers[-1]
+    W, k = lb.weight_mantissa, lb.weight_exponent - F + S
+    top = np.asarray(states[-1], dtype=np.int64).reshape(len(states[-1]), -1)
+    out = np.zeros((top.shape[0], W.shape[0]), dtype=np.int64)
+    for b in range(top.shape[0]):
+        a = []
+        for v in top[b]:
+            v = int(v)
+            if bundle.form == "energy":
+                v = max(0, min(one, v)) if bundle.activation == "hard_sigmoid" else \
+                    int(np.rint(one / (1.0 + math.exp(-(4.0 * v / one - 2.0)))))
+            a.append(v if S == F else ((v + (1 << (S - F - 1))) >> (S - F) if S > F else v << (F - S)))
+        for i in range(W.shape[0]):
+            out[b, i] = sat(shift(sum(int(W[i, j]) * a[j] for j in range(W.shape[1])), k) + int(lb.bias[i]), IB)
+    return out

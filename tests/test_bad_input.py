@@ -29,8 +29,6 @@ from neuro_hts.config import Config
 from neuro_hts.hardware import load_target
 from neuro_hts.hardware.bundle import save_bundle
 from neuro_hts.hardware.quantize import quantize_network
-from neuro_hts.network import init_network
-from neuro_hts.runfile import RunState, save_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"model": {"arch": [64, 16, 10]}, "train": {"epochs": 1, "backend": "numpy", "t1": 5, "t2": 2, "batch_size": 25},
@@ -98,16 +96,13 @@ def fixtures(tmp_path_factory):
         "b_decay5000.h5": _poke("layers/1/decay", 0, 5000),
         "b_bias.h5": _poke("layers/1/bias", 0, 2**40),
         "b_floatbias.h5": lambda f: _set(f, "layers/1/bias", lambda a: a.astype(np.float64) + 0.5),
-        "b_energy.h5": lambda f: f["layers"].attrs.__setitem__("form", "energy"),
+        "b_form.h5": lambda f: f["layers"].attrs.__setitem__("form", "hopfield"),
         "b_dt.h5": _poke("layers/2/dt", 0, np.nan),
         "b_frac.h5": lambda f: f["layers"].attrs.__setitem__("activation_frac_bits", np.int64(3)),
     }
     for name, fn in bundle_edits.items():
         _edit(files["bundle.h5"], d / name, fn)
         files[name] = d / name
-    for name, model in (("energy.h5", {"form": "energy"}), ("ce.h5", {"output": "ce"})):
-        cfg = Config().replace(model={**TINY["model"], **model}, train=TINY["train"], data=TINY["data"])
-        files[name] = save_run(d / name, RunState(cfg, init_network(cfg)))
     (d / "text.txt").write_text("hello, not HDF5\n")
     files["text.txt"] = d / "text.txt"
     (d / "trunc.h5").write_bytes(run.read_bytes()[:200])
@@ -213,7 +208,7 @@ CASES = {
     "deploy-decay-5000": ("deploy {d}/b_decay5000.h5 --backend lava", ["b_decay5000.h5"], "first [0] = 5000"),
     "deploy-bias-2-40": ("deploy {d}/b_bias.h5 --backend numba", ["b_bias.h5"], "bias_range: layer 1"),
     "deploy-float-bias": ("deploy {d}/b_floatbias.h5 --backend numba", ["b_floatbias.h5"], "bias must be an integer array"),
-    "deploy-energy-form": ("deploy {d}/b_energy.h5 --backend numba", ["b_energy.h5"], "form 'energy' has no fixed-point"),
+    "deploy-unknown-form": ("deploy {d}/b_form.h5 --backend numba", ["b_form.h5"], "form 'hopfield' has no fixed-point"),
     "deploy-dt-nan": ("deploy {d}/b_dt.h5 --backend numba", ["b_dt.h5"], "dt_range: layer 2"),
     "deploy-frac-bits": ("deploy {d}/b_frac.h5 --backend numba", ["b_frac.h5"], "activation_frac_bits 3"),
     "deploy-run-as-fixed": ("deploy {d}/run.h5 --backend numba", ["run.h5"], "needs a bundle"),
@@ -230,10 +225,6 @@ CASES = {
     "quantize-target-unknown": ("quantize {d}/run.h5 --target loihi9 --out {d}/o.h5", ["run.h5"], "loihi9"),
     "quantize-target-binary": ("quantize {d}/run.h5 --target {d}/binary.toml --out {d}/o.h5", ["run.h5", "binary.toml"],
                                "not a text TOML file"),
-    "quantize-energy-form": ("quantize {d}/energy.h5 --target loihi2 --out {d}/o.h5", ["energy.h5"],
-                             "form 'energy' has no fixed-point"),
-    "quantize-softmax-readout": ("quantize {d}/ce.h5 --target loihi2 --out {d}/o.h5", ["ce.h5"],
-                                 "output 'ce' (softmax readout)"),
     "quantize-nan-run": ("quantize {d}/nan.h5 --target loihi2 --out {d}/o.h5", ["nan.h5"], "NaN or infinite"),
     "quantize-binary-spikes": ("quantize {d}/run.h5 --target loihi1 --out {d}/o.h5", ["run.h5"], "graded_spikes"),
     # ---- show / plot / export

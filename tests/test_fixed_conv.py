@@ -6,6 +6,7 @@ deploy bundle of a CNN (schema 4) with the reading of older bundles."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import naive
 import numpy as np
@@ -166,15 +167,35 @@ def test_design_rules_of_a_cnn():
     assert all(np.unique(lb.decay[:10]).size <= 3 for lb in b.layers)
 
 
+@pytest.mark.parametrize("activation", ["hard_sigmoid", "sigmoid4"])
+def test_energy_form_cnn_equals_the_plain_python_integer_reference(activation):
+    from neuro_hts.hardware.drc import check_deployable
+
+    net = dataclasses.replace(conv_net("max", "avg", seed=3, activation=activation), form="energy")
+    assert check_deployable(net, LOIHI2) == []
+    b = quantize_network(net, LOIHI2)
+    assert b.form == "energy"
+    sim = FixedPointSimulator(b)
+    x = np.random.default_rng(4).random((3, 2, 7, 7))
+    st, res = sim.relax(x, 5)
+    ref, rres, _ = naive.fixed_relax_chain(b, x, 5)
+    for l, (a, r) in enumerate(zip(st, ref)):
+        assert np.array_equal(a.reshape(3, -1), r), f"layer {l + 1}"
+        assert r.max() > 0, f"layer {l + 1}: vacuous"
+    assert np.array_equal(res, rres)
+    leaky, _ = FixedPointSimulator(dataclasses.replace(b, form="leaky")).relax(x, 5)
+    assert any(not np.array_equal(a, c) for a, c in zip(st, leaky))  # the form changes the integers
+
+
 def test_what_stays_refused_in_one_line():
     from neuro_hts.hardware.drc import check_deployable
 
     net = conv_net()
-    energy = dataclasses.replace(net, form="energy")
-    v = check_deployable(energy, LOIHI2)
-    assert len(v) == 1 and "form 'energy'" in str(v[0])
-    with pytest.raises(ConfigError, match="leaky form only"):
-        FixedPointSimulator(quantize_network(energy, LOIHI2))
+    ce = SimpleNamespace(form="leaky", output="ce", is_dense=net.is_dense)  # what the check reads of a CNN
+    v = check_deployable(ce, LOIHI2)
+    assert [x.rule for x in v] == ["softmax_readout"] and "after conv2d" in str(v[0])
+    v = check_deployable(dataclasses.replace(net, form="hopfield"), LOIHI2)
+    assert [x.rule for x in v] == ["deployable"] and "form 'hopfield'" in str(v[0])
 
 
 def test_a_cnn_bundle_round_trips_and_describes_itself(tmp_path):

@@ -201,10 +201,10 @@ def test_no_mutation_of_bundle_or_inputs():
 
 def test_rejects_unsupported_bundles_and_bad_states():
     b = make_bundle([[[0]]], [0], [[0]], [[4096]])
-    with pytest.raises(ConfigError):
-        FixedPointSimulator(dataclasses.replace(b, form="energy"))
-    with pytest.raises(ConfigError):
-        FixedPointSimulator(dataclasses.replace(b, output="ce"))
+    with pytest.raises(ConfigError, match="form='hopfield'"):
+        FixedPointSimulator(dataclasses.replace(b, form="hopfield"))
+    with pytest.raises(ConfigError, match="'softmax'"):
+        FixedPointSimulator(dataclasses.replace(b, output="softmax"))
     sim = FixedPointSimulator(b)
     with pytest.raises(ConfigError):
         sim.relax(np.zeros((1, 1)), 1, states=[np.array([[5000]])])

@@ -221,9 +221,9 @@ def test_bad_sources_are_refused_before_lava_is_imported():
         run_lava(net, x[:, :2], t_free=3, arith="float")
     with pytest.raises(ConfigError, match="t_free"):
         run_lava(net, x, t_free=-1, arith="float")
-    energy, _, _ = random_problem([4, 3, 2], form="energy")
-    with pytest.raises(ConfigError, match="leaky form"):
-        run_lava(energy, x, t_free=3, arith="float")
+    ce, xc, _ = random_problem([4, 3, 2], output="ce")  # a readout's targets have one entry per class
+    with pytest.raises(ConfigError, match=r"y must be finite with shape \(8, 2\)"):
+        run_lava(ce, xc, t_free=3, t_nudge=2, y=xc[:, :3], arith="float")
     assert [m for m in sys.modules if m == "lava" or m.startswith("lava.")] == []
 
 

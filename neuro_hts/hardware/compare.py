@@ -34,7 +34,8 @@ CSV columns (``compare.csv``, one row per measured number)
                             points of float, AND every wider swept width too (NaN: none)
     ``tolerance_points``    that tolerance
     ``max_dt_change``       profile binning: max |binned dt - dt| of a layer
-    ``top_state_match``     Lava: fraction of samples whose int64 top-layer states equal
+    ``top_state_match``     Lava: fraction of samples whose int64 top-layer states (a softmax
+                            readout: its integer logits) equal
                             the Numba fixed-point ones bit for bit
     ``steps_per_second``    Lava: the runner's reported speed
     ``weights_zero_frac`` / ``weights_saturated_frac``
@@ -81,7 +82,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import ConfigError
-from .drc import run_design_rules
+from .drc import check_deployable, run_design_rules
 from .fixed_sim import FixedPointSimulator
 from .quantize import DeployBundle, quantize_network
 from .target import HardwareTarget, load_target
@@ -335,7 +336,10 @@ def compare_network(
 
     Parameters
     ----------
-    network : Network (leaky form, MSE output: what the fixed-point simulator supports)
+    network : Network (leaky or energy form; MSE output, or a softmax readout after a dense
+        chain: what ``drc.check_deployable`` admits). With a readout the fixed-point scores
+        are its integer logits (``FixedPointSimulator.scores``), and ``top_state_match``
+        compares Lava's logits with them
     target : HardwareTarget, quantized for as is (``fixed``) and per sweep width
     x, y : test inputs (N, n_0) in [0, 1] (or (N, C, H, W) for an image input layer) and integer labels (N,)
     steps : free-phase steps (>= 1)
@@ -386,7 +390,7 @@ def compare_network(
     # ---- bundles. Every design rule is enforced except the per-core decay-profile limit on
     # the unbinned variants: they are the reference binning is measured against.
     def quantize(tgt, profile_mode=False, rule="max"):
-        violations = run_design_rules(network, tgt, profile_mode=True)
+        violations = check_deployable(network, tgt) + run_design_rules(network, tgt, profile_mode=True)
         if violations:
             raise ConfigError("design rules violated: " + "; ".join(map(str, violations)))
         return quantize_network(network, tgt, profile_mode=profile_mode, check_rules=False, source=source,
@@ -444,7 +448,7 @@ def compare_network(
 
     be = get_backend(backend, np.float64)
     netf = network.astype(np.float64)
-    L = len(bundle.layers)
+    L = sim.n_dynamic  # relaxed layers (a softmax readout has no states)
 
     pred: dict[str, np.ndarray] = {"float": np.empty(n, np.int64), "fixed": np.empty(n, np.int64)}
     if sim_binned is not None:
@@ -467,9 +471,10 @@ def compare_network(
                 if s is None:
                     continue
                 st, _ = s.relax(xb, int(steps))
+                scores = s.scores(st)  # the top states, or a softmax readout's integer logits
                 if name == "fixed":
-                    fixed_top[sl] = st[-1]
-                pred[name][sl] = np.argmax(st[-1], axis=1)
+                    fixed_top[sl] = scores
+                pred[name][sl] = np.argmax(scores, axis=1)
                 for l, (a, q) in enumerate(zip(sf, s.dequantize_states(st))):
                     errs[name][l].append(np.abs(np.asarray(a, np.float64) - q).ravel())
             for b, s in sweep_sims.items():

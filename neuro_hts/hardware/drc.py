@@ -26,6 +26,10 @@ Rules (see :data:`RULES`):
   profile mode, where the quantizer bins decays to the limit;
 * ``graded_spikes``: HTS-EP neurons send graded activations; a binary-spike target
   (Loihi 1) cannot carry them.
+
+:func:`check_deployable` (run by ``quantize``, ``compare`` and on every bundle load) adds
+``deployable`` (a form or output without a fixed-point back-end) and ``softmax_readout``
+(a softmax readout after conv2d layers).
 """
 
 from __future__ import annotations
@@ -262,17 +266,25 @@ def run_design_rules(network: Network, target: HardwareTarget, *, profile_mode: 
 
 
 #: forms and outputs a deploy back-end (the fixed-point simulator, Lava) runs
-DEPLOYABLE_FORMS = ("leaky",)
-DEPLOYABLE_OUTPUTS = ("mse",)
+DEPLOYABLE_FORMS = ("leaky", "energy")
+DEPLOYABLE_OUTPUTS = ("mse", "ce")
 
 
 def check_deployable(network, target: HardwareTarget) -> list[Violation]:
-    """Only the leaky form with an MSE output has a fixed-point back-end (Numba simulator, Lava)."""
+    """The forms and outputs with a fixed-point back-end (Numba simulator, Lava).
+
+    The leaky and energy forms; an MSE output, or a softmax readout (``ce``) after a
+    dense chain (the argmax of its integer logits; its nudged phase through the integer
+    softmax ``fixed_point.softmax_int``).
+    """
     out = []
     if network.form not in DEPLOYABLE_FORMS:
         out.append(Violation("deployable", None, f"form {network.form!r} has no fixed-point back-end "
                              f"(deploy runs {', '.join(DEPLOYABLE_FORMS)})"))
     if network.output not in DEPLOYABLE_OUTPUTS:
-        out.append(Violation("deployable", None, f"output {network.output!r} (softmax readout) has no fixed-point "
+        out.append(Violation("deployable", None, f"output {network.output!r} has no fixed-point "
                              f"back-end (deploy runs {', '.join(DEPLOYABLE_OUTPUTS)})"))
+    elif network.output == "ce" and not network.is_dense:
+        out.append(Violation("softmax_readout", None, "a softmax readout after conv2d or image layers has no "
+                             "fixed-point back-end (deploy runs it after dense chains)"))
     return out

@@ -166,7 +166,14 @@ def _check_rounding(rounding: str, rng) -> None:
 
 
 def traces(sim: FixedPointSimulator, x, states) -> list[np.ndarray]:
-    """Graded-spike payloads ``[x_int, a_int(s_1), ..., a_int(s_L)]``, int64, units ``2**-F``."""
+    """Graded-spike payloads ``[x_int, a_int(s_1), ..., a_int(s_L)]``, int64, units ``2**-F``.
+
+    Fixed-point LEARNING runs the leaky form with an MSE output only (the simulator also
+    runs the energy form and the softmax readout's free phase, for inference): ConfigError.
+    """
+    if sim.form != "leaky" or sim.readout is not None:
+        raise ConfigError(f"fixed-point EP updates need the leaky form with an MSE output, got "
+                          f"{sim.bundle.form}/{sim.bundle.output}")
     out = [sim.quantize_input(x)]
     for s in states:
         s = np.ascontiguousarray(s, dtype=np.int64)

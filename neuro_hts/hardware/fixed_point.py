@@ -39,8 +39,27 @@ __all__ = [
     "saturate",
     "wrap",
     "leaky_decay_step",
+    "ACT_HARD_SIGMOID",
+    "ACT_SIGMOID4",
+    "FORM_LEAKY",
+    "FORM_ENERGY",
+    "activation_int",
+    "activation_prime_int",
+    "payload_step",
+    "presynaptic_step",
+    "presynaptic_update",
     "neuron_step",
     "neuron_update",
+    "energy_neuron_step",
+    "energy_neuron_update",
+    "LOG2E_FRAC_BITS",
+    "EXP2_INDEX_BITS",
+    "EXP2_PRECISION_BITS",
+    "SOFTMAX_INT_REL_ERR",
+    "exp2_table",
+    "softmax_int",
+    "readout_nudge_target",
+    "readout_nudge_targets",
     "multiplicative_decay",
     "dt_to_decay",
     "decay_to_dt",
@@ -174,6 +193,82 @@ def leaky_decay_step(s, target_drive, decay, decay_bits):
     return s + (p >> decay_bits)
 
 
+#: activation codes of the integer kernels (fixed_sim._ACTIVATIONS)
+ACT_HARD_SIGMOID, ACT_SIGMOID4 = 0, 1
+#: dynamics form codes of the integer kernels (fixed_sim._FORMS)
+FORM_LEAKY, FORM_ENERGY = 0, 1
+
+
+@njit(cache=True, inline="always")
+def activation_int(u, one, act, table, table_lo):
+    """The integer activation sigma (leaky form) / rho (energy form), written once::
+
+        act 0 (hard_sigmoid): clip(u, 0, one)
+        act 1 (sigmoid4):     table[clip(u - table_lo, 0, len(table) - 1)]
+
+    ``u`` in state units 2**-S, ``one = 2**S``; ``table``, ``table_lo``:
+    ``fixed_sim.sigmoid4_table`` and its first input (unused for act 0). The result lies in
+    [0, one].
+    """
+    if act == ACT_HARD_SIGMOID:
+        return min(max(u, 0), one)
+    idx = u - table_lo
+    if idx < 0:
+        idx = 0
+    elif idx >= table.shape[0]:
+        idx = table.shape[0] - 1
+    return table[idx]
+
+
+@njit(cache=True, inline="always")
+def activation_prime_int(s, r, state_frac_bits, act):
+    """The integer derivative rho'(s) of the energy form, units 2**-S, in [0, 2**S]::
+
+        act 0 (hard_sigmoid): 2**S if 0 <= s <= 2**S else 0       (the closed-interval indicator
+                                                                   of activations.hard_sigmoid_prime)
+        act 1 (sigmoid4):     (4 r (2**S - r)) >> S,  r = activation_int(s)   (rho' = 4 rho (1 - rho))
+
+    ``r`` is the integer activation of ``s`` (:func:`activation_int`). For sigmoid4 the
+    product is exact and the shift floors a non-negative value, so the result is within
+    one LSB below 2**S * 4 r (1 - r) of the table's rho, itself within half an LSB of
+    sigmoid4: |rho'_int / 2**S - sigmoid4'(s / 2**S)| < 3 * 2**-S.
+    """
+    one = np.int64(1) << state_frac_bits
+    if act == ACT_HARD_SIGMOID:
+        return one if (s >= 0 and s <= one) else 0
+    return (4 * r * (one - r)) >> state_frac_bits
+
+
+@njit(cache=True, inline="always")
+def presynaptic_step(s, s_minus_f, form, one, act, table, table_lo):
+    """What a layer sends (graded payload, F fraction bits) from its state ``s`` (units 2**-S)::
+
+        v = s                        (leaky form: the state itself)
+        v = activation_int(s)        (energy form: rho(s))
+        a = shift_right_round_nearest(v, S - F)   if S >= F,   else  v << (F - S)
+    """
+    v = s if form == FORM_LEAKY else activation_int(s, one, act, table, table_lo)
+    return payload_step(v, s_minus_f)
+
+
+@njit(cache=True, inline="always")
+def payload_step(v, s_minus_f):
+    """A value in state units 2**-S as a graded payload (F fraction bits): round-nearest right
+    shift by ``S - F`` (identity when S == F), or the exact left shift when S < F."""
+    if s_minus_f >= 0:
+        return shift_right_round_nearest(v, s_minus_f)
+    return v << (-s_minus_f)
+
+
+@njit(cache=True)
+def presynaptic_update(s, s_minus_f, form, one, act, table, table_lo):
+    """:func:`presynaptic_step` over a 1-D int64 array (one layer of one sample); returns the payloads."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = presynaptic_step(s[i], s_minus_f, form, one, act, table, table_lo)
+    return out
+
+
 @njit(cache=True, inline="always")
 def neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, one, act, table, table_lo):
     """The one integer HTS neuron update (every int64 scalar; Numba kernels and Lava models call it)::
@@ -190,15 +285,7 @@ def neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, on
     h = saturate(h, input_bits)
     if beta_int != 0:
         h = saturate(h + shift_right_round_toward_zero(beta_int * (y - s), decay_bits), input_bits)
-    if act == 0:
-        sig = min(max(h, 0), one)
-    else:
-        idx = h - table_lo
-        if idx < 0:
-            idx = 0
-        elif idx >= table.shape[0]:
-            idx = table.shape[0] - 1
-        sig = table[idx]
+    sig = activation_int(h, one, act, table, table_lo)
     return saturate(leaky_decay_step(s, sig, decay, decay_bits), state_bits)
 
 
@@ -209,6 +296,130 @@ def neuron_update(s, h, y, beta_int, decay, decay_bits, input_bits, state_bits, 
     for i in range(s.shape[0]):
         out[i] = neuron_step(s[i], h[i], y[i], beta_int, decay[i], decay_bits, input_bits, state_bits, one, act,
                              table, table_lo)
+    return out
+
+
+@njit(cache=True, inline="always")
+def energy_neuron_step(s, h, y, beta_int, decay, decay_bits, input_bits, state_frac_bits, act, table, table_lo):
+    """The one integer update of the ENERGY form (every int64 scalar; Numba kernels and Lava models call it).
+
+    The integer form of ``s <- clip(s + dt (rho'(s) h - s + beta (y - s)), 0, 1)``
+    (docs/MODEL.md, dynamics.energy_update), with ``S = state_frac_bits``, ``one = 2**S``::
+
+        h   <- saturate(h, IB)                                        synaptic input + bias
+        r    = activation_int(s)                                      rho(s)
+        g    = tz(activation_prime_int(s, r) * h, S)                  rho'(s) h   (units 2**-S)
+        g   <- g + tz(beta_int * (y - s), D)                          nudge (beta_int != 0), outside rho'
+        g   <- saturate(g, IB)
+        s   <- clip(leaky_decay_step(s, g, decay, D), 0, one)
+
+    ``tz`` is :func:`shift_right_round_toward_zero`. For hard_sigmoid rho'(s) = 2**S on
+    [0, one], where the states live, so ``g = h`` exactly; the only difference from the
+    leaky neuron is then WHERE the clip acts (on the new state instead of on the target).
+    Products fit int64: |rho' h| <= 2**S * 2**(IB-1), |decay (g - s)| <= 2**D * 2**IB.
+    """
+    h = saturate(h, input_bits)
+    r = activation_int(s, np.int64(1) << state_frac_bits, act, table, table_lo)
+    g = shift_right_round_toward_zero(activation_prime_int(s, r, state_frac_bits, act) * h, state_frac_bits)
+    if beta_int != 0:
+        g = g + shift_right_round_toward_zero(beta_int * (y - s), decay_bits)
+    g = saturate(g, input_bits)
+    new = leaky_decay_step(s, g, decay, decay_bits)
+    one = np.int64(1) << state_frac_bits
+    return min(max(new, 0), one)
+
+
+@njit(cache=True)
+def energy_neuron_update(s, h, y, beta_int, decay, decay_bits, input_bits, state_frac_bits, act, table, table_lo):
+    """:func:`energy_neuron_step` over 1-D int64 arrays (one layer of one sample); returns the new states."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = energy_neuron_step(s[i], h[i], y[i], beta_int, decay[i], decay_bits, input_bits, state_frac_bits,
+                                    act, table, table_lo)
+    return out
+
+
+#: integer softmax: log2(e) with LOG2E_FRAC_BITS fraction bits, and 2**(-f / 2**EXP2_INDEX_BITS) for
+#: f = 0 .. 2**EXP2_INDEX_BITS - 1 with EXP2_PRECISION_BITS fraction bits (exp2_table)
+LOG2E_FRAC_BITS = 16
+EXP2_INDEX_BITS = 10
+EXP2_PRECISION_BITS = 20
+#: stated bound of |softmax_int / 2**S - softmax|, every entry (tested): 2**-S + SOFTMAX_INT_REL_ERR
+SOFTMAX_INT_REL_ERR = 1.5e-3
+
+
+def exp2_table() -> np.ndarray:
+    """int64 ``rint(2**P * 2**(-f / 2**I))`` for f = 0 .. 2**I - 1 (P = 20, I = 10: 1024 entries)."""
+    f = np.arange(1 << EXP2_INDEX_BITS, dtype=np.float64)
+    return np.rint(np.exp2(EXP2_PRECISION_BITS - f / float(1 << EXP2_INDEX_BITS))).astype(np.int64)
+
+
+@njit(cache=True)
+def softmax_int(z, state_frac_bits, table, out):
+    """Softmax of integer logits ``z`` (1-D, units 2**-S) in integers: ``out`` in units 2**-S.
+
+    Shift-based exp with a small lookup table (no float, no exp)::
+
+        d_i = z_i - max(z) <= 0                                        units 2**-S
+        v_i = -d_i * L2E,  L2E = rint(log2(e) * 2**16) = 94548         units 2**-(S+16), >= 0
+        n_i = v_i >> (S + 16)                                          integer part of -d_i log2(e)
+        f_i = (v_i >> (S + 16 - 10)) & 1023                            10-bit fraction, truncated
+        e_i = table[f_i] >> n_i      (0 once n_i > 20)                 ~ 2**20 exp(d_i)
+        out_i = (e_i << S) // sum_j e_j                                floor
+
+    ``table`` is :func:`exp2_table`. The maximum gets ``e = 2**20`` exactly. Error: the
+    truncated fraction overestimates each exp by at most ``2**(2**-10) - 1 = 6.8e-4``
+    (relative), the table and L2E roundings add < 1e-5, the shifts and the division lose
+    less than one unit each, so ``|out_i / 2**S - softmax(z / 2**S)_i| <= 2**-S +
+    SOFTMAX_INT_REL_ERR`` (1.5e-3; measured on random logits: tests/test_fixed_energy.py).
+    """
+    n = z.shape[0]
+    zmax = z[0]
+    for i in range(1, n):
+        if z[i] > zmax:
+            zmax = z[i]
+    shift_all = state_frac_bits + LOG2E_FRAC_BITS
+    l2e = np.int64(94548)  # rint(log2(e) * 2**16)
+    total = np.int64(0)
+    for i in range(n):
+        v = (zmax - z[i]) * l2e
+        k = v >> shift_all
+        if k > EXP2_PRECISION_BITS:
+            out[i] = 0
+            continue
+        f = (v >> (shift_all - EXP2_INDEX_BITS)) & ((np.int64(1) << EXP2_INDEX_BITS) - 1)
+        out[i] = table[f] >> k
+        total += out[i]
+    for i in range(n):
+        out[i] = (out[i] << state_frac_bits) // total
+
+
+@njit(cache=True, inline="always")
+def readout_nudge_target(s, fb, form, state_frac_bits, act, table, table_lo):
+    """The integer target ``y'`` whose MSE nudge is the softmax readout's: ``y' - s = -dC/ds``.
+
+    ``fb = shift_k_L(Wm_L^T a(y - p))`` (units 2**-S) is the readout's feedback
+    (``p = softmax_int(logits)``). The neuron's own nudge ``tz(beta_int (y' - s), D)``
+    then is ``tz(beta_int fb, D)`` (leaky: inside sigma, as the MSE nudge) or
+    ``tz(beta_int tz(rho'(s) fb, S), D)`` (energy: the chain rule through r = rho(s),
+    dynamics.output_nudge), so both forms keep their one neuron function::
+
+        y' = s + fb                                  (leaky)
+        y' = s + tz(activation_prime_int(s) fb, S)   (energy)
+    """
+    if form == FORM_LEAKY:
+        return s + fb
+    one = np.int64(1) << state_frac_bits
+    r = activation_int(s, one, act, table, table_lo)
+    return s + shift_right_round_toward_zero(activation_prime_int(s, r, state_frac_bits, act) * fb, state_frac_bits)
+
+
+@njit(cache=True)
+def readout_nudge_targets(s, fb, form, state_frac_bits, act, table, table_lo):
+    """:func:`readout_nudge_target` over 1-D int64 arrays (the top relaxed layer of one sample)."""
+    out = np.empty_like(s)
+    for i in range(s.shape[0]):
+        out[i] = readout_nudge_target(s[i], fb[i], form, state_frac_bits, act, table, table_lo)
     return out
 
 

@@ -1,8 +1,9 @@
 """Numba fixed-point relaxation of a :class:`~neuro_hts.hardware.quantize.DeployBundle`.
 
-The integer counterpart of :func:`neuro_hts.dynamics.relax` for the LEAKY form with an MSE
-output (free phase and nudged phase), for dense chains and for chains of conv2d and dense
-connections ("Conv layers" below). It is the bit-exact oracle the Lava ``fixed_pt``
+The integer counterpart of :func:`neuro_hts.dynamics.relax` for the leaky and the energy
+form with an MSE output (free phase and nudged phase) or a softmax readout (free phase),
+for dense chains and for chains of conv2d and dense connections ("Conv layers" below;
+"Energy form and softmax readout" for what differs from the leaky MSE case). It is the bit-exact oracle the Lava ``fixed_pt``
 process models are compared against, so every shift, rounding and saturation below goes
 through the shared helpers of :mod:`neuro_hts.hardware.fixed_point`.
 
@@ -73,6 +74,27 @@ Phase options (the algorithms of :mod:`neuro_hts.algorithms`; all off by default
 * ``tol``: the phase ends at the first step whose residual is <= ``floor(tol * 2**S)``
   for every sample.
 
+Energy form and softmax readout (docs/HARDWARE.md, issue 15 item 4)
+--------------------------------------------------------------------
+
+* Energy form (``bundle.form == "energy"``): the input is ``rint(rho(x) * 2**F)``
+  (:func:`input_payload`, rho the model's float activation, on the host); a layer sends
+  ``a_int`` of ``rho_int(s)`` instead of ``s`` (``fixed_point.presynaptic_step``; rho_int is
+  the activation above, applied to the state); the update is
+  ``fixed_point.energy_neuron_step``: ``g = tz(rho'_int(s) h, S)`` plus the output nudge
+  ``tz(beta_int (y - s), D)`` OUTSIDE rho', ``s <- clip(leaky_decay_step(s, saturate(g,
+  IB), decay, D), 0, 2**S)``; rho'_int is the closed-interval indicator (hard_sigmoid) or
+  ``(4 r (2**S - r)) >> S``, ``r = rho_int(s)`` (sigmoid4). Gain, clamp, adaptation and tol
+  act as in the leaky form.
+* Softmax readout (``bundle.output == "ce"``, dense chains): the last layer is not
+  relaxed (the top relaxed layer gets no top-down input); :meth:`FixedPointSimulator.logits`
+  gives ``z = saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)`` and the prediction is
+  their argmax. In a nudged phase (dense kernel) every step computes, from the step's
+  payloads, ``p = fixed_point.softmax_int(z)`` and ``fb = shift_k_L(Wm_L^T payload(y_int -
+  p))`` (``_readout_feedback``), and the top layer is nudged toward
+  ``fixed_point.readout_nudge_target(s, fb)``; ``y`` is then (B, classes). Clamping the
+  (hidden) top layer is refused (design rule :data:`READOUT_CLAMP_RULE`).
+
 Conv layers (docs/CONV.md; the conv kernel ``_relax_conv_kernel``)
 -----------------------------------------------------------------
 
@@ -129,21 +151,39 @@ from numba import njit
 
 from ..errors import ConfigError
 from .fixed_point import (
+    FORM_ENERGY,
+    FORM_LEAKY,
+    energy_neuron_step,
+    exp2_table,
     leaky_decay_step,
     neuron_step,
+    payload_step,
+    presynaptic_step,
+    readout_nudge_target,
+    saturate,
+    softmax_int,
     shift_right_floor,
     shift_right_round_nearest,
     shift_right_round_toward_zero,
 )
 from .quantize import DeployBundle
 
-__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "FixedPointSimulator", "conv_down_int", "conv_meta", "conv_unrolled",
-           "conv_up_int", "sigmoid4_table"]
+__all__ = ["SIGMOID4_HI", "SIGMOID4_LO", "READOUT_CLAMP_RULE", "FixedPointSimulator", "conv_down_int", "conv_meta",
+           "conv_unrolled", "conv_up_int", "input_payload", "sigmoid4_table"]
 
 _ACT_HARD, _ACT_SIG4 = 0, 1
 #: output-layer modes of a phase (neuro_hts.algorithms.CLAMPS), kernel codes 0, 1, 2
 _CLAMPS = ("none", "target", "hold")
 _ACTIVATIONS = {"hard_sigmoid": _ACT_HARD, "sigmoid4": _ACT_SIG4}
+#: dynamics forms the integer kernels run (fixed_point.FORM_*)
+_FORMS = {"leaky": FORM_LEAKY, "energy": FORM_ENERGY}
+#: outputs: the MSE cost on the top relaxed layer, or the softmax readout (free phase only)
+_OUTPUTS = ("mse", "ce")
+#: design rule refusing what a softmax readout cannot do in fixed point (clamping its hidden top layer;
+#: a nudged phase on the conv kernel or in Lava learning)
+READOUT_CLAMP_RULE = "readout_clamp"
+_NO_W = np.zeros((1, 1), dtype=np.int64)
+_NO_B = np.zeros(1, dtype=np.int64)
 
 #: sigmoid4 table range in units of 1.0: h in [SIGMOID4_LO, SIGMOID4_HI] * 2**S
 SIGMOID4_LO = -3
@@ -186,6 +226,44 @@ def _activations(s, out, s_minus_f):
 
 
 @njit(cache=True)
+def _presynaptic(s, out, s_minus_f, form, one, act, table, table_lo):
+    """a_int of every unit: :func:`~.fixed_point.presynaptic_step` (the state, or rho(s) in the energy form)."""
+    B, n = s.shape
+    for b in range(B):
+        for i in range(n):
+            out[b, i] = presynaptic_step(s[b, i], s_minus_f, form, one, act, table, table_lo)
+
+
+@njit(cache=True)
+def _readout_feedback(a_top, s_top, w, bias, k, y_cls, exp_tab, s_minus_f, input_bits, form, state_frac_bits, act,
+                      table, table_lo, z, p, err, y_eff):
+    """The softmax readout's nudge as the top layer's target ``y'`` (module doc, "Energy form and softmax readout")::
+
+        z    = saturate(shift_k(Wm_L a_top) + b_L, IB)           logits, units 2**-S
+        p    = softmax_int(z)                                     units 2**-S
+        fb   = shift_k(Wm_L^T payload(y - p))                     -dC/da_top, units 2**-S
+        y'   = readout_nudge_target(s_top, fb)                    so that tz(beta (y' - s), D) is the nudge
+    """
+    B = a_top.shape[0]
+    C, n = w.shape
+    for b in range(B):
+        for c in range(C):
+            acc = 0
+            for j in range(n):
+                acc += w[c, j] * a_top[b, j]
+            z[c] = saturate(_to_state_units(acc, k) + bias[c], input_bits)
+        softmax_int(z, state_frac_bits, exp_tab, p)
+        for c in range(C):
+            err[c] = payload_step(y_cls[b, c] - p[c], s_minus_f)
+        for i in range(n):
+            acc = 0
+            for c in range(C):
+                acc += w[c, i] * err[c]
+            y_eff[b, i] = readout_nudge_target(s_top[b, i], _to_state_units(acc, k), form, state_frac_bits, act,
+                                               table, table_lo)
+
+
+@njit(cache=True)
 def _bottom_up(a_prev, w, bias, k, out):
     """out[b, i] = shift_k( sum_j w[i, j] a_prev[b, j] ) + bias[i]."""
     B = a_prev.shape[0]
@@ -217,8 +295,9 @@ def _top_down(a_next, w_next, k, acc, out):
 
 @njit(cache=True)
 def _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, b_int, dec, decay_bits, input_bits,
-                 state_bits, one, act, table, table_lo, new):
-    """``new = neuron_step(s, up + gamma * down, ...)`` for every unit of one layer (module doc, "Update")."""
+                 state_bits, one, act, table, table_lo, form, state_frac_bits, new):
+    """``new = neuron_step(s, up + gamma * down, ...)`` for every unit of one layer (module doc, "Update");
+    :func:`~.fixed_point.energy_neuron_step` in the energy form."""
     B, n = s.shape
     for b in range(B):
         for i in range(n):
@@ -229,8 +308,12 @@ def _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, b_int
                     d = shift_right_round_toward_zero(gamma_int * d, decay_bits)
                 h += d
             yv = y_int[b, i] if top else 0
-            new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
-                                    act, table, table_lo)
+            if form == FORM_ENERGY:
+                new[b, i] = energy_neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_frac_bits,
+                                               act, table, table_lo)
+            else:
+                new[b, i] = neuron_step(s[b, i], h, yv, b_int, dec[i], decay_bits, input_bits, state_bits, one,
+                                        act, table, table_lo)
 
 
 @njit(cache=True)
@@ -271,10 +354,13 @@ def _settled(residual, tol_int):
 
 @njit(cache=True)
 def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_int, n_steps,
-                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
-                  gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+                  s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo, form, state_frac_bits,
+                  gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int, ce_nudge, ro_w, ro_b, ro_k, exp_tab):
     """Run up to ``n_steps`` synchronous integer steps in place on ``states``; returns (residual, steps taken).
 
+    With ``ce_nudge`` (a softmax readout ``ro_w``, ``ro_b``, shift ``ro_k`` in a nudged
+    phase) ``y_int`` holds the one-hot classes and the top layer is nudged toward
+    :func:`_readout_feedback`'s target each step (``exp_tab``: ``fixed_point.exp2_table``).
     ``gamma_int`` (units 2**-D) scales every top-down input when it is not 2**D;
     ``top_mode`` 1 holds the top layer at ``y_int``, 2 at its current state; with
     ``has_anchor`` every new state is mixed toward ``anchor`` with ``coe_int`` (units
@@ -295,10 +381,16 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
     one_d = np.int64(1) << decay_bits
     scale_down = gamma_int != one_d
     check = tol_int >= 0
+    n_cls = ro_w.shape[0]
+    z, p, err = np.empty(n_cls, np.int64), np.empty(n_cls, np.int64), np.empty(n_cls, np.int64)
+    y_top = np.empty_like(states[L - 1]) if ce_nudge else y_int
     taken = 0
     for t in range(n_steps):
         for l in range(L):
-            _activations(states[l], acts[l], s_minus_f)
+            _presynaptic(states[l], acts[l], s_minus_f, form, one, act, table, table_lo)
+        if ce_nudge:
+            _readout_feedback(acts[L - 1], states[L - 1], ro_w, ro_b, ro_k, y_int, exp_tab, s_minus_f, input_bits,
+                              form, state_frac_bits, act, table, table_lo, z, p, err, y_top)
         for l in range(L):
             s = states[l]
             new = news[l]
@@ -316,8 +408,9 @@ def _relax_kernel(x_int, states, weights, biases, decays, shifts, y_int, beta_in
             has_down = l < L - 1
             if has_down:
                 _top_down(acts[l + 1], weights[l + 1], shifts[l + 1], scratch[l], down)
-            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
-                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
+            _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_top, top, beta_int if (top and nudge) else 0,
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, form, state_frac_bits,
+                         new)
         if has_anchor:
             _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
@@ -509,8 +602,8 @@ def _layer_up(l, a_prev, weights, meta, biases, shifts, accs, pooled, args, out)
 
 @njit(cache=True)
 def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_int, beta_int, n_steps,
-                       s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo,
-                       gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
+                       s_minus_f, one, input_bits, state_bits, decay_bits, act, table, table_lo, form,
+                       state_frac_bits, gamma_int, top_mode, anchor, has_anchor, coe_int, tol_int):
     """:func:`_relax_kernel` for a chain of conv2d and dense layers (flat C-order rows, ``meta`` per weight layer).
 
     Per step, from the previous step's activations: every layer's bottom-up input and, for
@@ -538,7 +631,7 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
     taken = 0
     for t in range(n_steps):
         for l in range(L):
-            _activations(states[l], acts[l], s_minus_f)
+            _presynaptic(states[l], acts[l], s_minus_f, form, one, act, table, table_lo)
         for l in range(1, L):  # bottom-up inputs and contexts first: the feedback reads the contexts
             _layer_up(l, acts[l - 1], weights, meta, biases, shifts, accs, pooled, args, tmp_up[l])
         for l in range(L):
@@ -561,7 +654,8 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
                 else:
                     _dense_down(acts[l + 1], weights[l + 1], m, shifts[l + 1], down_acc[l], down)
             _neuron_rows(s, up, down, has_down, scale_down, gamma_int, y_int, top, beta_int if (top and nudge) else 0,
-                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, new)
+                         decays[l], decay_bits, input_bits, state_bits, one, act, table, table_lo, form, state_frac_bits,
+                         new)
         if has_anchor:
             _mix_toward(news, anchor, coe_int, decay_bits)
         taken += 1
@@ -575,7 +669,7 @@ def _relax_conv_kernel(x_int, states, weights, meta, biases, decays, shifts, y_i
 
 
 class FixedPointSimulator:
-    """Integer relaxation of a leaky-form, MSE-output :class:`DeployBundle` (see module doc).
+    """Integer relaxation of a :class:`DeployBundle`, leaky or energy form, MSE or softmax readout (module doc).
 
     The bundle's arrays are copied at construction and never modified; inputs are never
     modified either. A dense chain runs on the dense kernel, a chain with conv2d layers on
@@ -587,13 +681,19 @@ class FixedPointSimulator:
     def __init__(self, bundle: DeployBundle, *, kernel: str = "auto"):
         if not isinstance(bundle, DeployBundle):
             raise ConfigError(f"FixedPointSimulator needs a DeployBundle, got {type(bundle).__name__}")
-        if bundle.form != "leaky":
-            raise ConfigError(f"fixed-point simulation supports the leaky form only, got form={bundle.form!r}")
-        if bundle.output != "mse":
-            raise ConfigError(f"fixed-point simulation supports output='mse' only, got {bundle.output!r}")
+        if bundle.form not in _FORMS:
+            raise ConfigError(f"fixed-point simulation runs the {' and '.join(_FORMS)} forms, got form={bundle.form!r}")
+        if bundle.output not in _OUTPUTS:
+            raise ConfigError(f"fixed-point simulation runs outputs {', '.join(_OUTPUTS)}, got {bundle.output!r}")
         if bundle.activation not in _ACTIVATIONS:
             raise ConfigError(f"unsupported activation {bundle.activation!r}")
+        if bundle.output == "ce" and not bundle.is_dense:
+            raise ConfigError("fixed-point simulation runs a softmax readout after dense chains only")
         self.bundle = bundle
+        self.form = bundle.form
+        self._form = _FORMS[bundle.form]
+        #: relaxed layers (all, or all but the softmax readout)
+        self.n_dynamic = len(bundle.layers) - (1 if bundle.output == "ce" else 0)
         t = bundle.target
         self.S = int(bundle.state_frac_bits)
         self.F = int(bundle.activation_frac_bits)
@@ -601,11 +701,20 @@ class FixedPointSimulator:
         self.decay_bits = int(t.decay.bits)
         self.input_bits = int(t.state.input_bits)
         self.state_bits = int(t.state.bits)
-        self._weights = tuple(np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True) for lb in bundle.layers)
-        self._biases = tuple(np.array(lb.bias, dtype=np.int64, copy=True) for lb in bundle.layers)
-        self._decays = tuple(np.array(lb.decay, dtype=np.int64, copy=True) for lb in bundle.layers)
-        #: per weight layer, the shift k_l = e_l - F + S from accumulator to state units
-        self.shifts = np.array([int(lb.weight_exponent) - self.F + self.S for lb in bundle.layers], dtype=np.int64)
+        relaxed = bundle.layers[: self.n_dynamic]
+        self._weights = tuple(np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True) for lb in relaxed)
+        self._biases = tuple(np.array(lb.bias, dtype=np.int64, copy=True) for lb in relaxed)
+        self._decays = tuple(np.array(lb.decay, dtype=np.int64, copy=True) for lb in relaxed)
+        #: per relaxed layer's weight layer, the shift k_l = e_l - F + S from accumulator to state units
+        self.shifts = np.array([int(lb.weight_exponent) - self.F + self.S for lb in relaxed], dtype=np.int64)
+        #: the softmax readout (output 'ce'): mantissas, bias (state units) and shift k_L; None for MSE
+        self.readout = None
+        self._exp_table = exp2_table() if bundle.output == "ce" else _NO_B
+        if bundle.output == "ce":
+            lb = bundle.layers[-1]
+            self.readout = (np.array(lb.weight_mantissa, dtype=np.int64, order="C", copy=True),
+                            np.array(lb.bias, dtype=np.int64, copy=True),
+                            int(lb.weight_exponent) - self.F + self.S)
         self._act = _ACTIVATIONS[bundle.activation]
         if self._act == _ACT_SIG4:
             self._table = sigmoid4_table(self.S)
@@ -614,7 +723,7 @@ class FixedPointSimulator:
             self._table = np.zeros(1, dtype=np.int64)
             self._table_lo = 0
         #: shapes of the input and of every relaxed layer, without the batch ((n,) or (C, H, W))
-        self.shapes = tuple(bundle.shapes)
+        self.shapes = tuple(bundle.shapes)[: self.n_dynamic + 1]
         self.sizes = tuple(int(np.prod(sh)) for sh in self.shapes[1:])
         self.n_inputs = int(np.prod(self.shapes[0]))
         if kernel not in ("auto", "dense", "conv"):
@@ -630,7 +739,7 @@ class FixedPointSimulator:
     # ----------------------------------------------------------------------- helpers
 
     def quantize_input(self, x) -> np.ndarray:
-        """``rint(x * 2**F)`` as int64 (B, n_0), images flattened in C order: a new array."""
+        """:func:`input_payload` as int64 (B, n_0), images flattened in C order: a new array."""
         xf = np.asarray(x, dtype=np.float64)
         if xf.ndim >= 2 and xf.shape[1:] == self.shapes[0]:
             xf = xf.reshape(xf.shape[0], -1)
@@ -640,7 +749,7 @@ class FixedPointSimulator:
                               + f", got {xf.shape}")
         if not np.isfinite(xf).all():
             raise ConfigError("x contains NaN or infinity")
-        return np.rint(xf * math.ldexp(1.0, self.F)).astype(np.int64)
+        return input_payload(xf, self.form, self.bundle.activation, self.F)
 
     def zero_states(self, batch: int) -> list[np.ndarray]:
         """Zero states (B, n_l) per relaxed layer (flat: what the kernels step)."""
@@ -696,12 +805,19 @@ class FixedPointSimulator:
         beta_int = self.fraction(beta, "beta")
         if clamp not in _CLAMPS:
             raise ConfigError(f"clamp must be one of {', '.join(_CLAMPS)}, got {clamp!r}")
+        ce_nudge = self.readout is not None and beta_int != 0
+        if self.readout is not None and clamp != "none":
+            raise ConfigError(f"design rule {READOUT_CLAMP_RULE}: a softmax readout's top relaxed layer is hidden; "
+                              "it cannot be clamped to the targets")
+        if ce_nudge and self.kernel != "dense":
+            raise ConfigError("a softmax readout's nudged phase runs on the dense kernel only")
         if beta_int != 0 or clamp == "target":
             if y is None:
                 raise ConfigError("a nudged (beta != 0) or clamped phase needs targets y")
             yf = np.asarray(y, dtype=np.float64)
-            if yf.shape != (B, self.sizes[-1]) or not np.isfinite(yf).all():
-                raise ConfigError(f"y must be finite with shape ({B}, {self.sizes[-1]}), got {yf.shape}")
+            n_y = self.n_classes
+            if yf.shape != (B, n_y) or not np.isfinite(yf).all():
+                raise ConfigError(f"y must be finite with shape ({B}, {n_y}), got {yf.shape}")
             y_int = np.rint(yf * self.one).astype(np.int64)
         else:
             y_int = np.zeros((B, self.sizes[-1]), dtype=np.int64)
@@ -711,13 +827,14 @@ class FixedPointSimulator:
         common = (
             y_int, np.int64(beta_int), np.int64(n_steps), np.int64(self.S - self.F), np.int64(self.one),
             np.int64(self.input_bits), np.int64(self.state_bits), np.int64(self.decay_bits),
-            np.int64(self._act), self._table, np.int64(self._table_lo),
+            np.int64(self._act), self._table, np.int64(self._table_lo), np.int64(self._form), np.int64(self.S),
             np.int64(self.fraction(gamma, "gamma")), np.int64(_CLAMPS.index(clamp)), anchor_t, has_anchor,
             np.int64(self.fraction(coe, "coe")), np.int64(tol_int),
         )
         if self.kernel == "dense":
+            ro_w, ro_b, ro_k = self.readout if self.readout is not None else (_NO_W, _NO_B, 0)
             residual, taken = _relax_kernel(x_int, tuple(st), self._weights, self._biases, self._decays, self.shifts,
-                                            *common)
+                                            *common, ce_nudge, ro_w, ro_b, np.int64(ro_k), self._exp_table)
         else:
             residual, taken = _relax_conv_kernel(x_int, tuple(st), self._flat_weights, self._meta, self._biases,
                                                  self._decays, self.shifts, *common)
@@ -731,10 +848,57 @@ class FixedPointSimulator:
             raise ConfigError(f"{what} = {value!r} is too large for the fixed-point arithmetic")
         return v
 
+    @property
+    def n_classes(self) -> int:
+        """Entries of a target ``y``: the top layer's units (MSE) or the readout's classes."""
+        return int(self.readout[0].shape[0]) if self.readout is not None else self.sizes[-1]
+
+    def logits(self, states) -> np.ndarray:
+        """The softmax readout's integer logits (B, classes), units 2**-S (output 'ce' only)::
+
+            logits = saturate(shift_k_L(Wm_L @ a_{L-1}) + bias_L, IB)
+
+        ``a_{L-1}`` is what the top relaxed layer sends (its state, or rho(s) in the energy
+        form); ``shift_k`` as for every weight layer. No softmax: its argmax is the
+        logits' argmax, and the free phase never needs the probabilities.
+        """
+        if self.readout is None:
+            raise ConfigError("logits: the bundle has an MSE output (its scores are the top states)")
+        top = np.ascontiguousarray(states[-1], dtype=np.int64).reshape(len(states[-1]), -1)
+        a = np.empty_like(top)
+        _presynaptic(top, a, np.int64(self.S - self.F), np.int64(self._form), np.int64(self.one), np.int64(self._act),
+                     self._table, np.int64(self._table_lo))
+        w, bias, k = self.readout
+        out = np.empty((a.shape[0], w.shape[0]), dtype=np.int64)
+        _bottom_up(a, w, bias, np.int64(k), out)
+        return saturate(out, self.input_bits)
+
+    def scores(self, states) -> np.ndarray:
+        """Integer class scores (B, classes): the top states (MSE) or :meth:`logits` (softmax readout)."""
+        if self.readout is not None:
+            return self.logits(states)
+        return np.asarray(states[-1]).reshape(len(states[-1]), -1)
+
     def predict(self, x, n_steps: int) -> np.ndarray:
-        """Predicted classes: argmax of the top layer after a free phase (first index on ties)."""
+        """Predicted classes: argmax of :meth:`scores` after a free phase (first index on ties)."""
         states, _ = self.relax(x, n_steps)
-        return np.argmax(states[-1].reshape(states[-1].shape[0], -1), axis=1)
+        return np.argmax(self.scores(states), axis=1)
+
+
+def input_payload(x, form: str, activation: str, frac_bits: int) -> np.ndarray:
+    """The clamped input as graded payloads (host side, once per sample): int64 (B, n_0).
+
+    ``rint(x * 2**F)`` in the leaky form; ``rint(rho(x) * 2**F)`` in the energy form, where
+    layer 1's drive is ``W_1 rho(x)`` (dynamics.input_drive) and ``rho`` is the model's own
+    float activation (for hard_sigmoid and inputs in [0, 1] the two are the same). NumPy
+    ``rint``: nearest, ties to even. The Numba simulator and the Lava builder both call it.
+    """
+    xf = np.asarray(x, dtype=np.float64)
+    if form == "energy":
+        from ..activations import get_activation
+
+        xf = get_activation(activation)[0](xf)
+    return np.rint(xf * math.ldexp(1.0, int(frac_bits))).astype(np.int64)
 
 
 def conv_meta(bundle: DeployBundle) -> np.ndarray:

@@ -116,7 +116,9 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
 
     if not isinstance(bundle, DeployBundle):
         raise ConfigError("Lava training needs a DeployBundle")
-    sim = FixedPointSimulator(bundle)  # validates form, output, activation
+    if bundle.form != "leaky" or bundle.output != "mse":
+        raise ConfigError(f"Lava training needs the leaky form with an MSE output, got {bundle.form}/{bundle.output}")
+    sim = FixedPointSimulator(bundle)  # validates the activation
     if rounding not in ROUNDINGS:
         raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):

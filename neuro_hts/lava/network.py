@@ -7,6 +7,11 @@ Graph for layers ``1..L`` (sizes ``n_l``; ``x`` has ``n_0`` features)::
     GradedSource(y) --------------------------------------------------> HTSOutputLayer.y_in
     HTSLayer_l.s_out --> StateRecorder (what the caller asked to record)
 
+With a softmax readout (``output = "ce"``) the top relaxed layer feeds
+``Dense(W_L) --> HTSReadout --> StateRecorder (logits)``, and in a nudged phase
+``GradedSource(y) --> HTSReadout.y_in``, ``HTSReadout.b_out --> HTSOutputLayer.y_in``
+(its feedback ``W_L^T (y - softmax)``). Leaky and energy form alike.
+
 Conv2d layers (bundles only, ``fixed_pt``): a layer without max pooling whose unrolled
 matrix Lava's Sparse keeps exactly becomes two ``Sparse`` connections (``W_u``,
 ``W_u^T``); any other conv layer becomes ONE
@@ -96,14 +101,17 @@ class LavaRun:
     """What a Lava run returns.
 
     ``states``: per relaxed layer, (N, n_l) after the last step of each sample (``record =
-    'final'``), or (N, 1 + t_free + t_nudge, n_l) after every step of each block (``record =
-    'steps'``; block step 0 is the load step, so index ``j`` is the state after ``j``
+    'final'``: the top layer only), or (N, block, n_l) after every step of each block
+    (``record = 'steps'``, ``block = 1 + t_free + t_nudge``, plus the hold step before a
+    softmax readout; block step 0 is the load step, so index ``j`` is the state after ``j``
     relaxation steps). int64 in state units for ``fixed_pt``, float64 for ``floating_pt``.
     """
 
     states: tuple[np.ndarray, ...]
     n_steps: int
     seconds: float  # wall time of the run() calls (excluding build and stop)
+    #: a softmax readout's logits (N, classes) at the last step of each block (None: MSE output)
+    logits: np.ndarray | None = None
 
     @property
     def steps_per_second(self) -> float:
@@ -248,8 +256,11 @@ def _check_source(source, arith: str):
         raise ConfigError("fixed-point Lava runs need a DeployBundle (neuro-hts quantize)")
     if arith == "float" and not isinstance(source, Network):
         raise ConfigError("floating-point Lava runs need a float Network")
-    if source.form != "leaky" or source.output != "mse":
-        raise ConfigError(f"the Lava path supports the leaky form with an MSE output, got {source.form}/{source.output}")
+    if source.form not in ("leaky", "energy") or source.output not in ("mse", "ce"):
+        raise ConfigError(f"the Lava path runs the leaky and energy forms with an MSE output or a softmax readout, "
+                          f"got {source.form}/{source.output}")
+    if source.output == "ce" and not source.is_dense:
+        raise ConfigError("the Lava path runs a softmax readout after dense chains only")
     if source.activation not in ("hard_sigmoid", "sigmoid4"):
         raise ConfigError(f"unsupported activation {source.activation!r}")
     if arith == "float" and not source.is_dense:
@@ -266,9 +277,14 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
     """Relax ``x`` (N, n_0) through Lava, one block per sample; see :class:`LavaRun`.
 
     ``source``: a :class:`DeployBundle` (``arith='fixed'``, Lava ``fixed_pt`` models) or a
-    :class:`Network` (``arith='float'``, ``floating_pt``). With ``t_nudge > 0`` the output
-    layer is nudged toward ``y`` (N, n_L) with ``beta`` for the last ``t_nudge`` steps of
-    every block. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
+    :class:`Network` (``arith='float'``, ``floating_pt``); leaky or energy form. With
+    ``t_nudge > 0`` the output layer is nudged toward ``y`` (N, n_L) with ``beta`` for the
+    last ``t_nudge`` steps of every block. With a softmax readout (``output = "ce"``) ``y``
+    is (N, classes), the :class:`HTSReadout` sends the top relaxed layer its feedback
+    ``W_L^T (y - softmax(z))`` (integers: ``fixed_point.softmax_int``) which that layer
+    applies as its nudge; the block gets one hold step (``1 + t_free + t_nudge + 1``
+    steps) so that the readout sees the last relaxed state, and :attr:`LavaRun.logits`
+    holds its output at the block's last step. ``chunk`` samples per ``run()`` call (default: all at once); ``progress``
     is called with the number of samples done after each call. A bundle with conv2d
     layers (``fixed`` only) may take ``x`` in the input's image shape (N, C, H, W);
     ``conv_route`` says how its conv layers reach Lava (:func:`lava_connections`).
@@ -283,17 +299,19 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         raise ConfigError("t_free + t_nudge must be at least 1")
     if record not in ("final", "steps"):
         raise ConfigError(f"record must be 'final' or 'steps', got {record!r}")
+    readout = source.output == "ce"
+    n_dyn = len(source.weights if isinstance(source, Network) else source.layers) - (1 if readout else 0)
     xf = np.asarray(x, dtype=np.float64)
     fixed = arith == "fixed"
     if fixed:
         weights_float = None
-        sizes = [int(n) for n in source.arch[1:]]
+        sizes = [int(n) for n in source.arch[1:n_dyn + 1]]
         n_in = int(source.arch[0])
         if xf.ndim > 2 and xf.shape[1:] == tuple(source.shapes[0]):
             xf = xf.reshape(xf.shape[0], -1)
     else:
         weights_float = [np.asarray(w, dtype=np.float64) for w in source.weights]
-        sizes = [w.shape[0] for w in weights_float]
+        sizes = [w.shape[0] for w in weights_float[:n_dyn]]
         n_in = weights_float[0].shape[1]
     if xf.ndim != 2 or xf.shape[1] != n_in or xf.shape[0] < 1:
         raise ConfigError(f"x must have shape (N >= 1, {n_in}), got {xf.shape}")
@@ -304,9 +322,11 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         if y is None:
             raise ConfigError("a nudged phase (t_nudge > 0) needs targets y")
         yf = np.asarray(y, dtype=np.float64)
-        if yf.shape != (N, sizes[-1]) or not np.isfinite(yf).all():
-            raise ConfigError(f"y must be finite with shape ({N}, {sizes[-1]}), got {yf.shape}")
-    block = 1 + t_free + t_nudge
+        n_y = int(source.arch[-1]) if readout else sizes[-1]
+        if yf.shape != (N, n_y) or not np.isfinite(yf).all():
+            raise ConfigError(f"y must be finite with shape ({N}, {n_y}), got {yf.shape}")
+    t_hold = 1 if readout else 0
+    block = 1 + t_free + t_nudge + t_hold
     chunk = N if chunk is None else max(1, int(chunk))
 
     from neuro_hts.lava.proc import hts as P  # imports Lava (sets multiprocessing's start method to fork)
@@ -326,13 +346,15 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
                       input_bits=int(source.target.state.input_bits), state_bits=int(source.target.state.bits))
         conns = lava_connections(source, conv_route=conv_route)
         _warm_conv(conns)
-        x_data = np.rint(xf * math.ldexp(1.0, F)).astype(np.int64).T.copy()
+        from neuro_hts.hardware.fixed_sim import input_payload
+
+        x_data = input_payload(xf, source.form, source.activation, F).T.copy()
         beta_v = int(np.rint(float(beta) * (1 << D)))
         if abs(beta_v) >= 1 << (2 * D):
             raise ConfigError(f"beta = {beta!r} is too large for the fixed-point nudge")
         y_data = None if t_nudge == 0 else np.rint(yf * (1 << S)).astype(np.int64).T.copy()
         layer_args = []
-        for lb, (kind, _), shape in zip(source.layers, source.connection_options(), source.shapes[1:]):
+        for lb, (kind, _), shape in zip(source.layers[:n_dyn], source.connection_options(), source.shapes[1:]):
             bias = np.asarray(lb.bias, dtype=np.int64)
             if kind == "conv2d":  # one bias per channel -> one per unit of the C x H x W layer
                 bias = np.repeat(bias, int(np.prod(shape[1:])))
@@ -340,20 +362,23 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
                                    decay=np.asarray(lb.decay, dtype=np.int64).reshape(-1), bias=bias))
     else:
         widths = {}
-        x_data = xf.T.copy()
+        from neuro_hts.dynamics import presynaptic
+
+        x_data = presynaptic(source, xf).T.copy()  # rho(x) in the energy form (dynamics.input_drive)
         beta_v = float(beta)
         y_data = None if t_nudge == 0 else yf.T.copy()
         layer_args = [dict(dt=np.asarray(dt, dtype=np.float64), decay=np.zeros(len(dt), dtype=np.int64),
-                           bias=np.asarray(b, dtype=np.float64)) for dt, b in zip(source.dts, source.biases)]
+                           bias=np.asarray(b, dtype=np.float64))
+                      for dt, b in zip(source.dts[:n_dyn], source.biases[:n_dyn])]
 
     L = len(sizes)
     inp = P.GradedSource(data=x_data, steps_per_sample=block, name="x")
     layers = []
     for l in range(L):
-        common = dict(t_free=t_free, t_nudge=t_nudge, activation=source.activation, fixed=widths,
-                      name=f"layer{l + 1}", **layer_args[l])
+        common = dict(t_free=t_free, t_nudge=t_nudge, t_hold=t_hold, activation=source.activation, form=source.form,
+                      fixed=widths, name=f"layer{l + 1}", **layer_args[l])
         if l == L - 1 and t_nudge > 0:
-            layers.append(P.HTSOutputLayer(beta=beta_v, **common))
+            layers.append(P.HTSOutputLayer(beta=beta_v, cost="ce" if readout else "mse", **common))
         else:
             layers.append(P.HTSLayer(**common))
     procs = [inp, *layers]
@@ -391,9 +416,29 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
             layers[l].a_out.connect(d_down.s_in)
             d_down.a_out.connect(layers[l - 1].a_in)
             procs.append(d_down)
+    ro = None
+    if readout:  # Dense(W_L) from the top relaxed layer's payload into the readout (bias added there)
+        nudged = t_nudge > 0
+        if fixed:
+            fwd = conns[n_dyn][0]
+            lb = source.layers[-1]
+            d_ro = Dense(weights=fwd.weights, weight_exp=fwd.weight_exp, num_message_bits=MESSAGE_BITS, name="WL")
+            ro = P.HTSReadout(bias=np.asarray(lb.bias, dtype=np.int64), weights=np.asarray(lb.weight_mantissa),
+                              shift=int(lb.weight_exponent) - F + S, nudged=nudged, fixed=widths, name="readout")
+        else:
+            d_ro = Dense(weights=weights_float[-1], num_message_bits=MESSAGE_BITS, name="WL")
+            ro = P.HTSReadout(bias=np.asarray(source.biases[-1], dtype=np.float64), weights=weights_float[-1],
+                              nudged=nudged, name="readout")
+        layers[-1].a_out.connect(d_ro.s_in)
+        d_ro.a_out.connect(ro.a_in)
+        procs += [d_ro, ro]
     if t_nudge > 0:
         ysrc = P.GradedSource(data=y_data, steps_per_sample=block, name="y")
-        ysrc.s_out.connect(layers[-1].y_in)
+        if ro is not None:  # the readout turns the targets into the top layer's feedback
+            ysrc.s_out.connect(ro.y_in)
+            ro.b_out.connect(layers[-1].y_in)
+        else:
+            ysrc.s_out.connect(layers[-1].y_in)
         procs.append(ysrc)
     if record == "final":
         recs = [P.StateRecorder(shape=sizes[-1], n_records=N, steps_per_sample=block, record_step=block - 1,
@@ -406,6 +451,11 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
                                 name=f"record{l + 1}")
             layers[l].s_out.connect(r.a_in)
             recs.append(r)
+    if ro is not None:  # the logits at the block's last step (one Dense delay after the last free step)
+        rl = P.StateRecorder(shape=int(source.arch[-1]), n_records=N, steps_per_sample=block, record_step=block - 1,
+                             name="record_logits")
+        ro.s_out.connect(rl.a_in)
+        recs.append(rl)
 
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
     _install_lifeline()  # the runtime's forked processes die with this one, also on kill -9
@@ -431,20 +481,26 @@ def run_lava(source, x, *, t_free: int, t_nudge: int = 0, y=None, beta: float = 
         logger.info("Lava run interrupted after %d of %d samples; runtime stopped", done, N)
         raise KeyboardInterrupt
     dtype = np.int64 if fixed else np.float64
+    logits = None
+    if ro is not None:
+        logits = raw.pop().T.astype(dtype)
     if record == "final":
         states = (raw[0].T.astype(dtype),)
     else:
         states = tuple(r.T.reshape(N, block, -1).astype(dtype) for r in raw)
     logger.info("Lava %s run: %d samples, %d steps in %.3f s (%.0f steps/s)", arith, N, N * block, seconds,
                 N * block / seconds if seconds else math.inf)
-    return LavaRun(states=states, n_steps=N * block, seconds=seconds)
+    return LavaRun(states=states, n_steps=N * block, seconds=seconds, logits=logits)
 
 
 def run_inference(bundle, x, n_steps: int, *, arith: str = "fixed", chunk: int | None = None,
                   progress=None, conv_route: str = "auto") -> InferenceResult:
-    """Free phase of ``n_steps`` for every row of ``x`` through Lava; argmax of the top layer."""
+    """Free phase of ``n_steps`` for every row of ``x`` through Lava; argmax of the scores.
+
+    The scores (``top_states``) are the top layer's states, or a softmax readout's logits.
+    """
     r = run_lava(bundle, x, t_free=n_steps, arith=arith, record="final", chunk=chunk, progress=progress,
                  conv_route=conv_route)
-    top = r.states[0]
+    top = r.states[0] if r.logits is None else r.logits
     return InferenceResult(predictions=np.argmax(top, axis=1), top_states=top,
                            steps_per_second=r.steps_per_second, seconds=r.seconds, n_steps=r.n_steps)
