@@ -146,6 +146,8 @@ def _add_train_args(p):
     p.add_argument("--arith", choices=_names("engines:ENGINES"), help="'fixed': train in a hardware target's integer arithmetic (needs --target)")
     p.add_argument("--target", help="hardware target for --arith fixed: a name (loihi2) or a .toml path")
     p.add_argument("--update-rounding", choices=["nearest", "stochastic"], help="rounding of fixed-point weight updates (default stochastic)")
+    p.add_argument("--lava-learning", choices=["exact", "learning-dense"],
+                   help="--backend lava: 'exact' integer EP update (default) or Lava's LearningDense 3-factor rule")
     p.add_argument("--basal-branches", type=int, help="dendritic: basal branches per soma (every dendritic connection)")
     p.add_argument("--apical-branches", type=int, help="dendritic: apical branches per hidden unit")
     p.add_argument("--branch-sparsity", type=float, help="dendritic: fraction p of a branch's possible inputs it sees")
@@ -379,6 +381,7 @@ def _config_from_args(args):
             "arith": args.arith,
             "target": args.target,
             "update_rounding": args.update_rounding,
+            "lava_learning": args.lava_learning,
             "trainer": args.trainer,
         },
         chl={"gamma": args.chl_gamma, "clamp_delay": args.clamp_delay},
@@ -396,7 +399,7 @@ _RESUME_FIXED = (
     "config", "dataset", "n_train", "n_test", "arch", "form", "activation", "output", "nudge",
     "dt_dist", "dt_mean", "dt_std", "dt_min", "dt_max", "dt_layers", "dt_per_channel", "batch_size", "t1", "t2",
     "beta", "nudging", "optimizer", "lr", "momentum", "seed", "backend",
-    "arith", "target", "update_rounding", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
+    "arith", "target", "update_rounding", "lava_learning", "algorithm", "t1_tol", "chl_gamma", "clamp_delay", "adapt_steps",
     "adapt_coe", "blas_threads", "trainer", "basal_branches", "apical_branches", "branch_sparsity", "apical_scale",
     "distill", "distill_temperature", "distill_alpha",
     "local_beta", "local_layers", "local_readout",

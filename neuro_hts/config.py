@@ -54,6 +54,8 @@ LR_SCHEDULES = ("constant", "cosine")
 #: float64 (MNIST's 784-512-10 has 407k); larger sizes are typos that would exhaust memory
 MAX_PARAMETERS = 100_000_000
 UPDATE_ROUNDINGS = ("nearest", "stochastic")
+#: train.lava_learning (neuro_hts.lava.ld_rule.LAVA_LEARNING)
+LAVA_LEARNING = ("exact", "learning-dense")
 
 
 def parse_arch(text: str | tuple | list) -> tuple[int, ...]:
@@ -252,6 +254,10 @@ class TrainConfig:
     target: str = ""
     #: rounding of the fixed-point updates onto the weight grid (arith = "fixed")
     update_rounding: str = "stochastic"
+    #: backend = "lava": "exact" (the package's integer EP update in EPConnection, bit-exact with
+    #: the Numba engine) or "learning-dense" (Lava's LearningDense, a three-factor rule;
+    #: docs/LAVA_LEARNING.md)
+    lava_learning: str = "exact"
     #: "ep": the algorithm's phases and estimate; "bptt": the same network trained by the
     #: exact gradient of its free phase (:func:`neuro_hts.bptt.bptt_gradients`), the reference
     #: EP is compared with (and a teacher)
@@ -290,6 +296,9 @@ class TrainConfig:
         _choice("train", "backend", self.backend, BACKENDS)
         _choice("train", "arith", self.arith, ENGINES)
         _choice("train", "update_rounding", self.update_rounding, UPDATE_ROUNDINGS)
+        _choice("train", "lava_learning", self.lava_learning, LAVA_LEARNING)
+        if self.lava_learning != "exact" and self.backend != "lava":
+            raise ConfigError(f"[train] lava_learning = {self.lava_learning!r} needs backend = 'lava' (--backend lava)")
         _choice("train", "trainer", self.trainer, TRAINERS)
         if not isinstance(self.target, str):
             raise ConfigError(f"[train] target must be a string, got {self.target!r}")

@@ -35,14 +35,17 @@ from neuro_hts.dynamics import relax_status
 from neuro_hts.engines import BatchStats
 from neuro_hts.errors import ConfigError
 from neuro_hts.hardware.fixed_engine import FixedEngine
-from neuro_hts.hardware.fixed_learning import ROUNDINGS, LayerGrid, layer_multipliers
+from neuro_hts.hardware.fixed_learning import ROUNDINGS, LayerGrid, contrast_scale, layer_multipliers
 from neuro_hts.hardware.quantize import DeployBundle
 from neuro_hts.lava.network import LAVA_ACCUMULATOR_BITS, _deferred_interrupts
 from neuro_hts.lava.schedule import lava_schedule
 
-__all__ = ["LavaTrainResult", "train_lava", "train_lava_float", "LavaFixedEngine", "LavaBackend"]
+__all__ = ["LavaTrainResult", "train_lava", "train_lava_ld", "train_lava_float", "LavaFixedEngine", "LavaBackend"]
 
 logger = logging.getLogger(__name__)
+
+#: the learning-dense variant's pre-trace decay constant (one step multiplies the trace by exp(-1/tau))
+DEFAULT_X1_TAU = 1.0
 
 @dataclass(frozen=True)
 class LavaTrainResult:
@@ -177,6 +180,104 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
                          "fixed_pt")
 
 
+def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: str = "nearest",
+                  rng: np.random.Generator | None = None, x1_tau: float = DEFAULT_X1_TAU, rng_seed: int = 0,
+                  record_weights: bool = False, chunk: int | None = None, progress=None) -> LavaTrainResult:
+    """Train ``bundle`` in Lava through Lava's own learning engine (``LearningDense``, the three-factor EP rule of
+    :mod:`neuro_hts.lava.proc.ep_ld`): ``train --lava-learning learning-dense``.
+
+    Arguments as :func:`train_lava`; ``rounding``/``rng``: the BIAS update's rounding (the
+    biases learn in the layers with the exact integer rule; the weights are rounded by
+    Lava's learning engine, stochastically, with its own fixed-seed generator);
+    ``x1_tau``: the pre trace's decay constant (> 0); ``rng_seed``: the seed of Lava's
+    trace generators. Returns weights as mantissas on the bundle's grid (Lava's learning
+    weights, in grid steps, times ``lsb``, clipped to ``max_int``) and the biases.
+    """
+    from neuro_hts.hardware.fixed_sim import FixedPointSimulator
+    from neuro_hts.lava.ld_rule import rule_scale
+
+    if not isinstance(bundle, DeployBundle):
+        raise ConfigError("Lava training needs a DeployBundle")
+    if bundle.form != "leaky" or bundle.output != "mse":
+        raise ConfigError(f"Lava training needs the leaky form with an MSE output, got {bundle.form}/{bundle.output}")
+    sim = FixedPointSimulator(bundle)
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
+        raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(x1_tau, bool) or not isinstance(x1_tau, (int, float)) or not x1_tau > 0 or not math.isfinite(x1_tau):
+        raise ConfigError(f"x1_tau must be a finite number > 0, got {x1_tau!r}")
+    phases, contrast = _phases(algorithm)
+    sched = lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter"))
+    L = len(bundle.layers)
+    lrs = tuple(float(v) for v in lrs)
+    if len(lrs) != L:
+        raise ConfigError(f"expected {L} learning rates, got {len(lrs)}")
+    x_int = sim.quantize_input(x)
+    N = x_int.shape[0]
+    yf = np.asarray(y, dtype=np.float64)
+    if yf.shape != (N, sim.sizes[-1]) or not np.isfinite(yf).all():
+        raise ConfigError(f"y must be finite with shape ({N}, {sim.sizes[-1]}), got {yf.shape}")
+    D, F, S = sim.decay_bits, sim.F, sim.S
+    ba, bb = sched["beta_a"], sched["beta_b"]
+    x_max = int(np.max(np.abs(x_int), initial=0))
+    if x_max > 1 << F or int(np.min(x_int, initial=0)) < 0:
+        raise ConfigError("learning-dense: Lava's traces need inputs in [0, 1] (non-negative 8-bit trace payloads)")
+    _check_int32(bundle, x_max)
+    grids = _grids(bundle)
+    starts = list(range(0, N, int(batch_size))) + [N]
+    B = starts[1] - starts[0]
+    sizes = [starts[i + 1] - starts[i] for i in range(len(starts) - 1)]
+    from neuro_hts.lava.proc import ep_ld as LD
+    from neuro_hts.lava.proc import hts as P
+
+    block = sched["block"]
+    widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D, input_bits=sim.input_bits,
+                  state_bits=sim.state_bits)
+    rng_param = None if rounding == "nearest" else (type(rng.bit_generator).__name__, rng.bit_generator.state)
+    shapes = [(tuple(lb.weight_mantissa.shape), (lb.weight_mantissa.shape[0],), lr, g)
+              for lb, lr, g in zip(bundle.layers, lrs, grids)]
+    inp = P.GradedSource(data=x_int.T.copy(), steps_per_sample=block, name="x")
+    layers, conns, scales = [], [], []
+    for l, lb in enumerate(bundle.layers):
+        grid = grids[l]
+        cw_real = lrs[l] * contrast_scale(ba, bb, B, 2 * F, D) / grid.step
+        m, e, g = rule_scale(cw_real, F, x1_tau)
+        scales.append((m, e, g))
+        # a shorter last batch: the same rule (m, e), the third factor scaled by B / B'
+        gates = [g if n == B or m == 0 else min(127, round(g * B / n)) for n in sizes]
+        learn = dict(F=F, gates=gates, j_a=sched["j_a"], j_b=sched["j_b"], batches=starts, lr=lrs[l], beta_a=ba, beta_b=bb,
+                     D=D, S=S, input_bits=sim.input_bits, grid=grid, rounding=rounding, rng=rng_param)
+        layers.append(LD.EPLayerLD(bias=np.asarray(lb.bias, dtype=np.int64), learn=learn, record=record_weights,
+                                   dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
+                                   schedule=sched, n_samples=N, top=l == L - 1, activation=bundle.activation,
+                                   fixed=widths, name=f"layer{l + 1}"))
+        mant = np.asarray(lb.weight_mantissa, dtype=np.int64)
+        if np.any(mant % grid.lsb):
+            raise ConfigError(f"layer {l + 1}: mantissas off the grid's lsb {grid.lsb}")
+        rule = LD.ep_rule(m, e, x1_tau, rng_seed + 4 * l)
+        conns.append(LD.EPLearningDense(weights=mant // grid.lsb, weight_exp=int(sim.shifts[l]) + LD.log2_lsb(grid.lsb),
+                                        learning_rule=rule, F=F, block=block, batches=starts, record=record_weights,
+                                        name=f"W{l + 1}"))
+    for l in range(L):
+        layers[l].y1_out.connect(conns[l].s_in_y1)
+        layers[l].y2_out.connect(conns[l].s_in_y2)
+        layers[l].y3_out.connect(conns[l].s_in_y3)
+    logger.info("learning-dense rule per layer (m, e, g): %s, x1_tau %g", scales, x1_tau)
+    ysrc = P.GradedSource(data=np.rint(yf * sim.one).astype(np.int64).T.copy(), steps_per_sample=block, name="y")
+    r = _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress,
+                      "fixed_pt", bias_procs=layers)
+
+    def to_grid(q, grid):
+        return np.clip(np.asarray(q, dtype=np.int64) * grid.lsb, -grid.max_int, grid.max_int)
+
+    w = tuple(to_grid(q, g) for q, g in zip(r.weights, grids))
+    hist = None if r.weight_history is None else tuple(to_grid(h, g) for h, g in zip(r.weight_history, grids))
+    return LavaTrainResult(w, r.biases, hist, r.bias_history, r.top_free, r.residual, r.n_steps, r.seconds)
+
+
 def train_lava_float(net, x, y, *, batch_size: int, algorithm, lrs, record_weights: bool = False,
                      chunk: int | None = None, progress=None) -> LavaTrainResult:
     """The ``floating_pt`` counterpart of :func:`train_lava`: a float :class:`~neuro_hts.network.Network`
@@ -225,8 +326,12 @@ def train_lava_float(net, x, y, *, batch_size: int, algorithm, lrs, record_weigh
                          "floating_pt")
 
 
-def _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress, tag):
-    """Wire the learning graph, run it in chunks of batches, read the results back, always stop it."""
+def _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress, tag,
+                  bias_procs=None):
+    """Wire the learning graph, run it in chunks of batches, read the results back, always stop it.
+
+    ``bias_procs``: the processes whose ``bias`` / ``b_hist`` Vars hold the biases (default the connections)."""
+    bias_procs = conns if bias_procs is None else bias_procs
     from neuro_hts.lava._lifeline import install as _install_lifeline
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -268,14 +373,14 @@ def _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_wei
                 raw = None
             else:
                 w = tuple(np.asarray(c.weights.get(), dtype=dtype) for c in conns)
-                bias = tuple(np.asarray(c.bias.get(), dtype=dtype) for c in conns)
+                bias = tuple(np.asarray(c.bias.get(), dtype=dtype) for c in bias_procs)
                 top = np.asarray(rec.data.get(), dtype=dtype).T
                 resid = np.max(np.stack([np.asarray(ly.resid.get(), dtype=dtype) for ly in layers]), axis=0)
                 hist_w = hist_b = None
                 if record_weights:
                     hist_w = tuple(np.asarray(c.w_hist.get(), dtype=dtype).reshape(n_batches, *shapes[l][0])
                                    for l, c in enumerate(conns))
-                    hist_b = tuple(np.asarray(c.b_hist.get(), dtype=dtype) for c in conns)
+                    hist_b = tuple(np.asarray(c.b_hist.get(), dtype=dtype) for c in bias_procs)
                 raw = (w, bias, top, resid, hist_w, hist_b)
         finally:
             if inp.runtime is not None:
@@ -344,9 +449,17 @@ class LavaFixedEngine(FixedEngine):
         if any(s != self.tc.batch_size for s in sizes[:-1]):
             raise ConfigError("backend 'lava' needs batches of train.batch_size samples (the last may be smaller)")
         yb = np.asarray(y, dtype=np.float64)[idx]
-        r = train_lava(bundle, np.asarray(x, dtype=np.float64)[idx], yb, batch_size=self.tc.batch_size,
-                       algorithm=algorithm, lrs=self.inner.lrs, rounding=self.tc.update_rounding, rng=round_rng,
-                       chunk=1)  # one batch per run() call: Ctrl-C is honoured after the current batch
+        xb = np.asarray(x, dtype=np.float64)[idx]
+        if getattr(self.tc, "lava_learning", "exact") == "learning-dense":
+            if self.tc.update_rounding == "stochastic" and not isinstance(round_rng, np.random.Generator):
+                raise ConfigError("stochastic rounding needs the epoch's round_rng")
+            seed = int(round_rng.integers(0, 2**31)) if isinstance(round_rng, np.random.Generator) else self.tc.seed
+            r = train_lava_ld(bundle, xb, yb, batch_size=self.tc.batch_size, algorithm=algorithm, lrs=self.inner.lrs,
+                              rounding=self.tc.update_rounding, rng=round_rng, rng_seed=seed, chunk=1)
+        else:
+            r = train_lava(bundle, xb, yb, batch_size=self.tc.batch_size, algorithm=algorithm, lrs=self.inner.lrs,
+                           rounding=self.tc.update_rounding, rng=round_rng,
+                           chunk=1)  # one batch per run() call: Ctrl-C is honoured after the current batch
         free_steps = algorithm.free_phase().steps
         S = bundle.state_frac_bits
         for l, grid in enumerate(self.grids()):
