@@ -20,10 +20,10 @@ __all__ = ["LAVA_LEARNING", "TRACE_BITS", "trace_payload", "trace7", "trace_deca
 LAVA_LEARNING = ("exact", "learning-dense")
 #: Lava's trace width (``lava.magma.core.learning.constants.W_TRACE``)
 TRACE_BITS = 7
-#: the product series' factor widths x1, y1, y2 (7 each) + the scale mantissa (4) above the 15-bit accumulator
-PRODUCT_SHIFT = 3 * TRACE_BITS + 4 - 15
-#: the weight accumulator's fraction bits (16-bit accumulator, 9-bit signed weight)
+#: the weight and tag accumulators' fraction bits (16-bit accumulator, 9-bit signed weight and tag)
 ACCUMULATOR_FRAC = 7
+#: the third factor at a batch's end: with scale -1 * 2^0, ``floor(-t * 32 / 2**5) = -t`` resets the tag exactly
+TRANSFER_GATE = 32
 
 
 def trace_payload(p, F: int) -> np.ndarray:
@@ -44,39 +44,38 @@ def trace_decay(tau: float) -> float:
 
 
 def rule_scale(cw_real: float, F: int, x1_tau: float) -> tuple[int, int, int]:
-    """``(m, e, g)``: scale mantissa, exponent and third factor with ``g m 2**e ~= R``.
+    """``(m_t, m_w, e_w)`` of the tag rule (exponent of the tag term fixed at -7) with ``rho ~= m_t m_w 2**(e_w - 10)``.
 
-    The per-product change is ``floor(x1 y1 g m / 2**PRODUCT_SHIFT) 2**e`` grid steps with
-    ``x1 ~= d p_pre 2**(7-F)`` (``d``: :func:`trace_decay`), ``y1 ~= p_post 2**(7-F)``; the
-    exact step is ``cw_real p_pre p_post`` grid steps (``cw_real``: grid steps per contrast
-    unit, as :func:`~neuro_hts.hardware.fixed_learning.layer_multipliers` uses), so::
+    A phase end adds ``floor(m_t x1 y / 2**3) 2**-7`` tag units (product widths 7 + 7 + 4
+    above the 15-bit accumulator: a shift of 3; scale ``m_t 2^-7``: the finest the
+    accumulator holds); a batch's end moves ``floor(t g m_w / 2**5) 2**e_w = t m_w 2**e_w``
+    grid steps to the weight (``g = TRANSFER_GATE``; widths 9 + 7 + 4). With ``x1 ~= d
+    p_pre 2**(7-F)``, ``y ~= p_post 2**(7-F)`` the exact step per trace product is::
 
-        g m 2**e = R = cw_real 2**(2F - 14 + PRODUCT_SHIFT) / d
+        rho = cw_real 2**(2F - 14) / d       (grid steps per unit of x1 y)
 
-    Lava admits ``m in [1, 7]`` (4-bit signed mantissa), ``e in [-7, 8]``, and ``g in [1,
-    127]`` (a 7-bit trace). The smallest ``e`` with ``R / 2**e <= 7 * 127`` keeps the most
-    bits in the product; there the ``(m, g)`` nearest to R. ``R = 0`` gives ``(0, 0, 0)``.
-    Raises ConfigError when R is out of the representable range.
+    (``cw_real``: grid steps per contrast unit, as
+    :func:`~neuro_hts.hardware.fixed_learning.layer_multipliers`; ``d``:
+    :func:`trace_decay`). Lava admits mantissas in [1, 7] and exponents in [-7, 8]; the
+    nearest ``m_t m_w 2**e_w`` to ``rho 2**10``, the larger ``m_t`` on ties (the tag then
+    keeps more bits). ``rho = 0`` gives ``(0, 0, 0)`` (no learning). Raises ConfigError
+    when rho is outside the representable range.
     """
-    R = float(cw_real) * 2.0 ** (2 * F - 2 * TRACE_BITS + PRODUCT_SHIFT) / trace_decay(x1_tau)
-    if not math.isfinite(R) or R < 0:
-        raise ConfigError(f"learning-dense: the rule's scale must be finite and >= 0, got {R}")
-    if R == 0.0:
+    rho = float(cw_real) * 2.0 ** (2 * F - 2 * TRACE_BITS) / trace_decay(x1_tau)
+    if not math.isfinite(rho) or rho < 0:
+        raise ConfigError(f"learning-dense: the rule's scale must be finite and >= 0, got {rho}")
+    if rho == 0.0:
         return 0, 0, 0
-    gmax = (1 << TRACE_BITS) - 1
-    for e in range(-7, 9):
-        if R / 2.0**e > 7 * gmax + 0.5:
-            continue
-        best = None
-        for m in range(7, 0, -1):
-            g = min(gmax, round(R / (m * 2.0**e)))
-            if g >= 1:
-                err = abs(g * m * 2.0**e - R)
-                if best is None or err < best[0]:
-                    best = (err, m, g)
-        if best is None:
-            raise ConfigError(f"learning-dense: the learning rate is below what Lava's learning engine represents "
-                              f"(scale {R:.3g} < 2**-8 per product); raise lr or lower the batch size")
-        return best[1], e, best[2]
-    raise ConfigError(f"learning-dense: the learning rate is above what Lava's learning engine represents "
-                      f"(scale {R:.3g} > 127 * 7 * 2**8)")
+    target = rho * 2.0**10
+    best = None
+    for mt in range(7, 0, -1):
+        for mw in range(1, 8):
+            for ew in range(-7, 9):
+                err = abs(mt * mw * 2.0**ew - target) / target
+                if best is None or err < best[0] - 1e-12:
+                    best = (err, mt, mw, ew)
+    err, mt, mw, ew = best
+    if err > 0.5:
+        raise ConfigError(f"learning-dense: the learning rate is outside what Lava's learning engine represents "
+                          f"(scale {rho:.3g} per trace product, {mt} * {mw} * 2**{ew} * 2**-10 is {err:.0%} off)")
+    return mt, mw, ew

@@ -38,9 +38,10 @@ from neuro_hts.hardware.fixed_engine import FixedEngine
 from neuro_hts.hardware.fixed_learning import ROUNDINGS, LayerGrid, contrast_scale, layer_multipliers
 from neuro_hts.hardware.quantize import DeployBundle
 from neuro_hts.lava.network import LAVA_ACCUMULATOR_BITS, _deferred_interrupts
-from neuro_hts.lava.schedule import lava_schedule
+from neuro_hts.lava.schedule import START_ZERO, lava_schedule
 
-__all__ = ["LavaTrainResult", "train_lava", "train_lava_ld", "train_lava_float", "LavaFixedEngine", "LavaBackend"]
+__all__ = ["LavaTrainResult", "train_lava", "train_lava_ld", "train_lava_float", "update_cosine",
+           "compare_ld_updates", "LavaFixedEngine", "LavaBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,17 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
                          "fixed_pt")
 
 
+def _with_transfer_step(sched: dict, gamma_one) -> dict:
+    """The schedule plus one trailing START step per block (state 0, no update): the step at which the learning-dense
+    rule moves the batch's tag to the weights and resets it, after both phase ends of the last sample."""
+    out = {k: (list(v) if isinstance(v, list) else v) for k, v in sched.items()}
+    for k, v in (("kind", START_ZERO), ("src", -1), ("beta", 0), ("clamp", 0), ("gamma", gamma_one), ("anchor", -1),
+                 ("coe", 0), ("save", [])):
+        out[k].append(v)
+    out["block"] = sched["block"] + 1
+    return out
+
+
 def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: str = "nearest",
                   rng: np.random.Generator | None = None, x1_tau: float = DEFAULT_X1_TAU, rng_seed: int = 0,
                   record_weights: bool = False, chunk: int | None = None, progress=None) -> LavaTrainResult:
@@ -210,7 +222,8 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     if isinstance(x1_tau, bool) or not isinstance(x1_tau, (int, float)) or not x1_tau > 0 or not math.isfinite(x1_tau):
         raise ConfigError(f"x1_tau must be a finite number > 0, got {x1_tau!r}")
     phases, contrast = _phases(algorithm)
-    sched = lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter"))
+    sched = _with_transfer_step(lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter")),
+                                sim.fraction(1.0, "gamma"))
     L = len(bundle.layers)
     lrs = tuple(float(v) for v in lrs)
     if len(lrs) != L:
@@ -228,8 +241,7 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     _check_int32(bundle, x_max)
     grids = _grids(bundle)
     starts = list(range(0, N, int(batch_size))) + [N]
-    B = starts[1] - starts[0]
-    sizes = [starts[i + 1] - starts[i] for i in range(len(starts) - 1)]
+    B = starts[1] - starts[0]  # the rule's constants hold this batch size (a shorter last batch: the same scale)
     from neuro_hts.lava.proc import ep_ld as LD
     from neuro_hts.lava.proc import hts as P
 
@@ -244,12 +256,10 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     for l, lb in enumerate(bundle.layers):
         grid = grids[l]
         cw_real = lrs[l] * contrast_scale(ba, bb, B, 2 * F, D) / grid.step
-        m, e, g = rule_scale(cw_real, F, x1_tau)
-        scales.append((m, e, g))
-        # a shorter last batch: the same rule (m, e), the third factor scaled by B / B'
-        gates = [g if n == B or m == 0 else min(127, round(g * B / n)) for n in sizes]
-        learn = dict(F=F, gates=gates, j_a=sched["j_a"], j_b=sched["j_b"], batches=starts, lr=lrs[l], beta_a=ba, beta_b=bb,
-                     D=D, S=S, input_bits=sim.input_bits, grid=grid, rounding=rounding, rng=rng_param)
+        mt, mw, ew = rule_scale(cw_real, F, x1_tau)
+        scales.append((mt, mw, ew))
+        learn = dict(F=F, learn_w=mt > 0, j_a=sched["j_a"], j_b=sched["j_b"], batches=starts, lr=lrs[l], beta_a=ba,
+                     beta_b=bb, D=D, S=S, input_bits=sim.input_bits, grid=grid, rounding=rounding, rng=rng_param)
         layers.append(LD.EPLayerLD(bias=np.asarray(lb.bias, dtype=np.int64), learn=learn, record=record_weights,
                                    dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
                                    schedule=sched, n_samples=N, top=l == L - 1, activation=bundle.activation,
@@ -257,7 +267,7 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
         mant = np.asarray(lb.weight_mantissa, dtype=np.int64)
         if np.any(mant % grid.lsb):
             raise ConfigError(f"layer {l + 1}: mantissas off the grid's lsb {grid.lsb}")
-        rule = LD.ep_rule(m, e, x1_tau, rng_seed + 4 * l)
+        rule = LD.ep_rule(mt, mw, ew, x1_tau, rng_seed + 4 * l)
         conns.append(LD.EPLearningDense(weights=mant // grid.lsb, weight_exp=int(sim.shifts[l]) + LD.log2_lsb(grid.lsb),
                                         learning_rule=rule, F=F, block=block, batches=starts, record=record_weights,
                                         name=f"W{l + 1}"))
@@ -265,7 +275,7 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
         layers[l].y1_out.connect(conns[l].s_in_y1)
         layers[l].y2_out.connect(conns[l].s_in_y2)
         layers[l].y3_out.connect(conns[l].s_in_y3)
-    logger.info("learning-dense rule per layer (m, e, g): %s, x1_tau %g", scales, x1_tau)
+    logger.info("learning-dense rule per layer (m_t, m_w, e_w): %s, x1_tau %g", scales, x1_tau)
     ysrc = P.GradedSource(data=np.rint(yf * sim.one).astype(np.int64).T.copy(), steps_per_sample=block, name="y")
     r = _run_training(inp, ysrc, layers, conns, P, sched, starts, shapes, record_weights, chunk, progress,
                       "fixed_pt", bias_procs=layers)
@@ -276,6 +286,73 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     w = tuple(to_grid(q, g) for q, g in zip(r.weights, grids))
     hist = None if r.weight_history is None else tuple(to_grid(h, g) for h, g in zip(r.weight_history, grids))
     return LavaTrainResult(w, r.biases, hist, r.bias_history, r.top_free, r.residual, r.n_steps, r.seconds)
+
+
+def update_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """``cos(a, b) = <a, b> / (|a| |b|)`` of two weight changes (NaN when either is zero)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else math.nan
+
+
+def compare_ld_updates(engine: FixedEngine, net, x, y, algorithm, *, x1_tau: float = DEFAULT_X1_TAU,
+                       rng_seed: int = 0, ld: LavaTrainResult | None = None) -> dict:
+    """Per batch and layer, the learning-dense weight change against the exact integer EP update on the same batch.
+
+    One :func:`train_lava_ld` run over ``x`` (batches of ``engine``'s batch size, nearest
+    bias rounding, from ``engine.bundle(net)``) unless ``ld`` is given. For every batch b,
+    from the learning-dense weights and biases at the start of b, the simulator's phases
+    give the exact update before rounding, ``dm = lsb C M_w / 2**K_w`` mantissa units
+    (:func:`~neuro_hts.hardware.fixed_learning.fixed_ep_update`: C the exact int64
+    contrast, ``(M_w, K_w)`` its multiplier). Returns ``cos`` (n_batches, L):
+    :func:`update_cosine` of the learning-dense mantissa change with ``dm``;
+    ``norm_ratio`` ``|dW_ld| / |dm|``; ``mean``/``min`` of ``cos`` over batches; ``ld``;
+    ``cos_sr``/``mean_sr``: the same cosine for the exact path's own stochastically rounded
+    step (``round_shift``, a Generator seeded ``[rng_seed, 11]``), the baseline.
+    """
+    from neuro_hts.algorithms import run_phases
+    from neuro_hts.hardware.fixed_learning import fixed_ep_update, fixed_relaxer
+    from neuro_hts.hardware.fixed_sim import FixedPointSimulator
+
+    B = engine.tc.batch_size
+    start = engine.bundle(net)
+    if ld is None:
+        ld = train_lava_ld(start, x, y, batch_size=B, algorithm=algorithm, lrs=engine.inner.lrs, rounding="nearest",
+                           x1_tau=x1_tau, rng_seed=rng_seed, record_weights=True)
+    grids = engine.grids()
+    S = start.state_frac_bits
+    prev_w = [np.asarray(lb.weight_mantissa, dtype=np.int64) for lb in start.layers]
+    prev_b = [np.asarray(lb.bias, dtype=np.int64) for lb in start.layers]
+    cos, ratio, cos_sr = [], [], []
+    sr_rng = np.random.default_rng([rng_seed, 11])
+    work = net.astype(np.float32) if hasattr(net, "astype") else net
+    for bi, s in enumerate(range(0, x.shape[0], B)):
+        for l, grid in enumerate(grids):
+            work.weights[l][...] = prev_w[l] * math.ldexp(1.0, grid.exponent)
+            work.biases[l][...] = prev_b[l] * 2.0**-S
+        bundle = engine.bundle(work)
+        sim = FixedPointSimulator(bundle)
+        xb, yb = x[s:s + B], y[s:s + B]
+        res, c = run_phases(fixed_relaxer(sim, xb, yb), algorithm, None)
+        up = fixed_ep_update(bundle, xb, yb, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b, engine.inner.lrs,
+                             "nearest", sim=sim)
+        n = xb.shape[0]
+        ex = []
+        for C, grid, lr in zip(up.contrast_weights, grids, engine.inner.lrs):
+            (Mw, Kw), _ = layer_multipliers(lr, up.beta_a_int, up.beta_b_int, n, sim.F, sim.decay_bits, sim.S, grid)
+            ex.append(grid.lsb * C.astype(np.float64) * math.ldexp(Mw, -Kw))
+        got = [ld.weight_history[l][bi] - prev_w[l] for l in range(len(grids))]
+        cos.append([update_cosine(g, e) for g, e in zip(got, ex)])
+        sr = fixed_ep_update(bundle, xb, yb, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b, engine.inner.lrs,
+                             "stochastic", sr_rng, sim=sim)
+        cos_sr.append([update_cosine(grid.lsb * q, e) for q, grid, e in zip(sr.dq_weights, grids, ex)])
+        ratio.append([float(np.linalg.norm(g) / np.linalg.norm(e)) if np.any(e) else math.nan for g, e in zip(got, ex)])
+        prev_w = [ld.weight_history[l][bi] for l in range(len(grids))]
+        prev_b = [ld.bias_history[l][bi] for l in range(len(grids))]
+    cos, ratio, cos_sr = np.asarray(cos), np.asarray(ratio), np.asarray(cos_sr)
+    return dict(cos=cos, norm_ratio=ratio, mean=np.nanmean(cos, axis=0), min=np.nanmin(cos, axis=0), ld=ld,
+                cos_sr=cos_sr, mean_sr=np.nanmean(cos_sr, axis=0))
 
 
 def train_lava_float(net, x, y, *, batch_size: int, algorithm, lrs, record_weights: bool = False,

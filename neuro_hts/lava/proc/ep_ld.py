@@ -68,23 +68,26 @@ from lava.utils.weightutils import SignMode  # noqa: E402
 from neuro_hts.hardware.fixed_learning import apply_bias_update, layer_multipliers, round_shift  # noqa: E402
 from neuro_hts.lava.proc.ep import EPLayer, PyEPLayerFixed, _EPLayerSchedule, shift_k  # noqa: E402
 from neuro_hts.lava.proc.hts import _PyHTSLayerFixed  # noqa: E402
-from neuro_hts.lava.ld_rule import trace7, trace_payload  # noqa: E402
+from neuro_hts.lava.ld_rule import TRANSFER_GATE, trace7, trace_payload  # noqa: E402
 
 __all__ = ["EPLearningDense", "EPLayerLD", "ep_rule"]
 
 
-def ep_rule(mantissa: int, exponent: int, x1_tau: float, rng_seed: int) -> Loihi3FLearningRule:
-    """The three-factor EP rule ``dw = m 2^e u0 x1 y1 y2 - m 2^e u0 x1 y1 y3`` (t_epoch 1).
+def ep_rule(mt: int, mw: int, ew: int, x1_tau: float, rng_seed: int) -> Loihi3FLearningRule:
+    """The three-factor EP rule (t_epoch 1), with the scale of :func:`~neuro_hts.lava.ld_rule.rule_scale`::
 
-    ``m``, ``e``: the scale of :func:`~neuro_hts.lava.schedule.rule_scale`; ``m = 0``
-    gives ``dw = 0`` (Lava needs a rule: ``0 * u0``).
+        dt = mt 2^-7 u0 x1 y1 - mt 2^-7 u0 x1 y2 - 2^0 u0 t y3     (the tag: the batch's contrast)
+        dw = mw 2^ew u0 t y3                                         (moved to the weight at the batch's end)
+
+    ``mt = 0`` gives no learning (``dw = dt = 0 * u0``: Lava needs a rule).
     """
-    if mantissa == 0:
-        dw = "0 * u0"
-    else:
-        s = f"{int(mantissa)} * 2^{int(exponent)}"
-        dw = f"{s} * u0 * x1 * y1 * y2 - {s} * u0 * x1 * y1 * y3"
-    return Loihi3FLearningRule(dw=dw, x1_impulse=0, x1_tau=float(x1_tau), t_epoch=1, rng_seed=int(rng_seed))
+    if mt == 0:
+        return Loihi3FLearningRule(dw="0 * u0", dt="0 * u0", x1_impulse=0, x1_tau=float(x1_tau), t_epoch=1,
+                                   rng_seed=int(rng_seed))
+    st = f"{int(mt)} * 2^-7"
+    dt = f"{st} * u0 * x1 * y1 - {st} * u0 * x1 * y2 - u0 * t * y3"
+    dw = f"{int(mw)} * 2^{int(ew)} * u0 * t * y3"
+    return Loihi3FLearningRule(dw=dw, dt=dt, x1_impulse=0, x1_tau=float(x1_tau), t_epoch=1, rng_seed=int(rng_seed))
 
 
 class EPLearningDense(LearningDense):
@@ -156,7 +159,7 @@ class PyEPLearningDenseModel(LearningConnectionModelBitApproximate, AbstractPyDe
 class EPLayerLD(EPLayer):
     """An :class:`EPLayer` with its bias (learned in the layer) and the 3F rule's post traces ``y1``, ``y2``, ``y3``.
 
-    ``bias``: (n,) state units; ``learn``: ``F``, ``gates`` (the third factor ``g`` per batch),
+    ``bias``: (n,) state units; ``learn``: ``F``, ``learn_w`` (send the batch-end gate),
     ``j_a``, ``j_b``, ``batches``, and the bias update's ``lr``, ``beta_a``, ``beta_b``,
     ``D``, ``S``, ``input_bits``, ``grid``, ``rounding``, ``rng`` (``(name, state)`` or None);
     ``record``: ``b_hist`` after every batch.
@@ -202,7 +205,6 @@ class PyEPLayerLDFixed(_EPLayerSchedule, _PyHTSLayerFixed):
         self.record = bool(proc_params["record"])
         self.starts = list(L["batches"])
         self.batch_of = {self.starts[b + 1] - 1: b for b in range(len(self.starts) - 1)}
-        self.batch_at = np.searchsorted(self.starts, np.arange(self.starts[-1]), side="right") - 1
         self.c = None
         self.rng = None
         if L["rounding"] == "stochastic":
@@ -218,10 +220,12 @@ class PyEPLayerLDFixed(_EPLayerSchedule, _PyHTSLayerFixed):
         p = np.asarray(self._send(self.s), dtype=np.int64)
         n = p.shape[0]
         live = k < self.starts[-1]
-        g = int(L["gates"][self.batch_at[k]]) if live else 0
-        self.y1_out.send(trace7(p, int(L["F"])).astype(np.int32))
-        self.y2_out.send(np.full(n, g if (live and j == L["j_a"]) else 0, dtype=np.int32))
-        self.y3_out.send(np.full(n, g if (live and j == L["j_b"]) else 0, dtype=np.int32))
+        zero = np.zeros(n, dtype=np.int32)
+        tr = trace7(p, int(L["F"])).astype(np.int32)
+        self.y1_out.send(tr if (live and j == L["j_a"]) else zero)
+        self.y2_out.send(tr if (live and j == L["j_b"]) else zero)
+        last = live and j == self.block - 1 and k in self.batch_of
+        self.y3_out.send(np.full(n, TRANSFER_GATE, dtype=np.int32) if (last and L["learn_w"]) else zero)
         if not live:
             return
         if self.c is None:
