@@ -22,6 +22,8 @@ LAVA_LEARNING = ("exact", "learning-dense")
 TRACE_BITS = 7
 #: the weight and tag accumulators' fraction bits (16-bit accumulator, 9-bit signed weight and tag)
 ACCUMULATOR_FRAC = 7
+#: relative error of the rule's scale accepted before a smaller tag mantissa is tried
+SCALE_TOLERANCE = 0.05
 #: the third factor at a batch's end: with scale -1 * 2^0, ``floor(-t * 32 / 2**5) = -t`` resets the tag exactly
 TRANSFER_GATE = 32
 
@@ -57,8 +59,8 @@ def rule_scale(cw_real: float, F: int, x1_tau: float) -> tuple[int, int, int]:
     (``cw_real``: grid steps per contrast unit, as
     :func:`~neuro_hts.hardware.fixed_learning.layer_multipliers`; ``d``:
     :func:`trace_decay`). Lava admits mantissas in [1, 7] and exponents in [-7, 8]; the
-    nearest ``m_t m_w 2**e_w`` to ``rho 2**10``, the larger ``m_t`` on ties (the tag then
-    keeps more bits). ``rho = 0`` gives ``(0, 0, 0)`` (no learning). Raises ConfigError
+    largest ``m_t`` (the tag then keeps the most bits) whose nearest ``m_t m_w 2**e_w`` is
+    within :data:`SCALE_TOLERANCE` of ``rho 2**10``, else the nearest overall. ``rho = 0`` gives ``(0, 0, 0)`` (no learning). Raises ConfigError
     when rho is outside the representable range.
     """
     rho = float(cw_real) * 2.0 ** (2 * F - 2 * TRACE_BITS) / trace_decay(x1_tau)
@@ -69,11 +71,12 @@ def rule_scale(cw_real: float, F: int, x1_tau: float) -> tuple[int, int, int]:
     target = rho * 2.0**10
     best = None
     for mt in range(7, 0, -1):
-        for mw in range(1, 8):
-            for ew in range(-7, 9):
-                err = abs(mt * mw * 2.0**ew - target) / target
-                if best is None or err < best[0] - 1e-12:
-                    best = (err, mt, mw, ew)
+        err, mw, ew = min((abs(mt * mw * 2.0**ew - target) / target, mw, ew) for mw in range(1, 8) for ew in range(-7, 9))
+        if best is None or err < best[0]:
+            best = (err, mt, mw, ew)
+        if err <= SCALE_TOLERANCE:
+            best = (err, mt, mw, ew)
+            break
     err, mt, mw, ew = best
     if err > 0.5:
         raise ConfigError(f"learning-dense: the learning rate is outside what Lava's learning engine represents "
