@@ -4,7 +4,8 @@ The hardware-realistic counterpart of :mod:`neuro_hts.lava.proc.ep` (``train
 --lava-learning learning-dense``; docs/LAVA_LEARNING.md). Two Processes, ``fixed_pt``:
 
 * :class:`EPLearningDense`, a :class:`lava.proc.dense.process.LearningDense` (its
-  ProcessModel is a subclass of Lava's ``PyLearningDenseModelBitApproximate``: Lava's
+  ProcessModel derives from the classes of Lava's ``PyLearningDenseModelBitApproximate``,
+  ``LearningConnectionModelBitApproximate`` and ``AbstractPyDenseModelBitAcc``: Lava's
   trace, product-series, accumulator and stochastic-rounding code runs unchanged) with a
   :class:`~lava.magma.core.learning.learning_rule.Loihi3FLearningRule`. It holds
   ``q_l`` = the layer's weights in GRID STEPS (mantissa ``m = lsb * q``) with
@@ -14,31 +15,40 @@ The hardware-realistic counterpart of :mod:`neuro_hts.lava.proc.ep` (``train
   learning W at every step), and ``w_hist`` (weights after every batch).
 * :class:`EPLayerLD`, an :class:`~neuro_hts.lava.proc.ep.EPLayer` that holds and learns
   its bias (exact integer rule) and sends the post-synaptic traces of the three-factor
-  rule: ``y1`` (7-bit activity trace), ``y2`` and ``y3`` (the phase gates).
+  rule: ``y1``, ``y2`` (its 7-bit activity trace at the two phase ends) and ``y3`` (the
+  batch-end third factor).
 
-The rule (``t_epoch = 1``: the learning engine runs after every time step)::
+The rule (``t_epoch = 1``: Lava's learning phase runs after every time step; every block
+gets one trailing START step, the TRANSFER step, :func:`~neuro_hts.lava.learning._with_transfer_step`)::
 
-    dw = m_s 2^e_s u0 x1 y1 y2  -  m_s 2^e_s u0 x1 y1 y3
+    dt = m_t 2^-7 u0 x1 y1 - m_t 2^-7 u0 x1 y2 - 2^0 u0 t y3
+    dw = m_w 2^e_w u0 t y3
 
-* ``x1``: the pre trace, Lava's graded-spike ``OVERWRITE`` mode (``x1 = round(q_pre / 2)``
-  with ``q_pre`` the payload cut to 8 bits, :func:`trace_payload`), decayed once per step
-  with ``x1_tau`` (stochastically rounded; a zero payload does not overwrite it, so a
-  neuron that falls silent keeps a decaying stale trace);
-* ``y1``: the post trace, the same 7-bit mapping of the post layer's payload, sent by the
-  layer every step (the 3F rule's y traces come from the post neuron; y tau 65535);
-* ``y2 = g`` at the end of the contrast's phase a (``j_a``), ``y3 = g`` at the end of
-  phase b (``j_b``), 0 otherwise: the third factor carries the phase sign and, through
-  ``g`` (7 bits), the learning-rate scale (:func:`rule_scale`).
+Which EP quantity each term computes (``C = sum_b (a_post^a a_pre^a^T - a_post^b
+a_pre^b^T)``, :func:`~neuro_hts.hardware.fixed_learning.ep_contrast`):
 
-So at ``j_a`` each synapse adds ``+lr' x1 y1`` (``a_post^a a_pre^a``), at ``j_b``
-``-lr' x1 y1``: the terms of the EP contrast, with ``lr'`` the rate per contrast unit.
-What differs from the exact update: 7-bit traces (and the x trace's decay and staleness),
-the product series' right shift by 10 bits (floor, before the scale's exponent), the
-16-bit accumulator, ONE uniform number per step shared by every synapse for the
-stochastic rounding to an integer weight (Lava's ``ConnVarRandom``, fixed seed), rounding
-at each phase end instead of once per batch, weights changing in the middle of a sample
-(the second phase runs with the first phase end's term applied), and saturation at
-Lava's 9-bit signed weight instead of the grid's ``max_int``.
+* ``x1``: ``a_pre`` as a 7-bit trace, Lava's graded-spike ``OVERWRITE`` (``x1 =
+  round(q / 2)``, ``q`` the payload cut to 8 bits, :func:`~neuro_hts.lava.ld_rule.trace_payload`),
+  multiplied by ``d = exp(-1 / x1_tau)`` (stochastically rounded) before the rule reads it.
+  A payload below ``2**(F-8)`` does not overwrite it: a neuron that falls silent keeps its
+  last trace, decaying by ``d`` per step;
+* ``y1``: ``a_post`` at the end of the contrast's phase a (7 bits, sent by the post layer
+  only at ``j_a``), ``y2``: ``a_post`` at the end of phase b (only at ``j_b``);
+* the tag ``t`` (tag_1, a 9-bit signed synaptic variable): the batch's contrast ``C`` in
+  tag units, ``+x1 y1`` at ``j_a``, ``-x1 y2`` at ``j_b``, each product floored after a
+  3-bit shift into the 16-bit accumulator and the tag stochastically rounded to an integer;
+* ``y3 = 32`` (the third factor) at the transfer step of a batch's last sample: ``dw``
+  moves ``t m_w 2^e_w`` grid steps to the weight (rounded stochastically, once per batch),
+  and ``-u0 t y3`` resets the tag exactly. ``m_t m_w 2^e_w`` is the learning rate per
+  trace product (:func:`~neuro_hts.lava.ld_rule.rule_scale`, 3-bit mantissas, within 5 %).
+
+So the weights change once per batch, as in the exact path, by the rounded, accumulated
+contrast. What differs from the exact update: 7-bit traces (their decay and staleness),
+the products' floor shift, the tag's integer rounding at every phase end and its
+saturation at [-257, 255], ONE uniform number per step shared by every synapse for the
+stochastic rounding (Lava's ``ConnVarRandom``, fixed seed), the rate's 3-bit mantissas,
+a shorter last batch stepped with the full batch's scale, and saturation at Lava's 9-bit
+weight (the result is clipped to the grid's ``max_int`` when read back).
 """
 
 from __future__ import annotations
