@@ -309,7 +309,9 @@ def compare_ld_updates(engine: FixedEngine, net, x, y, algorithm, *, x1_tau: flo
     :func:`update_cosine` of the learning-dense mantissa change with ``dm``;
     ``norm_ratio`` ``|dW_ld| / |dm|``; ``mean``/``min`` of ``cos`` over batches; ``ld``;
     ``cos_sr``/``mean_sr``: the same cosine for the exact path's own stochastically rounded
-    step (``round_shift``, a Generator seeded ``[rng_seed, 11]``), the baseline.
+    step (``round_shift``, a Generator seeded ``[rng_seed, 11]``), the baseline; ``cum`` /
+    ``cum_sr``: per layer, the cosine of the changes summed over all batches with the
+    summed exact steps (rounding noise averages out).
     """
     from neuro_hts.algorithms import run_phases
     from neuro_hts.hardware.fixed_learning import fixed_ep_update, fixed_relaxer
@@ -324,7 +326,7 @@ def compare_ld_updates(engine: FixedEngine, net, x, y, algorithm, *, x1_tau: flo
     S = start.state_frac_bits
     prev_w = [np.asarray(lb.weight_mantissa, dtype=np.int64) for lb in start.layers]
     prev_b = [np.asarray(lb.bias, dtype=np.int64) for lb in start.layers]
-    cos, ratio, cos_sr = [], [], []
+    cos, ratio, cos_sr, sums = [], [], [], []
     sr_rng = np.random.default_rng([rng_seed, 11])
     work = net.astype(np.float32) if hasattr(net, "astype") else net
     for bi, s in enumerate(range(0, x.shape[0], B)):
@@ -347,12 +349,17 @@ def compare_ld_updates(engine: FixedEngine, net, x, y, algorithm, *, x1_tau: flo
         sr = fixed_ep_update(bundle, xb, yb, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b, engine.inner.lrs,
                              "stochastic", sr_rng, sim=sim)
         cos_sr.append([update_cosine(grid.lsb * q, e) for q, grid, e in zip(sr.dq_weights, grids, ex)])
+        sums = [(sg + g, se + e, ss + grid.lsb * q) for (sg, se, ss), g, e, q, grid
+                in zip(sums, got, ex, sr.dq_weights, grids)] if sums else \
+            [(g.astype(np.float64), e, grid.lsb * q.astype(np.float64)) for g, e, q, grid in zip(got, ex, sr.dq_weights, grids)]
         ratio.append([float(np.linalg.norm(g) / np.linalg.norm(e)) if np.any(e) else math.nan for g, e in zip(got, ex)])
         prev_w = [ld.weight_history[l][bi] for l in range(len(grids))]
         prev_b = [ld.bias_history[l][bi] for l in range(len(grids))]
     cos, ratio, cos_sr = np.asarray(cos), np.asarray(ratio), np.asarray(cos_sr)
     return dict(cos=cos, norm_ratio=ratio, mean=np.nanmean(cos, axis=0), min=np.nanmin(cos, axis=0), ld=ld,
-                cos_sr=cos_sr, mean_sr=np.nanmean(cos_sr, axis=0))
+                cos_sr=cos_sr, mean_sr=np.nanmean(cos_sr, axis=0),
+                cum=np.array([update_cosine(g, e) for g, e, _ in sums]),
+                cum_sr=np.array([update_cosine(q, e) for _, e, q in sums]))
 
 
 def train_lava_float(net, x, y, *, batch_size: int, algorithm, lrs, record_weights: bool = False,
