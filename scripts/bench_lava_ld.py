@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     print("baseline, the exact path's stochastically rounded step: mean cos "
           + " ".join(f"W{l + 1} {v:.3f}" for l, v in enumerate(res["mean_sr"])))
     print("summed over the batches: cos " + " ".join(f"W{l + 1} {v:.3f}" for l, v in enumerate(res["cum"]))
-          + "; the exact path's stochastically rounded steps: " + " ".join(f"W{l + 1} {v:.3f}" for l, v in enumerate(res["cum_sr"])))
+          + "; the exact path's stochastically rounded steps: "
+          + " ".join(f"W{l + 1} {v:.3f}" for l, v in enumerate(res["cum_sr"])))
     print("mean |dW_ld|/|dW_exact| " + " ".join(f"{v:.2f}" for v in np.nanmean(res["norm_ratio"], axis=0)))
     return 0
 

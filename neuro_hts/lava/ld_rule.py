@@ -60,7 +60,8 @@ def rule_scale(cw_real: float, F: int, x1_tau: float) -> tuple[int, int, int]:
     :func:`~neuro_hts.hardware.fixed_learning.layer_multipliers`; ``d``:
     :func:`trace_decay`). Lava admits mantissas in [1, 7] and exponents in [-7, 8]; the
     largest ``m_t`` (the tag then keeps the most bits) whose nearest ``m_t m_w 2**e_w`` is
-    within :data:`SCALE_TOLERANCE` of ``rho 2**10``, else the nearest overall. ``rho = 0`` gives ``(0, 0, 0)`` (no learning). Raises ConfigError
+    within :data:`SCALE_TOLERANCE` of ``rho 2**10``, else the nearest overall. ``rho = 0``
+    gives ``(0, 0, 0)`` (no learning). Raises ConfigError
     when rho is outside the representable range.
     """
     rho = float(cw_real) * 2.0 ** (2 * F - 2 * TRACE_BITS) / trace_decay(x1_tau)
@@ -71,7 +72,8 @@ def rule_scale(cw_real: float, F: int, x1_tau: float) -> tuple[int, int, int]:
     target = rho * 2.0**10
     best = None
     for mt in range(7, 0, -1):
-        err, mw, ew = min((abs(mt * mw * 2.0**ew - target) / target, mw, ew) for mw in range(1, 8) for ew in range(-7, 9))
+        err, mw, ew = min((abs(mt * mw * 2.0**ew - target) / target, mw, ew)
+                          for mw in range(1, 8) for ew in range(-7, 9))
         if best is None or err < best[0]:
             best = (err, mt, mw, ew)
         if err <= SCALE_TOLERANCE:

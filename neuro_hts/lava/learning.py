@@ -349,9 +349,10 @@ def compare_ld_updates(engine: FixedEngine, net, x, y, algorithm, *, x1_tau: flo
         sr = fixed_ep_update(bundle, xb, yb, res[c.a].states, c.beta_a, res[c.b].states, c.beta_b, engine.inner.lrs,
                              "stochastic", sr_rng, sim=sim)
         cos_sr.append([update_cosine(grid.lsb * q, e) for q, grid, e in zip(sr.dq_weights, grids, ex)])
-        sums = [(sg + g, se + e, ss + grid.lsb * q) for (sg, se, ss), g, e, q, grid
-                in zip(sums, got, ex, sr.dq_weights, grids)] if sums else \
-            [(g.astype(np.float64), e, grid.lsb * q.astype(np.float64)) for g, e, q, grid in zip(got, ex, sr.dq_weights, grids)]
+        step_sr = [grid.lsb * q.astype(np.float64) for q, grid in zip(sr.dq_weights, grids)]
+        if not sums:
+            sums = [(np.zeros_like(e), np.zeros_like(e), np.zeros_like(e)) for e in ex]
+        sums = [(sg + g, se + e, ss + q) for (sg, se, ss), g, e, q in zip(sums, got, ex, step_sr)]
         ratio.append([float(np.linalg.norm(g) / np.linalg.norm(e)) if np.any(e) else math.nan for g, e in zip(got, ex)])
         prev_w = [ld.weight_history[l][bi] for l in range(len(grids))]
         prev_b = [ld.bias_history[l][bi] for l in range(len(grids))]

@@ -193,7 +193,7 @@ class EPLayerLD(EPLayer):
 @requires(CPU)
 @tag("fixed_pt")
 class PyEPLayerLDFixed(_EPLayerSchedule, _PyHTSLayerFixed):
-    """:class:`~neuro_hts.lava.proc.ep.PyEPLayerFixed` plus the post traces of the 3F rule and the exact integer bias update
+    """:class:`~neuro_hts.lava.proc.ep.PyEPLayerFixed` plus the 3F rule's post traces and the exact integer bias update
     (:func:`~neuro_hts.hardware.fixed_learning.layer_multipliers`, :func:`round_shift`, over the batch)."""
 
     y1_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=7)
