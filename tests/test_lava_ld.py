@@ -3,7 +3,8 @@
 * the learning-dense weight change of every batch has a positive cosine with the exact
   integer EP update on the same batch from the same weights, per layer: the mean over 5
   batches >= 0.6 and the first batch (identical start) >= 0.6 on 2 random networks
-  (measured on this machine: means 0.68-0.998, first batches 0.78-0.98);
+  (measured on this machine: means 0.71-0.995, first batches 0.78-0.997; single later
+  batches can be lower, one W1 batch of the 3-layer net is -0.19);
 * the top-down path reads the learning weights: every free phase in the Lava run equals
   the Numba simulator's free phase with the weights and biases Lava held at the start of
   that batch (W^T is the transpose of the learned W after every batch);
@@ -98,7 +99,7 @@ CASES = [
     dict(arch=[6, 5, 3], act="hard_sigmoid", lr=[0.0], B=3, N=9, nudging="symmetric", seed=2),
 ]
 
-#: the bound this test states (measured: per-layer means 0.68-0.998, first batches 0.78-0.98)
+#: the bound this test states (measured: per-layer means 0.71-0.995, first batches 0.78-0.997)
 COS_BOUND = 0.6
 
 
