@@ -16,6 +16,11 @@ end (``Var.get`` costs ~12 us per element: docs/LAVA.md). The integer update is
 weights are those of ``train --arith fixed --backend numba`` with the same flags, bit for
 bit (tests/test_lava_learning.py).
 
+``train.lava_learning = 'learning-dense'`` (:func:`train_lava_ld`): the weights learn
+through Lava's own learning engine instead (``LearningDense``, a three-factor rule:
+:mod:`neuro_hts.lava.proc.ep_ld`), not bit-exact; :func:`compare_ld_updates` measures it
+against the exact update.
+
 Supported: EP with one-sided or symmetric nudging, plain SGD (``optimizer = 'sgd'``, no
 momentum), nearest or stochastic rounding, leaky form, MSE output, no early stop
 (``t1_tol``). Evaluation after each epoch runs in the Numba simulator (the same integers
