@@ -59,6 +59,9 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
     ``max_seeds`` seeds), ``step`` more seeds (the smallest unused ones, at most
     ``max_seeds`` in all) of that law and of the baseline at the same settings.
 
+    The two sides of a comparison end a round with equal seed counts where they can: a side
+    that is behind (a law added later, a round stopped part-way) catches up first.
+
     ``where`` keeps only the settings it matches (:func:`parse_where`), e.g. the rates where
     the laws differ most. The cells come setting by setting, each comparison's two sides
     together, so that a round stopped part-way leaves finished comparisons, not one law
@@ -82,12 +85,22 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
         if unknown:
             raise ConfigError(f"{sweep_dir}: --where names {', '.join(unknown)}, which the sweep does not vary "
                               f"(it varies: {', '.join(sorted(known)) or 'nothing'})")
-    targets = set()
+    def n_found(key):
+        return sum(1 for c in groups[key] if c["found"])
+
+    # each undecided comparison brings its two sides to the same number of seeds: step more
+    # than the smaller side has, and never fewer than the larger has (so a side that is
+    # behind catches up first); a baseline shared by several laws takes the largest target
+    want: dict[tuple, int] = {}
     for r in rows:
-        if r["verdict"] == "unresolved" and _matches(groups[(r["dist"], r["settings"])][0]["raw_settings"], where):
-            targets |= {(r["dist"], r["settings"]), (baseline, r["settings"])}
+        if r["verdict"] != "unresolved" or not _matches(groups[(r["dist"], r["settings"])][0]["raw_settings"], where):
+            continue
+        a, b = (r["dist"], r["settings"]), (baseline, r["settings"])
+        target = min(max(min(n_found(a), n_found(b)) + step, n_found(a), n_found(b)), max_seeds)
+        for key in (a, b):
+            want[key] = max(want.get(key, 0), target)
     new = []
-    for settings, dist in sorted((s, d) for d, s in targets):
+    for settings, dist in sorted((s, d) for d, s in want):
         have = groups[(dist, settings)]
         raw = tuple(have[0]["raw_settings"].items())
         found = {int(c["seed"]) for c in have if c["found"]}
@@ -96,9 +109,8 @@ def more_seeds(sweep_dir, *, max_seeds: int = 20, step: int = 5, baseline: str =
         pending = sorted(int(c["seed"]) for c in have if not c["found"])
         new.extend(Cell(dist=dist, seed=s, settings=raw) for s in pending)
         seeds = found | set(pending)
-        want = min(len(found) + step, max_seeds)
         s = 0
-        while len(seeds) < want:
+        while len(seeds) < want[(dist, settings)]:
             if s not in seeds:
                 seeds.add(s)
                 new.append(Cell(dist=dist, seed=s, settings=raw))

@@ -94,6 +94,27 @@ def test_more_seeds_where_keeps_only_matching_settings_and_pairs_come_together(t
     assert code == 2 and "KEY=VALUE" in err
 
 
+def test_more_seeds_lets_the_side_that_is_behind_catch_up_first(tmp_path):
+    from neuro_hts.network import init_network
+    from neuro_hts.resolve import more_seeds
+    from neuro_hts.runfile import HISTORY_KEYS, RunState, save_run
+    from neuro_hts.sweep import _write_manifest, make_grid
+
+    base, cells = _sweep_grid()
+    make_sweep(tmp_path / "s")  # 2 seeds per side
+    extra = make_grid(base, ["constant"], [2, 3], [("train.t1", [30])])
+    _write_manifest(tmp_path / "s", base, cells + extra)
+    for c in extra:  # constant at t1 = 30 now has 4 finished seeds, lognormal 2
+        cfg = c.config(base)
+        hist = {k: [0.0] * 3 for k in HISTORY_KEYS}
+        hist["test_accuracy"] = [0.6, 0.9, 0.91]
+        save_run(tmp_path / "s" / f"{c.name}.h5", RunState(config=cfg, network=init_network(cfg), epochs_completed=3,
+                                                           history=hist, status="complete"))
+    names = [c.name for c in more_seeds(tmp_path / "s", max_seeds=20, step=1, where={"train.t1": ["30"]})]
+    # target max(min(4, 2) + 1, 4) = 4: lognormal gets seeds 2 and 3, constant nothing
+    assert names == ["dist=lognormal__seed=2__train.t1=30", "dist=lognormal__seed=3__train.t1=30"]
+
+
 def test_more_seeds_reruns_cells_a_stopped_round_left_unfinished(tmp_path):
     from neuro_hts.resolve import more_seeds
     from neuro_hts.sweep import _write_manifest
