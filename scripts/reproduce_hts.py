@@ -38,6 +38,10 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
   constant vs lognormal dt x 5 seeds in the CNN of ``models/digits_cnn.toml`` and the
   dendritic net of ``models/digits_dendritic.toml`` (mean dt 0.5, std 0.2); embedded
   digits, no data files; 10 runs each, minutes
+* ``mnist_cnn``, ``fashionmnist_cnn`` (issue 11 item 5, issue 16 item 5): the CNNs of
+  ``models/mnist_cnn.toml`` and ``models/fashionmnist_cnn.toml``, constant vs lognormal dt
+  (per-unit, conv layers) x 3 seeds; 6 runs each, each about 75 min on one core of an
+  AVX-512 Xeon (RESULTS.md section 12)
 
 Usage::
 
@@ -105,6 +109,9 @@ GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
     "family_hts_digits_cnn": ("models/digits_cnn.toml", None, "0-4", (), FAMILY_LAWS),
     "family_hts_digits_dendritic": ("models/digits_dendritic.toml", None, "0-4", ("dt.mean=0.5", "dt.std=0.2"),
                                     FAMILY_LAWS),
+    # issue 11 item 5: the convolutional nets on the full data
+    "mnist_cnn": ("models/mnist_cnn.toml", "mnist", "0-2", (), FAMILY_LAWS),
+    "fashionmnist_cnn": ("models/fashionmnist_cnn.toml", "fashion-mnist", "0-2", (), FAMILY_LAWS),
 }
 
 

@@ -31,7 +31,7 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
     assert script.main(["--data-root", str(tmp_path), "--dry-run", "--out-root", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out.splitlines()
     lines = [ln for ln in printed if ln.startswith("neuro-hts sweep ")]
-    assert len(lines) == len(script.GRIDS) == 19
+    assert len(lines) == len(script.GRIDS) == 21
     # each sweep is followed by the archive of its finished cells (no archive yet: no restore)
     assert printed == [x for ln in lines for x in (ln, printed[printed.index(ln) + 1])]
     assert all(printed[i + 1].startswith("neuro-hts archive ") and printed[i + 1].endswith("/cells.json")
@@ -42,7 +42,8 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
         args = build_parser().parse_args(argv)  # the real CLI accepts it
         assert args.command == "sweep" and args.report == str(tmp_path / "o" / "results" / name)
         assert args.out == str(tmp_path / "o" / "sweeps" / name)
-        family = name.startswith("family_") or name in ("stress_adapt", "lr_mnist_placement")
+        family = name.startswith("family_") or name in ("stress_adapt", "lr_mnist_placement", "mnist_cnn",
+                                                         "fashionmnist_cnn")
         assert ("--data-dir" in line) == (script.GRIDS[name][1] is not None)
         laws = "constant,lognormal,lognormal_min" if name == "lr_mnist_slowest" else (
             "constant,lognormal" if family else "constant,uniform,normal,lognormal,gamma,cauchy")
@@ -56,7 +57,7 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
                        "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6,
                        "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240,
                        "lr_mnist_slowest": 90, "lr_mnist_settled": 180, "family_hts_digits_cnn": 10,
-                       "family_hts_digits_dendritic": 10}
+                       "family_hts_digits_dendritic": 10, "mnist_cnn": 6, "fashionmnist_cnn": 6}
     algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
              for line, name in zip(lines, script.GRIDS) if name.startswith("family_mnist")}
     assert algos == {"family_mnist_ep": "ep", "family_mnist_ep_adapt": "ep", "family_mnist_chl": "chl",
