@@ -107,6 +107,34 @@ def _check_int32(bundle: DeployBundle, x_max: int) -> None:
                                   f"(worst case {max(bound, bound << max(k, 0))} > {lim})")
 
 
+def _training_inputs(bundle, x, y, *, batch_size, lrs, rounding, rng):
+    """The checks both Lava training paths make before building anything; returns the
+    simulator (which validates the activation), the learning rates as floats, the quantized
+    input and the float targets."""
+    from neuro_hts.hardware.fixed_sim import FixedPointSimulator
+
+    if not isinstance(bundle, DeployBundle):
+        raise ConfigError("Lava training needs a DeployBundle")
+    if bundle.form != "leaky" or bundle.output != "mse":
+        raise ConfigError(f"Lava training needs the leaky form with an MSE output, got {bundle.form}/{bundle.output}")
+    sim = FixedPointSimulator(bundle)
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
+        raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    lrs = tuple(float(v) for v in lrs)
+    if len(lrs) != len(bundle.layers):
+        raise ConfigError(f"expected {len(bundle.layers)} learning rates, got {len(lrs)}")
+    x_int = sim.quantize_input(x)
+    N = x_int.shape[0]
+    yf = np.asarray(y, dtype=np.float64)
+    if yf.shape != (N, sim.sizes[-1]) or not np.isfinite(yf).all():
+        raise ConfigError(f"y must be finite with shape ({N}, {sim.sizes[-1]}), got {yf.shape}")
+    return sim, lrs, x_int, yf
+
+
 def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, rounding: str = "nearest",
                rng: np.random.Generator | None = None, record_weights: bool = False, chunk: int | None = None,
                progress=None) -> LavaTrainResult:
@@ -121,30 +149,10 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
     each). Ctrl-C (SIGINT/SIGTERM) finishes the current chunk, stops the runtime and raises
     KeyboardInterrupt.
     """
-    from neuro_hts.hardware.fixed_sim import FixedPointSimulator
-
-    if not isinstance(bundle, DeployBundle):
-        raise ConfigError("Lava training needs a DeployBundle")
-    if bundle.form != "leaky" or bundle.output != "mse":
-        raise ConfigError(f"Lava training needs the leaky form with an MSE output, got {bundle.form}/{bundle.output}")
-    sim = FixedPointSimulator(bundle)  # validates the activation
-    if rounding not in ROUNDINGS:
-        raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
-        raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    sim, lrs, x_int, yf = _training_inputs(bundle, x, y, batch_size=batch_size, lrs=lrs, rounding=rounding, rng=rng)
     phases, contrast = _phases(algorithm)
     sched = lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter"))
-    L = len(bundle.layers)
-    lrs = tuple(float(v) for v in lrs)
-    if len(lrs) != L:
-        raise ConfigError(f"expected {L} learning rates, got {len(lrs)}")
-    x_int = sim.quantize_input(x)
-    N = x_int.shape[0]
-    yf = np.asarray(y, dtype=np.float64)
-    if yf.shape != (N, sim.sizes[-1]) or not np.isfinite(yf).all():
-        raise ConfigError(f"y must be finite with shape ({N}, {sim.sizes[-1]}), got {yf.shape}")
+    L, N = len(bundle.layers), x_int.shape[0]
     D, F, S = sim.decay_bits, sim.F, sim.S
     ba, bb = sched["beta_a"], sched["beta_b"]
     x_max = int(np.max(np.abs(x_int), initial=0))
@@ -210,34 +218,15 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     trace generators. Returns weights as mantissas on the bundle's grid (Lava's learning
     weights, in grid steps, times ``lsb``, clipped to ``max_int``) and the biases.
     """
-    from neuro_hts.hardware.fixed_sim import FixedPointSimulator
     from neuro_hts.lava.ld_rule import rule_scale
 
-    if not isinstance(bundle, DeployBundle):
-        raise ConfigError("Lava training needs a DeployBundle")
-    if bundle.form != "leaky" or bundle.output != "mse":
-        raise ConfigError(f"Lava training needs the leaky form with an MSE output, got {bundle.form}/{bundle.output}")
-    sim = FixedPointSimulator(bundle)
-    if rounding not in ROUNDINGS:
-        raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
-    if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
-        raise ConfigError("stochastic rounding needs an explicit numpy.random.Generator (rng=...)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    sim, lrs, x_int, yf = _training_inputs(bundle, x, y, batch_size=batch_size, lrs=lrs, rounding=rounding, rng=rng)
     if isinstance(x1_tau, bool) or not isinstance(x1_tau, (int, float)) or not x1_tau > 0 or not math.isfinite(x1_tau):
         raise ConfigError(f"x1_tau must be a finite number > 0, got {x1_tau!r}")
     phases, contrast = _phases(algorithm)
     sched = _with_transfer_step(lava_schedule(phases, contrast, lambda v: sim.fraction(v, "a phase parameter")),
                                 sim.fraction(1.0, "gamma"))
-    L = len(bundle.layers)
-    lrs = tuple(float(v) for v in lrs)
-    if len(lrs) != L:
-        raise ConfigError(f"expected {L} learning rates, got {len(lrs)}")
-    x_int = sim.quantize_input(x)
-    N = x_int.shape[0]
-    yf = np.asarray(y, dtype=np.float64)
-    if yf.shape != (N, sim.sizes[-1]) or not np.isfinite(yf).all():
-        raise ConfigError(f"y must be finite with shape ({N}, {sim.sizes[-1]}), got {yf.shape}")
+    L, N = len(bundle.layers), x_int.shape[0]
     D, F, S = sim.decay_bits, sim.F, sim.S
     ba, bb = sched["beta_a"], sched["beta_b"]
     x_max = int(np.max(np.abs(x_int), initial=0))
