@@ -105,7 +105,26 @@ def collect(sweep_dir) -> dict:
         g["n_seeds"] = len(g["runs"])
         g["n_found"] = len(found)
         g["summary"] = seed_summary([r["metrics"] for r in found]) if found else {}
-    return {"base": base, "keys": keys, "runs": runs, "groups": list(groups.values())}
+    # laws in the manifest's order, each law's settings in increasing order (cells added later,
+    # e.g. by resolve-seeds, would otherwise move their settings to the front)
+    law_rank = {d: i for i, d in enumerate(dict.fromkeys(r["dist"] for r in runs))}
+    ordered = sorted(groups.values(), key=lambda g: (law_rank[g["dist"]],
+                                                     _settings_key(g["runs"][0]["raw_settings"], keys)))
+    return {"base": base, "keys": keys, "runs": runs, "groups": ordered}
+
+
+def _settings_key(raw: dict, keys) -> tuple:
+    """Sort key of a cell's settings: numbers by value (a one-element list as its element), the rest as text."""
+    out = []
+    for k in keys:
+        v = raw.get(k, "")
+        if isinstance(v, (list, tuple)) and len(v) == 1:
+            v = v[0]
+        try:
+            out.append((0, float(v), ""))
+        except (TypeError, ValueError):
+            out.append((1, 0.0, str(v)))
+    return tuple(out)
 
 
 def _csv_text(header, rows) -> str:

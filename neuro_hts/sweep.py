@@ -223,7 +223,7 @@ def same_base(a: Config, b: Config) -> bool:
 
 def _write_manifest(out_dir: Path, base: Config, cells: list[Cell]) -> None:
     path = out_dir / MANIFEST
-    cells_d = {c.name: c.to_dict() for c in cells}
+    cells_d: dict[str, dict] = {}  # the manifest's cells first, in their order; new cells after them
     if path.exists():
         try:
             old = json.loads(path.read_text())
@@ -234,6 +234,8 @@ def _write_manifest(out_dir: Path, base: Config, cells: list[Cell]) -> None:
             raise ConfigError(f"{out_dir} holds a sweep of another base config; use a new --out")
         for c in old.get("cells", []):
             cells_d.setdefault(c["name"], c)
+    for c in cells:
+        cells_d.setdefault(c.name, c.to_dict())
     text = json.dumps({"format": "neuro-hts-sweep", "base_config": base.to_json(),
                        "cells": list(cells_d.values())}, indent=1)
     with atomic_path(path) as tmp:

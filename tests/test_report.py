@@ -240,3 +240,31 @@ def test_comparison_of_several_sweeps(tmp_path):
     assert len(md) == 2 + 4 and "| EP | constant | 2/2 | 96.00 +- 1.41 | 95.00 - 97.00 |" in md[2]
     assert len(_read_csv(tmp_path / "out" / "comparison.csv")) == 4
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000
+
+
+def test_collect_orders_each_laws_settings_by_value_whatever_the_manifest_order(tmp_path):
+    import json
+
+    from neuro_hts.sweep import MANIFEST
+
+    make_sweep(tmp_path / "s")
+    path = tmp_path / "s" / MANIFEST
+    m = json.loads(path.read_text())
+    m["cells"] = m["cells"][::-1]  # t1 = 30 cells first, as cells added later used to be written
+    path.write_text(json.dumps(m))
+    groups = collect(tmp_path / "s")["groups"]
+    assert [(g["dist"], g["settings"]) for g in groups] == [("lognormal", ("10",)), ("lognormal", ("30",)),
+                                                            ("constant", ("10",)), ("constant", ("30",))]
+
+
+def test_a_manifest_keeps_its_cells_order_when_cells_are_added(tmp_path):
+    import json
+
+    from neuro_hts.sweep import MANIFEST, _write_manifest
+
+    base, cells = _sweep_grid()
+    _write_manifest(tmp_path, base, cells)
+    extra = make_grid(base, ["constant"], [5], [("train.t1", [10])])
+    _write_manifest(tmp_path, base, extra)
+    names = [c["name"] for c in json.loads((tmp_path / MANIFEST).read_text())["cells"]]
+    assert names == [c.name for c in cells] + [extra[0].name]
