@@ -525,6 +525,9 @@ class Config:
             if why:
                 raise ConfigError("[train] trainer = 'bptt' backpropagates through the t1 free-phase steps; it needs "
                                   + ", ".join(why))
+        if self.train.lava_learning == "learning-dense" and (self.train.algorithm != "ep" or self.adapt.steps != 0):
+            raise ConfigError("[train] lava_learning = 'learning-dense' is built and checked for EP without adjusted "
+                              "adaptation only (docs/LAVA_LEARNING.md); use lava_learning = 'exact' for CHL or adaptation")
         if self.model.nudge != "inside" and self.train.arith == "fixed":
             raise ConfigError(f"[model] nudge = {self.model.nudge!r} is not in the fixed-point (Loihi) neuron, which adds "
                               f"the nudge to its input current (inside); train with arith = 'float', or nudge = 'inside'")

@@ -143,8 +143,12 @@ def test_bad_lava_learning_values_are_one_line_exit_2(run_cli, tmp_path, monkeyp
     assert code == 2 and err.count("\n") == 1 and "--lava-learning: invalid choice" in err, err
     code, _, err = run_cli([*base, "--backend", "numba", "--lava-learning", "learning-dense"])
     assert code == 2 and err.count("\n") == 1 and "lava_learning = 'learning-dense' needs backend = 'lava'" in err, err
+    code, _, err = run_cli([*base, "--backend", "lava", "--lava-learning", "learning-dense", "--algorithm", "chl"])
+    assert code == 2 and err.count("\n") == 1 and "EP without adjusted adaptation only" in err, err
     from neuro_hts.config import Config
 
+    with pytest.raises(ConfigError, match="EP without adjusted adaptation only"):
+        Config.from_dict({"train": {"backend": "lava", "lava_learning": "learning-dense"}, "adapt": {"steps": 5}})
     with pytest.raises(ConfigError, match=r"\[train\] lava_learning must be one of exact, learning-dense"):
         Config.from_dict({"train": {"lava_learning": "hebbian"}})
     assert Config.from_dict({}).train.lava_learning == "exact"
