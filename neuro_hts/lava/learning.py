@@ -135,6 +135,22 @@ def _training_inputs(bundle, x, y, *, batch_size, lrs, rounding, rng):
     return sim, lrs, x_int, yf
 
 
+def _graph_common(sim, bundle, sched, lrs, grids, rounding, rng, x_int):
+    """What both Lava training graphs start from: the block length, the integer widths the
+    layers take, the rounding generator's state (None for nearest), each layer's (weight
+    shape, bias shape, lr, grid) and the input source."""
+    from neuro_hts.lava.proc import hts as P
+
+    block = sched["block"]
+    widths = dict(state_frac_bits=sim.S, activation_frac_bits=sim.F, decay_bits=sim.decay_bits,
+                  input_bits=sim.input_bits, state_bits=sim.state_bits)
+    rng_param = None if rounding == "nearest" else (type(rng.bit_generator).__name__, rng.bit_generator.state)
+    shapes = [(tuple(lb.weight_mantissa.shape), (lb.weight_mantissa.shape[0],), lr, g)
+              for lb, lr, g in zip(bundle.layers, lrs, grids)]
+    inp = P.GradedSource(data=x_int.T.copy(), steps_per_sample=block, name="x")
+    return block, widths, rng_param, shapes, inp
+
+
 def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, rounding: str = "nearest",
                rng: np.random.Generator | None = None, record_weights: bool = False, chunk: int | None = None,
                progress=None) -> LavaTrainResult:
@@ -171,13 +187,7 @@ def train_lava(bundle: DeployBundle, x, y, *, batch_size: int, algorithm, lrs, r
     from neuro_hts.lava.proc import ep as E
     from neuro_hts.lava.proc import hts as P
 
-    block = sched["block"]
-    widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D, input_bits=sim.input_bits,
-                  state_bits=sim.state_bits)
-    rng_param = None if rounding == "nearest" else (type(rng.bit_generator).__name__, rng.bit_generator.state)
-    shapes = [(tuple(lb.weight_mantissa.shape), (lb.weight_mantissa.shape[0],), lr, g)
-              for lb, lr, g in zip(bundle.layers, lrs, grids)]
-    inp = P.GradedSource(data=x_int.T.copy(), steps_per_sample=block, name="x")
+    block, widths, rng_param, shapes, inp = _graph_common(sim, bundle, sched, lrs, grids, rounding, rng, x_int)
     layers, conns = [], []
     for l, lb in enumerate(bundle.layers):
         layers.append(E.EPLayer(dt=np.asarray(lb.dt, dtype=np.float64), decay=np.asarray(lb.decay, dtype=np.int64),
@@ -239,13 +249,7 @@ def train_lava_ld(bundle, x, y, *, batch_size: int, algorithm, lrs, rounding: st
     from neuro_hts.lava.proc import ep_ld as LD
     from neuro_hts.lava.proc import hts as P
 
-    block = sched["block"]
-    widths = dict(state_frac_bits=S, activation_frac_bits=F, decay_bits=D, input_bits=sim.input_bits,
-                  state_bits=sim.state_bits)
-    rng_param = None if rounding == "nearest" else (type(rng.bit_generator).__name__, rng.bit_generator.state)
-    shapes = [(tuple(lb.weight_mantissa.shape), (lb.weight_mantissa.shape[0],), lr, g)
-              for lb, lr, g in zip(bundle.layers, lrs, grids)]
-    inp = P.GradedSource(data=x_int.T.copy(), steps_per_sample=block, name="x")
+    block, widths, rng_param, shapes, inp = _graph_common(sim, bundle, sched, lrs, grids, rounding, rng, x_int)
     layers, conns, scales = [], [], []
     for l, lb in enumerate(bundle.layers):
         grid = grids[l]
