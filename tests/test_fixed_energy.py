@@ -6,12 +6,12 @@ bundles and `compare`."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import naive
 import numpy as np
 import pytest
+import test_fixed_sim
 
 from neuro_hts import dynamics
 from neuro_hts.activations import sigmoid4_prime
@@ -23,35 +23,20 @@ from neuro_hts.hardware.compare import compare_network
 from neuro_hts.hardware.drc import check_deployable
 from neuro_hts.hardware.fixed_point import activation_int, activation_prime_int
 from neuro_hts.hardware.fixed_sim import SIGMOID4_LO, FixedPointSimulator, sigmoid4_table
-from neuro_hts.hardware.quantize import DeployBundle, LayerBundle, quantize_network
+from neuro_hts.hardware.quantize import quantize_network
 from neuro_hts.network import Network, init_network
 
 LOIHI2 = load_target("loihi2")
 
 
-def make_bundle(mantissas, exponents, biases, decays, *, form="energy", output="mse", activation="hard_sigmoid",
-                F=12, S=12, target=LOIHI2):
-    layers = tuple(
-        LayerBundle(index=i, weight_mantissa=np.asarray(w, dtype=np.int64), weight_exponent=int(e),
-                    bias=np.asarray(b, dtype=np.int64), decay=np.asarray(d, dtype=np.int64),
-                    dt=np.asarray(d, dtype=np.int64) / 4096.0)
-        for i, (w, e, b, d) in enumerate(zip(mantissas, exponents, biases, decays), start=1)
-    )
-    return DeployBundle(target=target, layers=layers, form=form, activation=activation, output=output,
-                        activation_frac_bits=F, state_frac_bits=S)
+def make_bundle(mantissas, exponents, biases, decays, *, form="energy", **kw):
+    """test_fixed_sim's bundle builder, the energy form by default."""
+    return test_fixed_sim.make_bundle(mantissas, exponents, biases, decays, form=form, **kw)
 
 
-def random_bundle(seed, arch, F, S, activation, input_bits=24, k_range=(-9, 3), **kw):
-    rng = np.random.default_rng(seed)
-    target = dataclasses.replace(LOIHI2, state=dataclasses.replace(LOIHI2.state, input_bits=input_bits))
-    one = 1 << S
-    mant, exps, biases, decays = [], [], [], []
-    for n_in, n_out in itertools.pairwise(arch):
-        mant.append(2 * rng.integers(-127, 128, size=(n_out, n_in)))
-        exps.append(int(rng.integers(F - S + k_range[0], F - S + k_range[1])))  # default k -9..+2: both shift kinds
-        biases.append(rng.integers(-3 * one, 3 * one, size=n_out))
-        decays.append(rng.integers(1, 4097, size=n_out))
-    return make_bundle(mant, exps, biases, decays, activation=activation, F=F, S=S, target=target, **kw), rng
+def random_bundle(seed, arch, F, S, activation, input_bits=24, k_range=(-9, 3), *, form="energy", **kw):
+    """test_fixed_sim's random bundle, the energy form by default."""
+    return test_fixed_sim.random_bundle(seed, arch, F, S, activation, input_bits, k_range, form=form, **kw)
 
 
 # --------------------------------------------------------------------------- golden

@@ -23,7 +23,8 @@ from neuro_hts.network import Network, init_network
 LOIHI2 = load_target("loihi2")
 
 
-def make_bundle(mantissas, exponents, biases, decays, activation="hard_sigmoid", F=12, S=12, target=LOIHI2):
+def make_bundle(mantissas, exponents, biases, decays, activation="hard_sigmoid", F=12, S=12, target=LOIHI2, *,
+                form="leaky", output="mse"):
     layers = tuple(
         LayerBundle(
             index=i,
@@ -35,8 +36,23 @@ def make_bundle(mantissas, exponents, biases, decays, activation="hard_sigmoid",
         )
         for i, (w, e, b, d) in enumerate(zip(mantissas, exponents, biases, decays), start=1)
     )
-    return DeployBundle(target=target, layers=layers, form="leaky", activation=activation, output="mse",
+    return DeployBundle(target=target, layers=layers, form=form, activation=activation, output=output,
                         activation_frac_bits=F, state_frac_bits=S)
+
+
+def random_bundle(seed, arch, F, S, activation, input_bits=24, k_range=(-9, 3), **kw):
+    """A random integer bundle (even mantissas, exponents giving shifts k in k_range, both shift
+    kinds by default) and the generator, for the kernel-vs-reference tests; ``kw`` to make_bundle."""
+    rng = np.random.default_rng(seed)
+    target = dataclasses.replace(LOIHI2, state=dataclasses.replace(LOIHI2.state, input_bits=input_bits))
+    one = 1 << S
+    mant, exps, biases, decays = [], [], [], []
+    for n_in, n_out in itertools.pairwise(arch):
+        mant.append(2 * rng.integers(-127, 128, size=(n_out, n_in)))
+        exps.append(int(rng.integers(F - S + k_range[0], F - S + k_range[1])))
+        biases.append(rng.integers(-3 * one, 3 * one, size=n_out))
+        decays.append(rng.integers(1, 4097, size=n_out))
+    return make_bundle(mant, exps, biases, decays, activation=activation, F=F, S=S, target=target, **kw), rng
 
 
 # --------------------------------------------------------------------------- (a) golden
@@ -109,16 +125,8 @@ reference_step = naive.fixed_step
     (4, (8, 6), 12, 12, "sigmoid4", 24),
 ])
 def test_kernel_matches_python_integer_oracle(seed, arch, F, S, activation, input_bits):
-    rng = np.random.default_rng(seed)
-    target = dataclasses.replace(LOIHI2, state=dataclasses.replace(LOIHI2.state, input_bits=input_bits))
+    bundle, rng = random_bundle(seed, arch, F, S, activation, input_bits)  # k from -9 to +2: both shift kinds
     one = 1 << S
-    mant, exps, biases, decays = [], [], [], []
-    for n_in, n_out in itertools.pairwise(arch):
-        mant.append(2 * rng.integers(-127, 128, size=(n_out, n_in)))
-        exps.append(int(rng.integers(F - S - 9, F - S + 3)))  # k from -9 to +2: both shift kinds
-        biases.append(rng.integers(-3 * one, 3 * one, size=n_out))
-        decays.append(rng.integers(1, 4097, size=n_out))
-    bundle = make_bundle(mant, exps, biases, decays, activation=activation, F=F, S=S, target=target)
     sim = FixedPointSimulator(bundle)
     B = 4
     x = rng.random((B, arch[0]))
