@@ -4,6 +4,7 @@
 
     neuro-hts continual --config models/continual_mnist.toml --method src --out DIR [--seeds 0-2]
     neuro-hts continual --config models/continual_mnist.toml --search 12 --out DIR   # sleep search
+    neuro-hts continual --config models/continual_mnist.toml --search 100 --search-space wide --out DIR
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["add_continual_parser", "cmd_continual"]
 
 
 def add_continual_parser(sub) -> None:
-    from .continual import METHODS, TRAINERS
+    from .continual import METHODS, SEARCH_SPACES, TRAINERS
 
     p = sub.add_parser("continual", help="class-incremental learning (5 tasks x 2 classes): baselines and sleep (SRC)")
     p.add_argument("--config", required=True, help="TOML config with [continual] and [sleep] (models/continual_*.toml)")
@@ -35,6 +36,8 @@ def add_continual_parser(sub) -> None:
     p.add_argument("--validation", type=float, help="test on this held-out fraction of the training set instead")
     p.add_argument("--search", type=int, metavar="N", help="search the sleep parameters: N seeded candidates on a validation split")
     p.add_argument("--search-seed", type=int, default=0)
+    p.add_argument("--search-space", choices=SEARCH_SPACES, default="around",
+                   help="around: factors of the config's [sleep] values (default); wide: absolute ranges, g, window and schedule too")
     p.add_argument("--force", action="store_true", help="start over in an --out that holds a run with another config")
 
 
@@ -62,7 +65,8 @@ def cmd_continual(args, progress=None) -> int:
         raise ConfigError("--out must not be the directory of --config (outputs never replace inputs)")
     cfg = _config(args)
     if args.search is not None:
-        best = search_sleep(cfg, out, args.search, search_seed=args.search_seed, progress=progress)
+        best = search_sleep(cfg, out, args.search, search_seed=args.search_seed, progress=progress,
+                            space=args.search_space)
         print(f"sleep search ({best['n_candidates']} candidates, validation {best['validation']}): best candidate "
               f"{best['candidate']} scores {best['score']:.4f}")
         print("[sleep] " + ", ".join(f"{k} = {v}" for k, v in best["sleep"].items()))

@@ -45,12 +45,12 @@ import numpy as np
 from ._atomic import atomic_path
 from .config import Config, read_toml
 from .errors import ConfigError, DivergenceError, RunFileError
-from .sleep import SleepConfig, layer_activations, sleep, sleep_iterations
+from .sleep import G_FUNCTIONS, SleepConfig, layer_activations, sleep, sleep_iterations
 
 __all__ = [
     "METHODS", "TRAINERS", "ProtocolConfig", "ContinualConfig", "load_continual_config", "task_classes",
     "fisher_diagonal", "ewc_penalty_grad", "run_protocol", "run_seeds", "ProtocolResult", "summarize_seeds",
-    "sample_sleep_config", "search_sleep", "SEARCH_FACTORS",
+    "sample_sleep_config", "search_sleep", "SEARCH_FACTORS", "SEARCH_SPACE_WIDE", "SEARCH_SPACES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -636,8 +636,42 @@ SEARCH_FACTORS = {"max_rate": (0.5, 2.0), "inc": (0.003, 1.0), "dec": (0.003, 1.
                   "thresholds": (0.5, 8.0)}
 
 
-def sample_sleep_config(base: SleepConfig, n_layers: int, rng: np.random.Generator) -> SleepConfig:
-    """One candidate of the search: every parameter of :data:`SEARCH_FACTORS` scaled log-uniformly from ``base``."""
+#: the "wide" search space: absolute ranges, drawn log-uniformly (inc, dec, thresholds,
+#: alpha_scale, max_rate) or uniformly from a list (g, mask_size, iterations_first, and the
+#: iterations added per task as a fraction of iterations_first: MATLAB's schedule is 1/3)
+SEARCH_SPACE_WIDE = {"inc": (1e-5, 3e-2), "dec": (1e-6, 3e-2), "thresholds": (5.0, 400.0), "alpha_scale": (10.0, 1000.0),
+                     "max_rate": (60.0, 500.0), "g": G_FUNCTIONS, "mask_size": (0, 8, 11, 14),
+                     "iterations_first": (300, 1000, 3000, 10000), "per_task_fraction": (0.0, 1.0 / 3.0)}
+#: the search spaces of :func:`search_sleep`
+SEARCH_SPACES = ("around", "wide")
+
+
+def sample_sleep_config(base: SleepConfig, n_layers: int, rng: np.random.Generator, space: str = "around") -> SleepConfig:
+    """One candidate of the search.
+
+    ``"around"``: every parameter of :data:`SEARCH_FACTORS` scaled log-uniformly from
+    ``base``; ``"wide"``: every parameter of :data:`SEARCH_SPACE_WIDE` drawn from its
+    absolute range or list, independently of ``base`` (decay, dt, biases and the alpha
+    source stay as in ``base``).
+    """
+    if space == "wide":
+        sp = SEARCH_SPACE_WIDE
+
+        def lu(name):
+            lo, hi = sp[name]
+            return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+        def pick(name):
+            return sp[name][int(rng.integers(len(sp[name])))]
+
+        g, mask, it1 = pick("g"), int(pick("mask_size")), int(pick("iterations_first"))
+        thresholds = tuple(lu("thresholds") for _ in range(n_layers))
+        return dataclasses.replace(base, inc=lu("inc"), dec=lu("dec"), thresholds=thresholds, alpha_scale=lu("alpha_scale"),
+                                   max_rate=lu("max_rate"), g=str(g), mask_size=mask, iterations_first=it1,
+                                   iterations_per_task=int(round(it1 * pick("per_task_fraction"))))
+    if space != "around":
+        raise ConfigError(f"search space must be one of {', '.join(SEARCH_SPACES)}, got {space!r}")
+
     def factor(name):
         lo, hi = SEARCH_FACTORS[name]
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -649,10 +683,11 @@ def sample_sleep_config(base: SleepConfig, n_layers: int, rng: np.random.Generat
 
 
 def search_sleep(cfg: ContinualConfig, out: str | Path, n_candidates: int, *, search_seed: int = 0, progress=None,
-                 dataset=None) -> dict:
+                 dataset=None, space: str = "around") -> dict:
     """Seeded random search of the sleep parameters on a validation split (resumable).
 
-    Candidate 0 is ``cfg.sleep`` itself, the others :func:`sample_sleep_config` draws.
+    Candidate 0 is ``cfg.sleep`` itself, the others :func:`sample_sleep_config` draws
+    from the search space ``space`` (:data:`SEARCH_SPACES`).
     Each runs the whole protocol (method ``src`` unless the config says ``src+rehearsal``)
     with ``validation`` (0.1 unless set) of the training set held out as the test set,
     into ``out/candidate_NNN``. Writes ``out/search.csv`` (one row per candidate, best
@@ -671,22 +706,25 @@ def search_sleep(cfg: ContinualConfig, out: str | Path, n_candidates: int, *, se
     n_layers = len(base.model.arch) - 1
     rng = np.random.default_rng([int(search_seed), 14, 99])
     cands = [dataclasses.replace(cfg.sleep, thresholds=tuple(cfg.sleep.layer_thresholds(n_layers)))]
-    cands += [sample_sleep_config(cfg.sleep, n_layers, rng) for _ in range(n_candidates - 1)]
+    if space not in SEARCH_SPACES:
+        raise ConfigError(f"search space must be one of {', '.join(SEARCH_SPACES)}, got {space!r}")
+    cands += [sample_sleep_config(cfg.sleep, n_layers, rng, space) for _ in range(n_candidates - 1)]
     rows = []
     best = None
     for i, sc in enumerate(cands):
         s = run_protocol(cfg.replace(sleep=sc.to_dict()), out / f"candidate_{i:03d}", dataset=dataset, progress=progress)
         rows.append({"candidate": i, "score": s["final_accuracy"], "seconds": s["seconds"], **sc.to_dict()})
         logger.info("search candidate %d/%d: validation accuracy %.4f", i + 1, len(cands), s["final_accuracy"])
-        best = _write_search_table(out, rows, method, cfg, search_seed, len(cands))
+        best = _write_search_table(out, rows, method, cfg, search_seed, len(cands), space)
     return best
 
 
 def _write_search_table(out: Path, rows: list[dict], method: str, cfg: ContinualConfig, search_seed: int,
-                        n_candidates: int) -> dict:
+                        n_candidates: int, space: str = "around") -> dict:
     """search.csv (the candidates so far, best first) and best.json; rewritten after every candidate."""
     rows = sorted(rows, key=lambda r: -r["score"])
-    keys = ["candidate", "score", "seconds", "max_rate", "inc", "dec", "alpha_scale", "thresholds"]
+    keys = ["candidate", "score", "seconds", "max_rate", "inc", "dec", "alpha_scale", "thresholds", "g", "mask_size",
+            "iterations_first", "iterations_per_task"]
     with atomic_path(out / "search.csv") as tmp:
         with open(tmp, "w") as fh:
             fh.write(",".join(keys) + "\n")
@@ -694,7 +732,7 @@ def _write_search_table(out: Path, rows: list[dict], method: str, cfg: Continual
                 fh.write(",".join(" ".join(f"{t:.6g}" for t in r[k]) if k == "thresholds" else
                                   (f"{r[k]:.6g}" if isinstance(r[k], float) else str(r[k])) for k in keys) + "\n")
     best = {"score": rows[0]["score"], "candidate": rows[0]["candidate"], "method": method,
-            "validation": cfg.protocol.validation, "search_seed": int(search_seed), "n_candidates": n_candidates,
+            "validation": cfg.protocol.validation, "search_seed": int(search_seed), "space": space, "n_candidates": n_candidates,
             "candidates_done": len(rows), "sleep": {k: rows[0][k] for k in SleepConfig.__dataclass_fields__}}
     with atomic_path(out / "best.json") as tmp:
         tmp.write_text(json.dumps(best, indent=1))

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from neuro_hts.continual import (
-    ContinualConfig, _task_training_set, ewc_penalty_grad, fisher_diagonal, load_continual_config, run_protocol,
-    run_seeds, search_sleep,
+    SEARCH_SPACE_WIDE, ContinualConfig, _task_training_set, ewc_penalty_grad, fisher_diagonal, load_continual_config,
+    run_protocol, run_seeds, sample_sleep_config, search_sleep,
 )
+from neuro_hts.sleep import SleepConfig
 from neuro_hts.data import load_dataset
 from neuro_hts.errors import ConfigError
 
@@ -149,6 +150,47 @@ def test_search_writes_its_table_and_best(tmp_path, digits):
     assert best["score"] == float(rows[1].split(",")[1]) or abs(best["score"] - float(rows[1].split(",")[1])) < 1e-5
     assert best["validation"] == 0.1 and set(best["sleep"]) >= {"inc", "dec", "thresholds", "alpha_scale"}
     assert (tmp_path / "search" / "candidate_001" / "summary.json").exists()
+
+
+def test_wide_space_draws_inside_its_ranges_and_is_seeded():
+    base = SleepConfig(decay=0.99, use_biases=True)
+
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return [sample_sleep_config(base, 2, rng, "wide") for _ in range(200)]
+
+    cands = draw(3)
+    sp = SEARCH_SPACE_WIDE
+    for name in ("inc", "dec", "alpha_scale", "max_rate"):
+        v = np.array([getattr(c, name) for c in cands])
+        assert sp[name][0] <= v.min() and v.max() <= sp[name][1]
+        # log-uniform: about half of the draws below the geometric midpoint
+        assert 0.35 < np.mean(v < np.sqrt(sp[name][0] * sp[name][1])) < 0.65
+    th = np.array([c.thresholds for c in cands])
+    assert th.shape == (200, 2) and th.min() >= 5.0 and th.max() <= 400.0 and not np.allclose(th[:, 0], th[:, 1])
+    assert {c.g for c in cands} == set(sp["g"]) and {c.mask_size for c in cands} == set(sp["mask_size"])
+    assert {c.iterations_first for c in cands} == set(sp["iterations_first"])
+    assert all(c.iterations_per_task in (0, round(c.iterations_first / 3)) for c in cands)
+    assert 0 < sum(c.iterations_per_task == 0 for c in cands) < 200
+    # what the space does not draw stays as in the base
+    assert all(c.decay == 0.99 and c.use_biases for c in cands)
+    assert [c.to_dict() for c in draw(3)] == [c.to_dict() for c in cands]
+    assert [c.to_dict() for c in draw(4)] != [c.to_dict() for c in cands]
+    with pytest.raises(ConfigError, match="search space"):
+        sample_sleep_config(base, 2, np.random.default_rng(0), "narrow")
+
+
+def test_wide_search_records_its_space(tmp_path, digits):
+    cfg = small("src", continual={"n_tasks": 2, "epochs": 1}, sleep={"iterations_first": 50, "iterations_per_task": 0})
+    best = search_sleep(cfg, tmp_path / "search", 2, dataset=digits, space="wide")
+    assert best["space"] == "wide"
+    header, *rows = (tmp_path / "search" / "search.csv").read_text().splitlines()
+    assert header.split(",")[-4:] == ["g", "mask_size", "iterations_first", "iterations_per_task"]
+    drawn = next(r for r in rows if r.startswith("1,")).split(",")
+    again = sample_sleep_config(cfg.sleep, 2, np.random.default_rng([0, 14, 99]), "wide")
+    assert drawn[-4:] == [again.g, str(again.mask_size), str(again.iterations_first), str(again.iterations_per_task)]
+    with pytest.raises(ConfigError, match="search space"):
+        search_sleep(cfg, tmp_path / "other", 2, dataset=digits, space="narrow")
 
 
 def test_cli(run_cli, tmp_path):
