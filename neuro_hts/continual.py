@@ -568,7 +568,8 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
             seen = np.flatnonzero(np.isin(y_tr, np.arange((task + 1) * p.classes_per_task)))
             a_idx = _rng(seed, "alpha", task).permutation(seen)[: p.alpha_samples]
             acts = layer_activations(trainer.engine.backend, net, x_tr[a_idx], base.train.t1, cfg.sleep.alpha_source)
-            sres = sleep(net, x_tr[seen], cfg.sleep, sleep_iterations(task + 1, cfg.sleep), _rng(seed, "sleep", task),
+            drive = seen if cfg.sleep.input == "seen" else np.flatnonzero(np.isin(y_tr, task_classes(task, p.classes_per_task)))
+            sres = sleep(net, x_tr[drive], cfg.sleep, sleep_iterations(task + 1, cfg.sleep), _rng(seed, "sleep", task),
                          activations=acts)
             if not net.is_finite():
                 raise DivergenceError(f"the sleep after task {task + 1} made the weights non-finite")

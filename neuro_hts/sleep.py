@@ -9,8 +9,9 @@ as given step by step in docs/FAMILY.md section 4, applied to an EP network:
    the layer activations of the data seen so far (:func:`layer_activations`);
 3. integrate-and-fire neurons with decay, a threshold beta_l per layer and reset to 0 on a
    spike (:func:`membrane_update`);
-4. input: Poisson spikes (:func:`poisson_rate`) from the mean image of the seen tasks,
-   masked to a random square window every iteration (:func:`window_mask`);
+4. input: Poisson spikes (:func:`poisson_rate`) from the mean image of the seen tasks
+   (``SleepConfig.input = "seen"``; ``"current"``: of the task just learned, as the Python
+   replica does), masked to a random square window every iteration (:func:`window_mask`);
 5. STDP on every post spike (:func:`stdp_update`) with the weight-dependent factor g
    (:func:`stdp_factor`);
 6. iterations after task k: ``iterations_first + iterations_per_task (k - 1)``
@@ -39,7 +40,7 @@ from numba import njit
 from .errors import ConfigError
 
 __all__ = [
-    "SleepConfig", "G_FUNCTIONS", "ALPHA_SOURCES", "poisson_rate", "poisson_spikes", "window_mask", "stdp_factor",
+    "SleepConfig", "G_FUNCTIONS", "ALPHA_SOURCES", "SLEEP_INPUTS", "poisson_rate", "poisson_spikes", "window_mask", "stdp_factor",
     "stdp_update", "membrane_update", "input_gains", "layer_activations", "sleep_iterations", "sleep_reference",
     "sleep", "SleepResult",
 ]
@@ -52,6 +53,10 @@ G_FUNCTIONS = ("sigmoid", "matlab", "one")
 _G_CODES = {name: i for i, name in enumerate(G_FUNCTIONS)}
 #: where the layer activations for the input gains come from
 ALPHA_SOURCES = ("free", "feedforward")
+#: whose mean image drives the sleep after task k: the tasks seen so far (the MATLAB code,
+#: ``utils/create_masked_input`` called on tasks 1..k) or the current task only (the
+#: Python replica, which calls it on task k's training images)
+SLEEP_INPUTS = ("seen", "current")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class SleepConfig:
     iterations_per_task: int = 5000
     use_biases: bool = False
     alpha_source: str = "free"
+    input: str = "seen"
 
     def __post_init__(self):
         th = self.thresholds if isinstance(self.thresholds, (list, tuple)) else (self.thresholds,)
@@ -98,6 +104,8 @@ class SleepConfig:
             raise ConfigError(f"[sleep] g must be one of {', '.join(G_FUNCTIONS)}, got {self.g!r}")
         if self.alpha_source not in ALPHA_SOURCES:
             raise ConfigError(f"[sleep] alpha_source must be one of {', '.join(ALPHA_SOURCES)}, got {self.alpha_source!r}")
+        if self.input not in SLEEP_INPUTS:
+            raise ConfigError(f"[sleep] input must be one of {', '.join(SLEEP_INPUTS)}, got {self.input!r}")
         if not isinstance(self.use_biases, bool):
             raise ConfigError(f"[sleep] use_biases must be true or false, got {self.use_biases!r}")
 
@@ -362,7 +370,8 @@ def sleep(net, x_seen: np.ndarray, cfg: SleepConfig, n_iterations: int, rng: np.
     Parameters
     ----------
     net : Network (dense)
-    x_seen : (N, D) the training inputs of the tasks seen so far (their mean image drives the sleep)
+    x_seen : (N, D) the training inputs whose mean image drives the sleep (run_protocol passes the tasks seen so far,
+        or with ``cfg.input = "current"`` the task just learned)
     cfg : SleepConfig
     n_iterations : number of iterations (:func:`sleep_iterations`)
     rng : the only source of randomness (input spikes, window positions)

@@ -94,6 +94,28 @@ def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits, seq_run):
     assert src["overall_before_sleep"][0] == seq["overall_accuracy"][0]  # the same training up to the first sleep
 
 
+@pytest.mark.parametrize("source, classes", [("seen", [[0, 1], [0, 1, 2, 3]]), ("current", [[0, 1], [2, 3]])])
+def test_sleep_input_is_the_mean_of_the_seen_or_the_current_task(tmp_path, digits, monkeypatch, source, classes):
+    import neuro_hts.continual as cont
+
+    driven = []
+    real = cont.sleep
+
+    def spy(net, x, *a, **k):
+        driven.append(x.copy())
+        return real(net, x, *a, **k)
+
+    monkeypatch.setattr(cont, "sleep", spy)
+    run_protocol(small("src", continual={"n_tasks": 2, "epochs": 1}, sleep={"input": source}), tmp_path / source,
+                 dataset=digits)
+    x = np.asarray(digits.x_train, np.float32).reshape(digits.n_train, -1)
+    for got, cls in zip(driven, classes):
+        want = x[np.isin(digits.y_train, cls)]
+        assert got.shape == want.shape and np.array_equal(got, want)
+    with pytest.raises(ConfigError, match="input must be one of"):
+        small("src", sleep={"input": "dreams"})
+
+
 def test_joint_is_the_upper_bound(tmp_path, digits, seq_run):
     seq = seq_run[1]
     joint = run_protocol(small("joint"), tmp_path / "j", dataset=digits)
