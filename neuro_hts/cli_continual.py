@@ -34,6 +34,8 @@ def add_continual_parser(sub) -> None:
     p.add_argument("--n-train", type=int)
     p.add_argument("--n-test", type=int)
     p.add_argument("--validation", type=float, help="test on this held-out fraction of the training set instead")
+    p.add_argument("--probe", action="store_true", default=None,
+                   help="after every task also the linear-probe accuracy of the last hidden layer (continual.probe)")
     p.add_argument("--search", type=int, metavar="N", help="search the sleep parameters: N seeded candidates on a validation split")
     p.add_argument("--search-seed", type=int, default=0)
     p.add_argument("--search-space", choices=SEARCH_SPACES, default="around",
@@ -48,7 +50,7 @@ def _config(args):
     return cfg.replace(
         continual={"method": args.method, "trainer": args.trainer, "epochs": args.epochs,
                    "rehearsal_fraction": args.rehearsal_fraction, "ewc_lambda": args.ewc_lambda,
-                   "validation": args.validation},
+                   "validation": args.validation, "probe": args.probe},
         train={"seed": args.seed},
         dt={"dist": args.dt_dist},
         data={"data_dir": args.data_dir, "n_train": args.n_train, "n_test": args.n_test},

@@ -50,7 +50,7 @@ from .sleep import G_FUNCTIONS, SleepConfig, layer_activations, sleep, sleep_ite
 __all__ = [
     "METHODS", "TRAINERS", "ProtocolConfig", "ContinualConfig", "load_continual_config", "task_classes",
     "fisher_diagonal", "ewc_penalty_grad", "run_protocol", "run_seeds", "ProtocolResult", "summarize_seeds",
-    "sample_sleep_config", "search_sleep", "SEARCH_FACTORS", "SEARCH_SPACE_WIDE", "SEARCH_SPACES",
+    "sample_sleep_config", "search_sleep", "probe_accuracy", "SEARCH_FACTORS", "SEARCH_SPACE_WIDE", "SEARCH_SPACES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ METHODS = ("sequential", "joint", "rehearsal", "ewc", "src", "src+rehearsal")
 TRAINERS = ("ep", "bptt")
 FORMAT_NAME = "neuro-hts-continual"
 SCHEMA_VERSION = 1
-_STREAMS = {"order": 0, "nudge": 1, "rehearsal": 2, "sleep": 3, "alpha": 4, "fisher": 5, "validation": 6}
+_STREAMS = {"order": 0, "nudge": 1, "rehearsal": 2, "sleep": 3, "alpha": 4, "fisher": 5, "validation": 6, "probe": 7}
 
 
 def _rng(seed: int, purpose: str, *extra: int) -> np.random.Generator:
@@ -75,7 +75,9 @@ class ProtocolConfig:
     set (a fixed split) and test on it instead of the test set (the sleep search).
     ``alpha_samples``: seen training samples whose free-phase states set the sleep's
     input gains. ``fisher_samples`` / ``fisher_batch``: EWC's Fisher estimate.
-    ``reset_optimizer``: a fresh optimiser state for every task.
+    ``reset_optimizer``: a fresh optimiser state for every task. ``probe``: after every
+    task also record the linear-probe accuracy (:func:`probe_accuracy`) of the last hidden
+    layer, on ``probe_samples`` training images of all classes.
     """
 
     method: str = "sequential"
@@ -90,13 +92,16 @@ class ProtocolConfig:
     alpha_samples: int = 1000
     reset_optimizer: bool = True
     validation: float = 0.0
+    probe: bool = False
+    probe_samples: int = 10000
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"[continual] method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.trainer not in TRAINERS:
             raise ConfigError(f"[continual] trainer must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
-        for k in ("n_tasks", "classes_per_task", "epochs", "fisher_samples", "fisher_batch", "alpha_samples"):
+        for k in ("n_tasks", "classes_per_task", "epochs", "fisher_samples", "fisher_batch", "alpha_samples",
+                  "probe_samples"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"[continual] {k} must be a positive integer, got {v!r}")
@@ -107,8 +112,9 @@ class ProtocolConfig:
         if isinstance(self.ewc_lambda, bool) or not isinstance(self.ewc_lambda, (int, float)) or not (
                 math.isfinite(self.ewc_lambda) and self.ewc_lambda >= 0):
             raise ConfigError(f"[continual] ewc_lambda must be a finite number >= 0, got {self.ewc_lambda!r}")
-        if not isinstance(self.reset_optimizer, bool):
-            raise ConfigError(f"[continual] reset_optimizer must be true or false, got {self.reset_optimizer!r}")
+        for k in ("reset_optimizer", "probe"):
+            if not isinstance(getattr(self, k), bool):
+                raise ConfigError(f"[continual] {k} must be true or false, got {getattr(self, k)!r}")
 
     @property
     def sleeps(self) -> bool:
@@ -230,6 +236,7 @@ class ProtocolResult:
     train_seconds: list[float]
     sleep_seconds: list[float]
     sleep_stats: list[dict]
+    probe: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (tasks done,): linear-probe accuracy (NaN: off)
 
     @property
     def tasks_completed(self) -> int:
@@ -271,6 +278,7 @@ def _save_checkpoint(path: Path, cfg: ContinualConfig, net, opt_state: dict, ewc
             r.create_dataset("pre_sleep_overall", data=res.pre_sleep_overall)
             r.create_dataset("train_seconds", data=np.asarray(res.train_seconds, np.float64))
             r.create_dataset("sleep_seconds", data=np.asarray(res.sleep_seconds, np.float64))
+            r.create_dataset("probe", data=np.asarray(res.probe, np.float64))
             r.attrs["sleep_stats"] = json.dumps(res.sleep_stats)
 
 
@@ -295,9 +303,12 @@ def _load_checkpoint(path: Path, net):
             states.append({k: [np.array(g[str(j)]) for j in range(len(g))] for k, g in f[name].items()})
         r = f["results"]
         n_tasks = r["matrix"].shape[1]
-        res = ProtocolResult(n_tasks, np.array(r["matrix"]), np.array(r["overall"]), np.array(r["pre_sleep_overall"]),
+        overall = np.array(r["overall"])
+        # checkpoints written before the probe existed hold no "probe": NaN, as with the probe off
+        probe = np.array(r["probe"]) if "probe" in r else np.full(overall.shape, np.nan)
+        res = ProtocolResult(n_tasks, np.array(r["matrix"]), overall, np.array(r["pre_sleep_overall"]),
                              list(np.array(r["train_seconds"])), list(np.array(r["sleep_seconds"])),
-                             json.loads(r.attrs["sleep_stats"]))
+                             json.loads(r.attrs["sleep_stats"]), probe)
         return str(f.attrs["config"]), states[0], states[1], res
 
 
@@ -311,9 +322,10 @@ def _write_outputs(out: Path, cfg: ContinualConfig, res: ProtocolResult, seconds
     n = res.n_tasks
     with atomic_path(out / "accuracy.csv") as tmp:
         with open(tmp, "w") as fh:
-            fh.write("after_task," + ",".join(f"task_{j + 1}" for j in range(n)) + ",all,all_before_sleep\n")
+            fh.write("after_task," + ",".join(f"task_{j + 1}" for j in range(n)) + ",all,all_before_sleep,probe\n")
             for k in range(res.tasks_completed):
-                row = [f"{v:.6f}" for v in res.matrix[k]] + [f"{res.overall[k]:.6f}", f"{res.pre_sleep_overall[k]:.6f}"]
+                row = [f"{v:.6f}" for v in res.matrix[k]] + [f"{res.overall[k]:.6f}", f"{res.pre_sleep_overall[k]:.6f}",
+                                                            f"{res.probe[k]:.6f}"]
                 fh.write(f"{k + 1}," + ",".join(row) + "\n")
     with atomic_path(out / "accuracy.h5", suffix=".h5.tmp") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -322,6 +334,7 @@ def _write_outputs(out: Path, cfg: ContinualConfig, res: ProtocolResult, seconds
             f.create_dataset("matrix", data=res.matrix)
             f.create_dataset("overall", data=res.overall)
             f.create_dataset("pre_sleep_overall", data=res.pre_sleep_overall)
+            f.create_dataset("probe", data=np.asarray(res.probe, np.float64))
     summary = {
         "method": cfg.protocol.method,
         "trainer": cfg.protocol.trainer,
@@ -334,6 +347,7 @@ def _write_outputs(out: Path, cfg: ContinualConfig, res: ProtocolResult, seconds
         "final_accuracy": res.final_accuracy,
         "overall_accuracy": [float(v) for v in res.overall],
         "overall_before_sleep": [None if np.isnan(v) else float(v) for v in res.pre_sleep_overall],
+        "probe_accuracy": [None if np.isnan(v) else float(v) for v in res.probe],
         "matrix": res.matrix.tolist(),
         "train_seconds": [float(v) for v in res.train_seconds],
         "sleep_seconds": [float(v) for v in res.sleep_seconds],
@@ -382,6 +396,8 @@ def _plot(out: Path, cfg: ContinualConfig, res: ProtocolResult) -> None:
     ax.plot(t, res.overall, "k-", marker="s", lw=2, label="all (10-way)")
     if np.isfinite(res.pre_sleep_overall).any():
         ax.plot(t, res.pre_sleep_overall, "k--", lw=1, label="all, before sleep")
+    if np.isfinite(res.probe).any():
+        ax.plot(t, res.probe, ":", color="0.4", marker="^", lw=1.5, label="linear probe of the hidden layer")
     ax.set_xlabel("after task")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)
@@ -477,6 +493,29 @@ def _task_training_set(cfg: ContinualConfig, x, y, task: int, seed: int):
     return np.concatenate(parts)
 
 
+def probe_accuracy(trainer: _Trainer, net, x_fit, y_fit, x_test, y_test, t1: int, batch_size: int = 1000) -> float:
+    """Linear-probe accuracy of the last hidden layer: how much the representation still holds.
+
+    The free-phase states h (``t1`` steps) of ``x_fit`` get a least-squares linear readout
+    with a bias onto one-hot labels of all classes, V = argmin ||[h 1] V - Y||^2; the
+    score is the accuracy of argmax([h 1] V) on ``x_test``. Forgetting that the probe does
+    not show is in the net's own readout, not in its hidden layer.
+    """
+    n_classes = net.arch[-1]
+
+    def hidden(x):
+        parts = []
+        for start in range(0, x.shape[0], batch_size):
+            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=net.dtype)
+            st = trainer.engine.backend.relax(net, xb, t1).states
+            parts.append(np.asarray(st[-2], np.float64).reshape(xb.shape[0], -1))
+        h = np.concatenate(parts)
+        return np.hstack([h, np.ones((h.shape[0], 1))])
+
+    V = np.linalg.lstsq(hidden(x_fit), np.eye(n_classes)[y_fit], rcond=None)[0]
+    return float(np.mean(np.argmax(hidden(x_test) @ V, axis=1) == y_test))
+
+
 def _evaluate(trainer: _Trainer, net, x_test, y_test, n_tasks, cpt):
     ev = trainer.engine.evaluate(net, x_test, y_test, trainer.algorithm.free_phase())
     correct = ev.predictions == y_test
@@ -511,17 +550,21 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
     if net.arch[0] != data.n_features or net.arch[-1] != data.n_classes:
         raise ConfigError(f"arch {'-'.join(map(str, net.arch))} does not fit {data.name} ({data.n_features} inputs, "
                           f"{data.n_classes} classes)")
+    if p.probe and net.n_layers < 2:
+        raise ConfigError("continual.probe needs a hidden layer to probe")
     trainer = _Trainer(cfg, net)
     x_tr, y_tr, x_te, y_te = _split(cfg, data)
     x_tr = np.ascontiguousarray(x_tr, dtype=dtype)
     x_te = np.ascontiguousarray(x_te, dtype=dtype)
     y_tr_1h = one_hot(y_tr, data.n_classes, dtype)
+    probe_idx = np.sort(_rng(seed, "probe").permutation(x_tr.shape[0])[: p.probe_samples]) if p.probe else None
     ckpt = out / "checkpoint.h5"
     res = _empty_result(p.n_tasks)
     elapsed = 0.0
     if ckpt.exists() and not force:
         stored, opt_state, ewc, res = _load_checkpoint(ckpt, net)
-        if json.loads(stored) != json.loads(cfg.to_json()):
+        # through from_json: a checkpoint written before a key existed compares with its default
+        if json.loads(ContinualConfig.from_json(stored).to_json()) != json.loads(cfg.to_json()):
             raise ConfigError(f"{out} holds a run with another config; use another --out or --force to start over")
         trainer.engine.optimizer.load_state_dict(opt_state)
         trainer.ewc = ewc
@@ -576,6 +619,8 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
             t_sleep = time.perf_counter() - t1
             stats = sres.to_dict()
             row, acc = _evaluate(trainer, net, x_te, y_te, p.n_tasks, p.classes_per_task)
+        res.probe = np.append(res.probe, probe_accuracy(trainer, net, x_tr[probe_idx], y_tr[probe_idx], x_te, y_te,
+                                                        base.train.t1) if p.probe else np.nan)
         res.matrix = np.vstack([res.matrix, row[None]])
         res.overall = np.append(res.overall, acc)
         res.pre_sleep_overall = np.append(res.pre_sleep_overall, pre)
@@ -608,6 +653,7 @@ def summarize_seeds(summaries: list[dict]) -> dict:
         "final_accuracy_min": float(finals.min()),
         "final_accuracy_max": float(finals.max()),
         "final_accuracies": finals.tolist(),
+        "final_probe_accuracies": [(s.get("probe_accuracy") or [None])[-1] for s in summaries],
         "matrix_mean": np.mean(mats, axis=0).tolist() if same else None,
         "seconds": [s["seconds"] for s in summaries],
         "complete": all(s["complete"] for s in summaries),

@@ -86,7 +86,7 @@ def jobs(name: str, args) -> list[tuple[str, str, Path, list[str]]]:
         for s in chosen:
             d = Path(args.out_root) / "runs" / "continual" / name / law / s
             out.append((law, s, d, ["--no-progress", "continual", "--config", str(REPO / config), *settings[s],
-                                    "--dt-dist", law, "--seeds", args.seeds, *data, "--out", str(d)]))
+                                    "--dt-dist", law, "--seeds", args.seeds, "--probe", *data, "--out", str(d)]))
     return out
 
 
@@ -110,7 +110,7 @@ def table(name: str, args) -> dict:
         rows.setdefault(s, {})[law] = {
             "mean": summ["final_accuracy"], "std": summ["final_accuracy_std"], "min": summ["final_accuracy_min"],
             "max": summ["final_accuracy_max"], "seeds": summ["seeds"], "finals": finals, "seconds": summ["seconds"],
-            "matrix_mean": summ["matrix_mean"]}
+            "matrix_mean": summ["matrix_mean"], "probes": summ.get("final_probe_accuracies")}
     res_dir = Path(args.out_root) / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
     result = {"dataset": name, "config": DATASETS[name][0], "settings": rows}

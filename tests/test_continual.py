@@ -116,6 +116,52 @@ def test_sleep_input_is_the_mean_of_the_seen_or_the_current_task(tmp_path, digit
         small("src", sleep={"input": "dreams"})
 
 
+def test_the_probe_sees_what_the_readout_forgot_and_resumes(tmp_path, digits, seq_run):
+    seq = seq_run[1]
+    assert seq["probe_accuracy"] == [None] * 5  # off by default
+    cfg = small(continual={"probe": True, "probe_samples": 600})
+    s = run_protocol(cfg, tmp_path / "p", dataset=digits)
+    assert s["matrix"] == seq["matrix"]  # the probe only looks
+    probe = np.array(s["probe_accuracy"])
+    # sequential training forgets in the readout: the hidden layer still separates most classes
+    assert probe[-1] > 2 * s["final_accuracy"] and probe.min() > 0.5
+    h5 = h5py.File(tmp_path / "p" / "accuracy.h5")
+    assert np.allclose(h5["probe"][()], probe)
+    assert (tmp_path / "p" / "accuracy.csv").read_text().splitlines()[0].endswith(",all,all_before_sleep,probe")
+    # stopped after task 2 by an older version (its checkpoint has no probe): resumes with NaN there
+    class Stop(Exception):
+        pass
+
+    def progress(total, desc):
+        if desc.startswith("task 3/"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_protocol(cfg, tmp_path / "cut", dataset=digits, progress=progress)
+    with h5py.File(tmp_path / "cut" / "checkpoint.h5", "a") as f:
+        del f["results"]["probe"]
+    resumed = run_protocol(cfg, tmp_path / "cut", dataset=digits)
+    assert resumed["probe_accuracy"][:2] == [None, None]
+    assert resumed["probe_accuracy"][2:] == list(probe[2:]) and resumed["matrix"] == s["matrix"]
+
+
+def test_probe_of_a_constant_hidden_layer_is_one_class(digits):
+    from neuro_hts.continual import _Trainer, probe_accuracy
+    from neuro_hts.network import init_network
+
+    cfg = small()
+    net = init_network(cfg.base, np.float32)
+    for w, b in zip(net.weights, net.biases):
+        w[...] = 0.0
+        b[...] = 0.0
+    x = np.asarray(digits.x_train, np.float32).reshape(digits.n_train, -1)
+    acc = probe_accuracy(_Trainer(cfg, net), net, x, digits.y_train, x, digits.y_train, cfg.base.train.t1)
+    assert acc <= np.bincount(digits.y_train).max() / digits.n_train + 1e-9
+    with pytest.raises(ConfigError, match="hidden layer"):
+        run_protocol(small(model={"arch": [64, 10]}, continual={"probe": True}), Path("/nonexistent/never"),
+                     dataset=digits)
+
+
 def test_joint_is_the_upper_bound(tmp_path, digits, seq_run):
     seq = seq_run[1]
     joint = run_protocol(small("joint"), tmp_path / "j", dataset=digits)
