@@ -523,6 +523,18 @@ def _evaluate(trainer: _Trainer, net, x_test, y_test, n_tasks, cpt):
     return row, float(correct.mean())
 
 
+def _comparable(cfg: ContinualConfig) -> dict:
+    """What must match for a run to resume: the whole config, but ``[sleep]`` only for a method that sleeps.
+
+    (A stored config goes through ``from_json`` first, so keys added since it was written
+    compare with their defaults.)
+    """
+    d = json.loads(cfg.to_json())
+    if not cfg.protocol.sleeps:
+        d.pop("sleep")
+    return d
+
+
 def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progress=None, force: bool = False) -> dict:
     """Run (or resume) the protocol of ``cfg`` into directory ``out``; returns the summary dict.
 
@@ -563,8 +575,7 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
     elapsed = 0.0
     if ckpt.exists() and not force:
         stored, opt_state, ewc, res = _load_checkpoint(ckpt, net)
-        # through from_json: a checkpoint written before a key existed compares with its default
-        if json.loads(ContinualConfig.from_json(stored).to_json()) != json.loads(cfg.to_json()):
+        if _comparable(ContinualConfig.from_json(stored)) != _comparable(cfg):
             raise ConfigError(f"{out} holds a run with another config; use another --out or --force to start over")
         trainer.engine.optimizer.load_state_dict(opt_state)
         trainer.ewc = ewc

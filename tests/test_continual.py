@@ -83,6 +83,12 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, digits):
     assert resumed["final_accuracy"] == whole["final_accuracy"]
     with pytest.raises(ConfigError, match="another config"):
         run_protocol(small("sequential"), tmp_path / "cut", dataset=digits)
+    # the sleep's values are part of the config only for a method that sleeps
+    assert run_protocol(cfg.replace(sleep={"inc": 0.5}), tmp_path / "cut", dataset=digits)["matrix"] == whole["matrix"]
+    src = small("src", continual={"n_tasks": 1})
+    run_protocol(src, tmp_path / "src", dataset=digits)
+    with pytest.raises(ConfigError, match="another config"):
+        run_protocol(src.replace(sleep={"inc": 0.5}), tmp_path / "src", dataset=digits)
 
 
 def test_sleep_with_zero_stdp_rates_is_sequential(tmp_path, digits, seq_run):
