@@ -363,11 +363,9 @@ def test_degenerate_but_meaningful_settings_warn_with_the_clipped_fraction(caplo
 
 
 def test_reproduce_script_keeps_smoke_runs_out_of_results(tmp_path, capsys):
-    import importlib.util
+    from _scripts import load_script
 
-    spec = importlib.util.spec_from_file_location("reproduce_hts_bad", REPO / "scripts" / "reproduce_hts.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("reproduce_hts", "reproduce_hts_bad")
     before = _snapshot(REPO / "results")
     code = script.main(["--data-root", str(tmp_path), "--out-root", str(REPO), "--epochs", "1", "--only", "mnist_784-512-10"])
     err = capsys.readouterr().err

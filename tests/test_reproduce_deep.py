@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from neuro_hts.archive import read_archive
 from neuro_hts.cli import build_parser
@@ -19,9 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("reproduce_deep", REPO / "scripts" / "reproduce_deep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("reproduce_deep")
     return mod
 
 
@@ -80,9 +78,7 @@ def test_deep_figure_tables_every_variant_against_standard_ep(script, capsys, tm
     argv = ["--out-root", str(tmp_path), "--epochs", "1", "--n-train", "60", "--n-test", "30", "--seeds", "0-1",
             "--no-progress"]
     assert script.main(argv) == 0
-    spec = importlib.util.spec_from_file_location("deep_figure", REPO / "scripts" / "deep_figure.py")
-    fig = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fig)
+    fig = load_script("deep_figure")
     out = tmp_path / "fig"
     assert fig.main(["--dataset", "tiny", "--sweeps-root", str(tmp_path / "sweeps"), "--out", str(out)]) == 0
     rows = (out / "variants.md").read_text().splitlines()[2:]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shlex
 import shutil
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from neuro_hts.cli import build_parser
 from neuro_hts.config import load_config
@@ -21,9 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("reproduce_hts", REPO / "scripts" / "reproduce_hts.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("reproduce_hts")
     return mod
 
 
