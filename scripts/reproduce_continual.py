@@ -116,13 +116,15 @@ def table(name: str, args) -> dict:
     result = {"dataset": name, "config": DATASETS[name][0], "settings": rows}
     (res_dir / f"continual_{name}.json").write_text(json.dumps(result, indent=1))
     laws = [v.strip() for v in args.laws.split(",") if v.strip()]
-    lines = ["| setting | " + " | ".join(f"{law}: final 10-way (mean +- std, seeds)" for law in laws) + " |",
+    lines = ["| setting | " + " | ".join(f"{law}: final 10-way % (mean +- std (seeds; linear probe))" for law in laws) + " |",
              "|---|" + "---|" * len(laws)]
     for s, by_law in rows.items():
         cells = []
         for law in laws:
             v = by_law.get(law)
-            cells.append("-" if v is None else f"{100 * v['mean']:.2f} +- {100 * v['std']:.2f} ({len(v['finals'])})")
+            probes = [q for q in ((v or {}).get("probes") or []) if q is not None]
+            probe = f"; probe {100 * sum(probes) / len(probes):.1f}" if probes else ""
+            cells.append("-" if v is None else f"{100 * v['mean']:.2f} +- {100 * v['std']:.2f} ({len(v['finals'])}{probe})")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     (res_dir / f"continual_{name}.md").write_text("\n".join(lines) + "\n")
     print(f"== continual {name}")
@@ -142,19 +144,26 @@ def _figure(path: Path, name: str, rows: dict, laws: list[str]) -> None:
     names = list(rows)
     x = np.arange(len(names))
     w = 0.8 / max(1, len(laws))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names) + 2), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names) + 2), 4.6))
+    probe_labelled = False
     for k, law in enumerate(laws):
         m = [100 * rows[s][law]["mean"] if law in rows[s] else np.nan for s in names]
         e = [100 * rows[s][law]["std"] if law in rows[s] else 0.0 for s in names]
         ax.bar(x + (k - (len(laws) - 1) / 2) * w, m, w, yerr=e, capsize=3, label=f"dt {law}")
         for s_i, s in enumerate(names):
             if law in rows[s]:
-                ax.plot(np.full(len(rows[s][law]["finals"]), x[s_i] + (k - (len(laws) - 1) / 2) * w),
-                        100 * np.array(rows[s][law]["finals"]), "k.", ms=3)
+                xs = x[s_i] + (k - (len(laws) - 1) / 2) * w
+                ax.plot(np.full(len(rows[s][law]["finals"]), xs), 100 * np.array(rows[s][law]["finals"]), "k.", ms=3)
+                probes = [v for v in (rows[s][law].get("probes") or []) if v is not None]
+                if probes:
+                    ax.plot([xs], [100 * np.mean(probes)], "D", color="0.3", ms=4,
+                            label="linear probe of the hidden layer (mean)" if not probe_labelled else None)
+                    probe_labelled = True
     ax.set_xticks(x, names, rotation=35, ha="right")
     ax.set_ylabel("final 10-way test accuracy (%)")
     ax.set_title(f"class-incremental {name}, 5 tasks x 2 classes (bars: mean, whiskers: std, dots: seeds)")
-    ax.legend()
+    ax.set_ylim(0, 105)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

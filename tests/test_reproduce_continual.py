@@ -58,7 +58,8 @@ def test_runs_and_tables_the_digits(rc, tmp_path, capsys):
     summ = json.loads((tmp_path / "runs/continual/digits/constant/sequential/summary.json").read_text())
     assert row["finals"] == summ["final_accuracies"] and len(row["finals"]) == 2 and row["seeds"] == [0, 1]
     md = (tmp_path / "results" / "continual_digits.md").read_text()
-    assert f"| sequential | {100 * row['mean']:.2f} +- {100 * row['std']:.2f} (2) |" in md
+    probe = 100 * sum(row["probes"]) / 2
+    assert f"| sequential | {100 * row['mean']:.2f} +- {100 * row['std']:.2f} (2; probe {probe:.1f}) |" in md
     assert (tmp_path / "results" / "continual_digits.png").stat().st_size > 1000
     # a second call finds every protocol finished and only rewrites the table
     mtime = (tmp_path / "runs/continual/digits/constant/sequential/seed_0/checkpoint.h5").stat().st_mtime_ns
