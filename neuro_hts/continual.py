@@ -508,7 +508,8 @@ def probe_accuracy(trainer: _Trainer, net, x_fit, y_fit, x_test, y_test, t1: int
         for start in range(0, x.shape[0], batch_size):
             xb = np.ascontiguousarray(x[start : start + batch_size], dtype=net.dtype)
             st = trainer.engine.backend.relax(net, xb, t1).states
-            parts.append(np.asarray(st[-2], np.float64).reshape(xb.shape[0], -1))
+            last_hidden = st[-1] if net.output == "ce" else st[-2]  # a softmax readout is not a relaxed state
+            parts.append(np.asarray(last_hidden, np.float64).reshape(xb.shape[0], -1))
         h = np.concatenate(parts)
         return np.hstack([h, np.ones((h.shape[0], 1))])
 

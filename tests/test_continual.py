@@ -151,7 +151,7 @@ def test_the_probe_sees_what_the_readout_forgot_and_resumes(tmp_path, digits, se
     assert resumed["probe_accuracy"][2:] == list(probe[2:]) and resumed["matrix"] == s["matrix"]
 
 
-def test_probe_of_a_constant_hidden_layer_is_one_class(digits):
+def test_probe_of_a_constant_hidden_layer_is_one_class(digits, tmp_path):
     from neuro_hts.continual import _Trainer, probe_accuracy
     from neuro_hts.network import init_network
 
@@ -163,6 +163,10 @@ def test_probe_of_a_constant_hidden_layer_is_one_class(digits):
     x = np.asarray(digits.x_train, np.float32).reshape(digits.n_train, -1)
     acc = probe_accuracy(_Trainer(cfg, net), net, x, digits.y_train, x, digits.y_train, cfg.base.train.t1)
     assert acc <= np.bincount(digits.y_train).max() / digits.n_train + 1e-9
+    # with a softmax readout the last relaxed state is the hidden layer itself
+    ce = small(model={"output": "ce"}, continual={"n_tasks": 1, "probe": True, "probe_samples": 400})
+    s = run_protocol(ce, tmp_path / "ce", dataset=digits)
+    assert s["probe_accuracy"][0] > 0.5
     with pytest.raises(ConfigError, match="hidden layer"):
         run_protocol(small(model={"arch": [64, 10]}, continual={"probe": True}), Path("/nonexistent/never"),
                      dataset=digits)
