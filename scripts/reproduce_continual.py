@@ -15,8 +15,10 @@ Every run resumes where it stopped (the protocol checkpoints after every task), 
 script can be interrupted and started again. At the end (and with ``--table-only``
 without running anything) it writes ``<out-root>/results/continual_<ds>.json`` (final
 10-way accuracy per setting and law: mean, std, min, max and the per-seed values, with the
-wall time of the protocols), ``continual_<ds>.md`` (the same as a table) and
-``continual_<ds>.png`` (bars with the seed spread), and prints the table.
+wall time of the protocols), ``continual_<ds>.md`` (the same as a table),
+``continual_<ds>.png`` (bars with the seed spread), ``continual_<ds>_matrices.{md,png}``
+(every setting's mean accuracy matrix: after task k, accuracy on task j's test images),
+and prints the table.
 
 Usage::
 
@@ -129,9 +131,57 @@ def table(name: str, args) -> dict:
     (res_dir / f"continual_{name}.md").write_text("\n".join(lines) + "\n")
     print(f"== continual {name}")
     print("\n".join(lines), flush=True)
+    mats = [f"# class-incremental {name}: mean accuracy matrices over the seeds (row: after task k; column: test task j)", ""]
+    for s_name, by_law in rows.items():
+        for law in laws:
+            m = (by_law.get(law) or {}).get("matrix_mean")
+            if m is None:
+                continue
+            n = len(m[0])
+            mats += [f"## {s_name}, dt {law}", "", "| after | " + " | ".join(f"T{j + 1}" for j in range(n)) + " |",
+                     "|---|" + "---|" * n]
+            mats += [f"| T{k + 1} | " + " | ".join(f"{100 * v:.1f}" for v in row) + " |" for k, row in enumerate(m)]
+            mats.append("")
+    (res_dir / f"continual_{name}_matrices.md").write_text("\n".join(mats))
     if rows:
         _figure(res_dir / f"continual_{name}.png", name, rows, laws)
+        _matrix_figure(res_dir / f"continual_{name}_matrices.png", name, rows, laws)
     return result
+
+
+def _matrix_figure(path: Path, name: str, rows: dict, laws: list[str]) -> None:
+    """One heat map per setting: the mean accuracy matrix of the first law that has it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    items = []
+    for s_name, by_law in rows.items():
+        law = next((lw for lw in laws if (by_law.get(lw) or {}).get("matrix_mean") is not None), None)
+        if law is not None:
+            items.append((s_name, law, np.array(by_law[law]["matrix_mean"])))
+    if not items:
+        return
+    cols = min(4, len(items))
+    nrows = (len(items) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(items):]:
+        ax.axis("off")
+    for ax, (s_name, law, m) in zip(axes.flat, items):
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="w" if m[i, j] < 0.6 else "k")
+        ax.set_xticks(range(m.shape[1]), [f"T{j + 1}" for j in range(m.shape[1])], fontsize=7)
+        ax.set_yticks(range(m.shape[0]), [f"after T{k + 1}" for k in range(m.shape[0])], fontsize=7)
+        ax.set_title(f"{s_name} (dt {law})", fontsize=8)
+    fig.suptitle(f"class-incremental {name}: accuracy on each task's test images (%), mean over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _figure(path: Path, name: str, rows: dict, laws: list[str]) -> None:

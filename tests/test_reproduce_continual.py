@@ -61,6 +61,10 @@ def test_runs_and_tables_the_digits(rc, tmp_path, capsys):
     probe = 100 * sum(row["probes"]) / 2
     assert f"| sequential | {100 * row['mean']:.2f} +- {100 * row['std']:.2f} (2; probe {probe:.1f}) |" in md
     assert (tmp_path / "results" / "continual_digits.png").stat().st_size > 1000
+    mats = (tmp_path / "results" / "continual_digits_matrices.md").read_text()
+    last = [f"{100 * v:.1f}" for v in summ["matrix_mean"][-1]]
+    assert "## sequential, dt constant" in mats and f"| T5 | {' | '.join(last)} |" in mats
+    assert (tmp_path / "results" / "continual_digits_matrices.png").stat().st_size > 1000
     # a second call finds every protocol finished and only rewrites the table
     mtime = (tmp_path / "runs/continual/digits/constant/sequential/seed_0/checkpoint.h5").stat().st_mtime_ns
     assert rc.main(argv + ["--table-only"]) == 0
