@@ -504,13 +504,9 @@ def probe_accuracy(trainer: _Trainer, net, x_fit, y_fit, x_test, y_test, t1: int
     n_classes = net.arch[-1]
 
     def hidden(x):
-        parts = []
-        for start in range(0, x.shape[0], batch_size):
-            xb = np.ascontiguousarray(x[start : start + batch_size], dtype=net.dtype)
-            st = trainer.engine.backend.relax(net, xb, t1).states
-            last_hidden = st[-1] if net.output == "ce" else st[-2]  # a softmax readout is not a relaxed state
-            parts.append(np.asarray(last_hidden, np.float64).reshape(xb.shape[0], -1))
-        h = np.concatenate(parts)
+        # the free-phase states of every layer; with a softmax readout its logits come last, so
+        # the last hidden layer is always the one before the last entry
+        h = layer_activations(trainer.engine.backend, net, x, t1, "free", batch_size)[-2]
         return np.hstack([h, np.ones((h.shape[0], 1))])
 
     V = np.linalg.lstsq(hidden(x_fit), np.eye(n_classes)[y_fit], rcond=None)[0]
@@ -609,8 +605,8 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
             if not net.is_finite():
                 raise DivergenceError(f"training diverged in task {task + 1}, epoch {epoch + 1}; the checkpoint after "
                                       f"task {res.tasks_completed} is kept in {ckpt}")
+        own = np.flatnonzero(np.isin(y_tr, task_classes(task, p.classes_per_task)))  # this task's training samples
         if p.method == "ewc":
-            own = np.flatnonzero(np.isin(y_tr, task_classes(task, p.classes_per_task)))
             trainer.consolidate(net, x_tr[own], y_tr_1h[own], _rng(seed, "fisher", task))
         t_train = time.perf_counter() - t0
         row, acc = _evaluate(trainer, net, x_te, y_te, p.n_tasks, p.classes_per_task)
@@ -623,7 +619,7 @@ def run_protocol(cfg: ContinualConfig, out: str | Path, *, dataset=None, progres
             seen = np.flatnonzero(np.isin(y_tr, np.arange((task + 1) * p.classes_per_task)))
             a_idx = _rng(seed, "alpha", task).permutation(seen)[: p.alpha_samples]
             acts = layer_activations(trainer.engine.backend, net, x_tr[a_idx], base.train.t1, cfg.sleep.alpha_source)
-            drive = seen if cfg.sleep.input == "seen" else np.flatnonzero(np.isin(y_tr, task_classes(task, p.classes_per_task)))
+            drive = seen if cfg.sleep.input == "seen" else own
             sres = sleep(net, x_tr[drive], cfg.sleep, sleep_iterations(task + 1, cfg.sleep), _rng(seed, "sleep", task),
                          activations=acts)
             if not net.is_finite():

@@ -77,6 +77,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _laws(args) -> list[str]:
+    return [v.strip() for v in args.laws.split(",") if v.strip()]
+
+
 def jobs(name: str, args) -> list[tuple[str, str, Path, list[str]]]:
     """(law, setting, out dir, neuro-hts argv) of one dataset."""
     config, dataset = DATASETS[name]
@@ -84,7 +88,7 @@ def jobs(name: str, args) -> list[tuple[str, str, Path, list[str]]]:
     settings = dict(SETTINGS, **(BPTT_SETTINGS if args.bptt else {}))
     chosen = list(settings) if not args.settings else [s.strip() for s in args.settings.split(",") if s.strip()]
     out = []
-    for law in [v.strip() for v in args.laws.split(",") if v.strip()]:
+    for law in _laws(args):
         for s in chosen:
             d = Path(args.out_root) / "runs" / "continual" / name / law / s
             out.append((law, s, d, ["--no-progress", "continual", "--config", str(REPO / config), *settings[s],
@@ -117,7 +121,7 @@ def table(name: str, args) -> dict:
     res_dir.mkdir(parents=True, exist_ok=True)
     result = {"dataset": name, "config": DATASETS[name][0], "settings": rows}
     (res_dir / f"continual_{name}.json").write_text(json.dumps(result, indent=1))
-    laws = [v.strip() for v in args.laws.split(",") if v.strip()]
+    laws = _laws(args)
     lines = ["| setting | " + " | ".join(f"{law}: final 10-way % (mean +- std (seeds; linear probe))" for law in laws) + " |",
              "|---|" + "---|" * len(laws)]
     for s, by_law in rows.items():
@@ -234,7 +238,7 @@ def main(argv=None) -> int:
         print(f"reproduce_continual: error: unknown setting(s) {', '.join(bad)} (known: {', '.join(known)})",
               file=sys.stderr)
         return 2
-    bad_laws = [v for v in args.laws.split(",") if v.strip() and v.strip() not in LAWS]
+    bad_laws = [v for v in _laws(args) if v not in LAWS]
     if bad_laws or args.workers < 1:
         print(f"reproduce_continual: error: --laws takes {', '.join(LAWS)} and --workers >= 1", file=sys.stderr)
         return 2
