@@ -30,7 +30,7 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
   (``dt.layers`` hidden / all); constant and lognormal dt x 5 seeds; 240 runs
 * ``lr_mnist_slowest``: the slow-neuron effect taken out: constant, lognormal and
   ``lognormal_min`` (constant at the slowest dt lognormal draws for the same seed) x the
-  rates, one-sided, 5 seeds; 90 runs, of which the constant and lognormal ones are
+  rates x {one-sided, symmetric}, 5 seeds; 180 runs, of which the constant and lognormal ones are
   ``lr_mnist``'s (the same cell names; seed them with ``neuro-hts restore
   results/lr_mnist/cells.json sweeps/lr_mnist_slowest``)
 * ``lr_mnist_settled``: every law's free phase run to a residual of 1e-5 (``train.t1_tol``,
@@ -103,9 +103,9 @@ GRIDS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
                         (LR_AXIS, "train.nudging=one-sided,symmetric"), LAWS),
     "lr_mnist_placement": ("models/repro/lr_mnist.toml", "mnist", "0-4",
                            (LR_AXIS, "model.nudge=inside,outside", "dt.layers=hidden,all"), FAMILY_LAWS),
-    # train.nudging=one-sided (the config's default) named so that the cells are lr_mnist's: its
-    # constant and lognormal cells are restored from results/lr_mnist/cells.json, not retrained
-    "lr_mnist_slowest": ("models/repro/lr_mnist.toml", "mnist", "0-4", (LR_AXIS, "train.nudging=one-sided"),
+    # the nudging axis named as in lr_mnist so that the cells are lr_mnist's: its constant and
+    # lognormal cells are restored from results/lr_mnist/cells.json, not retrained
+    "lr_mnist_slowest": ("models/repro/lr_mnist.toml", "mnist", "0-4", (LR_AXIS, "train.nudging=one-sided,symmetric"),
                          "constant,lognormal,lognormal_min"),
     "lr_mnist_settled": ("models/repro/lr_mnist.toml", "mnist", "0-4",
                          (LR_AXIS, "train.t1=400", "train.t1_tol=0.00001"), LAWS),

@@ -54,7 +54,7 @@ def test_dry_run_prints_one_valid_sweep_command_per_grid(script, capsys, tmp_pat
                        "mnist_784-256-256-10": 30, "fashionmnist_784-256-256-10": 30,
                        "family_mnist_ep": 6, "family_mnist_ep_adapt": 6, "family_mnist_chl": 6, "family_mnist_chl_adapt": 6,
                        "stress_adapt": 48, "lr_mnist": 360, "lr_fashionmnist": 360, "lr_mnist_placement": 240,
-                       "lr_mnist_slowest": 90, "lr_mnist_settled": 180, "family_hts_digits_cnn": 10,
+                       "lr_mnist_slowest": 180, "lr_mnist_settled": 180, "family_hts_digits_cnn": 10,
                        "family_hts_digits_dendritic": 10, "mnist_cnn": 6, "fashionmnist_cnn": 6}
     algos = {name: load_config(shlex.split(line)[shlex.split(line).index("--config") + 1]).train.algorithm
              for line, name in zip(lines, script.GRIDS) if name.startswith("family_mnist")}
