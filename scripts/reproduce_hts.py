@@ -42,8 +42,8 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
   digits, no data files; 10 runs each, minutes
 * ``mnist_cnn``, ``fashionmnist_cnn`` (issue 11 item 5, issue 16 item 5): the CNNs of
   ``models/mnist_cnn.toml`` and ``models/fashionmnist_cnn.toml``, constant vs lognormal dt
-  (per-unit, conv layers) x 3 seeds; 6 runs each, each about 75 min on one core of an
-  AVX-512 Xeon (RESULTS.md section 12)
+  (per-unit, conv layers) x 3 seeds; 6 runs each, about 90 min (MNIST, 15 epochs) and 60
+  min (Fashion-MNIST, 10 epochs) a run on one core of a 2-vCPU AMD EPYC (RESULTS.md section 12)
 
 Usage::
 
