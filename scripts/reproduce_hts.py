@@ -31,8 +31,7 @@ Grids (name: config; laws x seeds x settings; dataset; runs; time on a 2-core ma
 * ``lr_mnist_slowest``: the slow-neuron effect taken out: constant, lognormal and
   ``lognormal_min`` (constant at the slowest dt lognormal draws for the same seed) x the
   rates x {one-sided, symmetric}, 5 seeds; 180 runs, of which the constant and lognormal ones are
-  ``lr_mnist``'s (the same cell names; seed them with ``neuro-hts restore
-  results/lr_mnist/cells.json sweeps/lr_mnist_slowest``)
+  ``lr_mnist``'s (the same cell names; the grid's archive holds the ones run so far)
 * ``lr_mnist_settled``: every law's free phase run to a residual of 1e-5 (``train.t1_tol``,
   at most 400 steps) so that none is compared unsettled; 6 laws x the rates, one-sided,
   5 seeds; 180 runs
